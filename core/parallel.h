@@ -1,0 +1,49 @@
+// Threads: one setting bounds oneTBB and OpenBLAS together.
+//
+// set_num_threads(n) (or FLOWGRAD_NUM_THREADS=n in the environment, read on
+// first use) caps oneTBB's worker count through tbb::global_control and sets
+// OpenBLAS's thread count to the same n. Regions that call BLAS from several
+// oneTBB tasks at once use BlasSingleThreadScope, so the two pools never run
+// n*n threads on n cores.
+#pragma once
+
+#include <cstdint>
+
+#include <tbb/blocked_range.h>
+#include <tbb/parallel_for.h>
+
+namespace flowgrad {
+
+void set_num_threads(int n);
+int get_num_threads();
+
+// Below this many elements an elementwise loop runs on the calling thread.
+constexpr std::int64_t kParallelGrain = 32768;
+
+// Calls body(begin, end) on disjoint chunks covering [0, n). Runs inline when
+// n <= grain or only one thread is allowed. Chunk boundaries depend only on n
+// and grain, so per-chunk work is reproducible.
+template <class Body>
+void parallel_for(std::int64_t n, std::int64_t grain, Body&& body) {
+  if (n <= 0) return;
+  if (n <= grain || get_num_threads() == 1) {
+    body(std::int64_t{0}, n);
+    return;
+  }
+  tbb::parallel_for(
+      tbb::blocked_range<std::int64_t>(0, n, grain),
+      [&](const tbb::blocked_range<std::int64_t>& r) { body(r.begin(), r.end()); },
+      tbb::simple_partitioner());
+}
+
+// While alive, OpenBLAS runs single-threaded; nesting is allowed. Use it
+// around parallel regions whose tasks call BLAS.
+class BlasSingleThreadScope {
+ public:
+  BlasSingleThreadScope();
+  ~BlasSingleThreadScope();
+  BlasSingleThreadScope(const BlasSingleThreadScope&) = delete;
+  BlasSingleThreadScope& operator=(const BlasSingleThreadScope&) = delete;
+};
+
+}  // namespace flowgrad

@@ -1,0 +1,42 @@
+// Storage: one 64-byte aligned, reference-counted buffer that tensors view.
+// It also carries the version counter that autograd uses to detect in-place
+// changes of data saved for backward (all views of a buffer share it).
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+namespace flowgrad {
+
+class Storage {
+ public:
+  static constexpr std::size_t kAlignment = 64;
+
+  explicit Storage(std::size_t nbytes);  // contents uninitialised
+  ~Storage();
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+
+  void* data() const { return data_; }
+  std::size_t nbytes() const { return nbytes_; }
+
+  std::uint64_t version() const { return version_.load(std::memory_order_relaxed); }
+  void bump_version() { version_.fetch_add(1, std::memory_order_relaxed); }
+
+ private:
+  void* data_ = nullptr;
+  std::size_t nbytes_ = 0;
+  std::atomic<std::uint64_t> version_{0};
+};
+
+// Bytes held by all live storages of the process, and the high-water mark
+// since the last reset: lets tests and benchmarks state what an op allocates.
+struct MemoryStats {
+  std::size_t current_bytes;
+  std::size_t peak_bytes;
+};
+MemoryStats memory_stats();
+void reset_peak_memory();
+
+}  // namespace flowgrad

@@ -1,0 +1,302 @@
+// Elementwise ops. Each op is its forward function and, next to it, the
+// derivative used by its backward, with the formula in the comment above.
+#include "elementwise.h"
+
+#include <cmath>
+#include <numbers>
+
+#include "../autograd/grad_mode.h"
+#include "../autograd/node.h"
+#include "kernels.h"
+#include "reduce.h"
+
+namespace flowgrad {
+
+using autograd::Node;
+using autograd::SavedTensor;
+
+namespace {
+
+constexpr double kGeluC = 0.7978845608028654;  // sqrt(2 / pi)
+constexpr double kGeluA = 0.044715;
+
+// ---- unary ops: y = forward(x), dx = derivative(dy, s) with s = x or y ----
+
+enum class Keep { Input, Output };
+
+template <class Derivative>
+class UnaryBackward final : public Node {
+ public:
+  UnaryBackward(const char* name, Derivative derivative) : name_(name), derivative_(derivative) {}
+  std::string_view name() const override { return name_; }
+  TensorList backward(const Tensor& grad_output) override {
+    return {kernels::map_binary(grad_output, saved.get(), name_, derivative_)};
+  }
+  SavedTensor saved{this};
+
+ private:
+  const char* name_;
+  Derivative derivative_;
+};
+
+template <class Forward, class Derivative>
+Tensor unary_op(const char* name, const Tensor& x, Keep keep, Forward forward,
+                Derivative derivative) {
+  Tensor y = kernels::map_unary(x, name, forward);
+  if (autograd::any_requires_grad({x})) {
+    auto node = std::make_shared<UnaryBackward<Derivative>>(name, derivative);
+    autograd::connect_inputs(*node, {x});
+    node->saved.save(keep == Keep::Input ? x : y);
+    autograd::set_history(y, node);
+  }
+  return y;
+}
+
+Tensor scalar_like(double value, const Tensor& like) {
+  return scalar_tensor(value, like.dtype());
+}
+
+}  // namespace
+
+// neg: y = -x;  dx = -dy
+Tensor neg(const Tensor& x) {
+  return unary_op("neg", x, Keep::Input, [](auto v) { return -v; },
+                  [](auto dy, auto) { return -dy; });
+}
+
+// pow: y = x^p;  dx = dy · p · x^(p-1)
+Tensor pow(const Tensor& x, double p) {
+  return unary_op(
+      "pow", x, Keep::Input,
+      [p](auto v) { return std::pow(v, static_cast<decltype(v)>(p)); },
+      [p](auto dy, auto v) {
+        using T = decltype(v);
+        return dy * static_cast<T>(p) * std::pow(v, static_cast<T>(p - 1));
+      });
+}
+
+// exp: y = e^x;  dx = dy · y
+Tensor exp(const Tensor& x) {
+  return unary_op("exp", x, Keep::Output, [](auto v) { return std::exp(v); },
+                  [](auto dy, auto y) { return dy * y; });
+}
+
+// log: y = ln x;  dx = dy / x
+Tensor log(const Tensor& x) {
+  return unary_op("log", x, Keep::Input, [](auto v) { return std::log(v); },
+                  [](auto dy, auto v) { return dy / v; });
+}
+
+// sqrt: y = √x;  dx = dy / (2y)
+Tensor sqrt(const Tensor& x) {
+  return unary_op("sqrt", x, Keep::Output, [](auto v) { return std::sqrt(v); },
+                  [](auto dy, auto y) { return dy / (2 * y); });
+}
+
+// reciprocal: y = 1/x;  dx = -dy · y²
+Tensor reciprocal(const Tensor& x) {
+  return unary_op("reciprocal", x, Keep::Output, [](auto v) { return 1 / v; },
+                  [](auto dy, auto y) { return -dy * y * y; });
+}
+
+// sigmoid: y = 1 / (1 + e^-x);  dx = dy · y · (1 - y)
+Tensor sigmoid(const Tensor& x) {
+  return unary_op("sigmoid", x, Keep::Output, [](auto v) { return 1 / (1 + std::exp(-v)); },
+                  [](auto dy, auto y) { return dy * y * (1 - y); });
+}
+
+// tanh: y = tanh x;  dx = dy · (1 - y²)
+Tensor tanh(const Tensor& x) {
+  return unary_op("tanh", x, Keep::Output, [](auto v) { return std::tanh(v); },
+                  [](auto dy, auto y) { return dy * (1 - y * y); });
+}
+
+// relu: y = max(x, 0);  dx = dy · [x > 0]
+Tensor relu(const Tensor& x) {
+  return unary_op("relu", x, Keep::Input, [](auto v) { return v > 0 ? v : decltype(v){0}; },
+                  [](auto dy, auto v) { return v > 0 ? dy : decltype(dy){0}; });
+}
+
+// gelu: y = ½x(1 + t), t = tanh(u), u = c(x + 0.044715x³), c = √(2/π)
+//       dx = dy · (½(1 + t) + ½x(1 - t²) · c(1 + 3·0.044715x²))
+Tensor gelu(const Tensor& x) {
+  return unary_op(
+      "gelu", x, Keep::Input,
+      [](auto v) {
+        using T = decltype(v);
+        return T(0.5) * v * (1 + std::tanh(T(kGeluC) * (v + T(kGeluA) * v * v * v)));
+      },
+      [](auto dy, auto v) {
+        using T = decltype(v);
+        T t = std::tanh(T(kGeluC) * (v + T(kGeluA) * v * v * v));
+        T du = T(kGeluC) * (1 + 3 * T(kGeluA) * v * v);
+        return dy * (T(0.5) * (1 + t) + T(0.5) * v * (1 - t * t) * du);
+      });
+}
+
+// clamp: y = min(max(x, lo), hi);  dx = dy · [lo <= x <= hi]
+Tensor clamp(const Tensor& x, double lo, double hi) {
+  if (!(lo <= hi)) fail("clamp", "expected min <= max, got min=", lo, " max=", hi);
+  return unary_op(
+      "clamp", x, Keep::Input,
+      [lo, hi](auto v) {
+        using T = decltype(v);
+        return std::min(std::max(v, static_cast<T>(lo)), static_cast<T>(hi));
+      },
+      [lo, hi](auto dy, auto v) {
+        using T = decltype(v);
+        return v >= static_cast<T>(lo) && v <= static_cast<T>(hi) ? dy : T(0);
+      });
+}
+
+// ---- binary ops with broadcasting ----
+// Each input's gradient is reduced back to its own shape with sum_to: a
+// broadcast input received the same value in many places.
+
+namespace {
+
+class AddBackward final : public Node {
+ public:
+  std::string_view name() const override { return "add"; }
+  // add: y = a + b;  da = dy,  db = dy
+  TensorList backward(const Tensor& dy) override {
+    return {sum_to(dy, next_edges()[0].shape), sum_to(dy, next_edges()[1].shape)};
+  }
+};
+
+class SubBackward final : public Node {
+ public:
+  std::string_view name() const override { return "sub"; }
+  // sub: y = a - b;  da = dy,  db = -dy
+  TensorList backward(const Tensor& dy) override {
+    Tensor da, db;
+    if (next_edges()[0].node) da = sum_to(dy, next_edges()[0].shape);
+    if (next_edges()[1].node) db = neg(sum_to(dy, next_edges()[1].shape));
+    return {da, db};
+  }
+};
+
+class MulBackward final : public Node {
+ public:
+  std::string_view name() const override { return "mul"; }
+  // mul: y = a · b;  da = dy · b,  db = dy · a
+  TensorList backward(const Tensor& dy) override {
+    Tensor da, db;
+    if (next_edges()[0].node) da = sum_to(mul(dy, b.get()), next_edges()[0].shape);
+    if (next_edges()[1].node) db = sum_to(mul(dy, a.get()), next_edges()[1].shape);
+    return {da, db};
+  }
+  SavedTensor a{this}, b{this};
+};
+
+class DivBackward final : public Node {
+ public:
+  std::string_view name() const override { return "div"; }
+  // div: y = a / b;  da = dy / b,  db = -dy · a / b²
+  TensorList backward(const Tensor& dy) override {
+    Tensor da, db;
+    const Tensor b_value = b.get();
+    if (next_edges()[0].node) da = sum_to(div(dy, b_value), next_edges()[0].shape);
+    if (next_edges()[1].node) {
+      Tensor local = kernels::map_binary(a.get(), b_value, "div", [](auto av, auto bv) {
+        return -av / (bv * bv);
+      });
+      db = sum_to(mul(dy, local), next_edges()[1].shape);
+    }
+    return {da, db};
+  }
+  SavedTensor a{this}, b{this};
+};
+
+}  // namespace
+
+Tensor add(const Tensor& a, const Tensor& b) {
+  Tensor y = kernels::map_binary(a, b, "add", [](auto x, auto z) { return x + z; });
+  if (auto node = autograd::make_node<AddBackward>({a, b})) autograd::set_history(y, node);
+  return y;
+}
+
+Tensor sub(const Tensor& a, const Tensor& b) {
+  Tensor y = kernels::map_binary(a, b, "sub", [](auto x, auto z) { return x - z; });
+  if (auto node = autograd::make_node<SubBackward>({a, b})) autograd::set_history(y, node);
+  return y;
+}
+
+Tensor mul(const Tensor& a, const Tensor& b) {
+  Tensor y = kernels::map_binary(a, b, "mul", [](auto x, auto z) { return x * z; });
+  if (auto node = autograd::make_node<MulBackward>({a, b})) {
+    if (b.requires_grad()) node->a.save(a);  // da needs b, db needs a
+    if (a.requires_grad()) node->b.save(b);
+    autograd::set_history(y, node);
+  }
+  return y;
+}
+
+Tensor div(const Tensor& a, const Tensor& b) {
+  Tensor y = kernels::map_binary(a, b, "div", [](auto x, auto z) { return x / z; });
+  if (auto node = autograd::make_node<DivBackward>({a, b})) {
+    node->a.save(a);
+    node->b.save(b);
+    autograd::set_history(y, node);
+  }
+  return y;
+}
+
+Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
+Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
+Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
+Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
+Tensor operator-(const Tensor& x) { return neg(x); }
+Tensor operator+(const Tensor& a, double b) { return add(a, scalar_like(b, a)); }
+Tensor operator-(const Tensor& a, double b) { return sub(a, scalar_like(b, a)); }
+Tensor operator*(const Tensor& a, double b) { return mul(a, scalar_like(b, a)); }
+Tensor operator/(const Tensor& a, double b) { return div(a, scalar_like(b, a)); }
+Tensor operator+(double a, const Tensor& b) { return add(scalar_like(a, b), b); }
+Tensor operator-(double a, const Tensor& b) { return sub(scalar_like(a, b), b); }
+Tensor operator*(double a, const Tensor& b) { return mul(scalar_like(a, b), b); }
+Tensor operator/(double a, const Tensor& b) { return div(scalar_like(a, b), b); }
+
+// ---- in-place updates ----
+
+namespace {
+
+void check_inplace(const char* op, const Tensor& self) {
+  if (GradMode::is_enabled() && self.requires_grad())
+    fail(op, "in-place update of a tensor of shape ", shape_str(self.shape()),
+         " that requires grad; wrap it in NoGradGuard (as optimizers do) or use the "
+         "out-of-place op");
+}
+
+}  // namespace
+
+void add_(const Tensor& self, const Tensor& other, double alpha) {
+  check_inplace("add_", self);
+  if (self.dtype() != other.dtype())
+    fail("add_", "dtype mismatch: ", dtype_name(self.dtype()), " and ", dtype_name(other.dtype()));
+  Tensor scaled = alpha == 1.0 ? other : kernels::map_unary(other, "add_", [alpha](auto v) {
+    return v * static_cast<decltype(v)>(alpha);
+  });
+  add_elements(scaled.shape() == self.shape() ? scaled : scaled.expand(self.shape()), self);
+}
+
+void mul_(const Tensor& self, double factor) {
+  check_inplace("mul_", self);
+  Tensor scaled = kernels::map_unary(self, "mul_", [factor](auto v) {
+    return v * static_cast<decltype(v)>(factor);
+  });
+  copy_elements(scaled, self);
+}
+
+void fill_(const Tensor& self, double value) {
+  check_inplace("fill_", self);
+  copy_elements(full({}, value, self.dtype()).expand(self.shape()), self);
+}
+
+void zero_(const Tensor& self) { fill_(self, 0.0); }
+
+void copy_(const Tensor& self, const Tensor& src) {
+  check_inplace("copy_", self);
+  copy_elements(src.shape() == self.shape() ? src : src.expand(self.shape()), self);
+}
+
+}  // namespace flowgrad

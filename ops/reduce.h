@@ -1,0 +1,25 @@
+// Reductions over one or several dims (negative dims count from the end),
+// and cumulative sums.
+#pragma once
+
+#include <vector>
+
+#include "../core/tensor.h"
+
+namespace flowgrad {
+
+// Sum over `dims` (all dims when empty); keepdim leaves them as size 1.
+Tensor sum(const Tensor& x, const std::vector<std::int64_t>& dims = {}, bool keepdim = false);
+Tensor mean(const Tensor& x, const std::vector<std::int64_t>& dims = {}, bool keepdim = false);
+// Maximum over `dims`; the gradient goes to the first arg-max of each slice.
+Tensor max(const Tensor& x, const std::vector<std::int64_t>& dims = {}, bool keepdim = false);
+
+// Sums a broadcast result back to `shape` (the reverse of broadcasting):
+// what a broadcast input's gradient needs.
+Tensor sum_to(const Tensor& x, const Shape& shape);
+
+// Inclusive cumulative sum along `dim`; reverse = true sums from the end
+// (y_i = sum_{j >= i} x_j), which is also cumsum's backward.
+Tensor cumsum(const Tensor& x, std::int64_t dim, bool reverse = false);
+
+}  // namespace flowgrad

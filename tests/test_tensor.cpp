@@ -1,0 +1,105 @@
+#include "test_util.h"
+
+using namespace flowgrad;
+using namespace flowgrad::testing;
+
+TEST_CASE("tensors are contiguous, 64-byte aligned views of shared storage") {
+  Tensor t = zeros({2, 3}, kFloat64);
+  REQUIRE(t.shape() == Shape{2, 3});
+  REQUIRE(t.strides() == Strides{3, 1});
+  REQUIRE(t.is_contiguous());
+  REQUIRE(reinterpret_cast<std::uintptr_t>(t.storage()->data()) % 64 == 0);
+  Tensor u = t;  // a handle copy shares everything
+  REQUIRE(u.shares_storage_with(t));
+}
+
+TEST_CASE("factories fill the values they promise") {
+  require_values(full({2, 2}, 1.5), {1.5, 1.5, 1.5, 1.5});
+  require_values(arange(0.0, 1.0, 0.25, kFloat64), {0.0, 0.25, 0.5, 0.75});
+  require_values(arange(4), {0, 1, 2, 3});
+  REQUIRE(arange(4).dtype() == kInt64);
+  Tensor t = tensor({1, 2, 3, 4, 5, 6}, {2, 3}, kFloat64);
+  REQUIRE(t.at<double>({1, 2}) == 6.0);
+  REQUIRE_THROWS_WITH(tensor({1, 2, 3}, {2, 2}), Catch::Contains("[tensor]") && Catch::Contains("[2, 2]"));
+}
+
+TEST_CASE("views share storage and index correctly") {
+  Tensor t = tensor({0, 1, 2, 3, 4, 5}, {2, 3}, kFloat64);
+  Tensor tt = t.transpose(0, 1);
+  REQUIRE(tt.shape() == Shape{3, 2});
+  REQUIRE_FALSE(tt.is_contiguous());
+  REQUIRE(tt.shares_storage_with(t));
+  require_values(tt, {0, 3, 1, 4, 2, 5});
+  require_values(t.narrow(1, 1, 2), {1, 2, 4, 5});
+  require_values(t.select(0, 1), {3, 4, 5});
+  REQUIRE(t.unsqueeze(0).shape() == Shape{1, 2, 3});
+  REQUIRE(t.unsqueeze(-1).shape() == Shape{2, 3, 1});
+  REQUIRE(t.unsqueeze(1).squeeze(1).shape() == Shape{2, 3});
+  require_values(t.narrow(1, 0, 1).expand({2, 4}), {0, 0, 0, 0, 3, 3, 3, 3});
+  Tensor c = tt.contiguous();
+  REQUIRE(c.is_contiguous());
+  REQUIRE_FALSE(c.shares_storage_with(t));
+  require_values(c, {0, 3, 1, 4, 2, 5});
+  REQUIRE(t.reshape({3, 2}).shares_storage_with(t));
+  REQUIRE(t.reshape({-1}).shape() == Shape{6});
+  // A transposed tensor cannot be flattened without a copy.
+  REQUIRE_THROWS_WITH(tt.view({6}), Catch::Contains("[view]"));
+  REQUIRE_FALSE(tt.reshape({6}).shares_storage_with(t));
+  require_values(tt.reshape({6}), {0, 3, 1, 4, 2, 5});
+}
+
+TEST_CASE("bad view arguments name the op and the shape") {
+  Tensor t = zeros({2, 3});
+  REQUIRE_THROWS_WITH(t.reshape({4, 2}), Catch::Contains("[reshape]") && Catch::Contains("[2, 3]"));
+  REQUIRE_THROWS_WITH(t.permute({0, 0}), Catch::Contains("[permute]"));
+  REQUIRE_THROWS_WITH(t.narrow(1, 2, 2), Catch::Contains("[narrow]") && Catch::Contains("[2, 3]"));
+  REQUIRE_THROWS_WITH(t.squeeze(0), Catch::Contains("[squeeze]"));
+  REQUIRE_THROWS_WITH(t.expand({3, 3}), Catch::Contains("[expand]"));
+  REQUIRE_THROWS_WITH(t.transpose(0, 2), Catch::Contains("[transpose]") && Catch::Contains("out of range"));
+  REQUIRE_THROWS_WITH(t.at<float>({0, 3}), Catch::Contains("[at]"));
+}
+
+TEST_CASE("to() converts dtypes and clone() copies") {
+  Tensor t = tensor({1.5, -2.25}, kFloat64);
+  Tensor f = t.to(kFloat32);
+  REQUIRE(f.dtype() == kFloat32);
+  require_values(f, {1.5, -2.25});
+  require_values(t.to(kInt64), {1, -2});
+  Tensor c = t.clone();
+  REQUIRE_FALSE(c.shares_storage_with(t));
+}
+
+TEST_CASE("random tensors are reproducible from the seed") {
+  Generator a(42), b(42), c(7);
+  Tensor x = randn({100}, a, kFloat64);
+  Tensor y = randn({100}, b, kFloat64);
+  Tensor z = randn({100}, c, kFloat64);
+  REQUIRE(x.to_vector<double>() == y.to_vector<double>());
+  REQUIRE(x.to_vector<double>() != z.to_vector<double>());
+  // The state round-trips.
+  Generator d(3);
+  d.normal();
+  std::string state = d.state();
+  double next = d.normal();
+  Generator e(99);
+  e.set_state(state);
+  REQUIRE(e.normal() == next);
+  // Moments are right for a large sample.
+  Generator g(1);
+  std::vector<double> v = randn({200000}, g, kFloat64, 2.0, 3.0).to_vector<double>();
+  double m = 0, s = 0;
+  for (double x_ : v) m += x_;
+  m /= v.size();
+  for (double x_ : v) s += (x_ - m) * (x_ - m);
+  s = std::sqrt(s / v.size());
+  REQUIRE(m == Approx(2.0).margin(0.03));
+  REQUIRE(s == Approx(3.0).margin(0.03));
+  std::vector<double> u = rand({100000}, g, kFloat32, -1.0, 1.0).to_vector<double>();
+  for (double x_ : u) REQUIRE((x_ >= -1.0 && x_ < 1.0));
+}
+
+TEST_CASE("printing shows values, shape and dtype") {
+  std::ostringstream out;
+  out << tensor({1, 2, 3, 4}, {2, 2});
+  REQUIRE(out.str() == "tensor([[1, 2],\n        [3, 4]], shape=[2, 2], dtype=float32)");
+}
