@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "core/parallel.h"
 #include "core/random.h"
+#include "core/serialize.h"
 #include "core/shape.h"
 #include "core/storage.h"
 #include "core/tensor.h"
@@ -15,6 +16,13 @@
 #include "autograd/node.h"
 
 #include "ops/elementwise.h"
+#include "ops/matmul.h"
 #include "ops/reduce.h"
+#include "ops/dropout.h"
+#include "ops/embedding.h"
+#include "ops/loss.h"
+#include "ops/normalization.h"
+#include "ops/shape_ops.h"
+#include "ops/softmax.h"
 
 namespace fg = flowgrad;

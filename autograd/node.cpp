@@ -26,6 +26,24 @@ Tensor SavedTensor::get() const {
   return data_;
 }
 
+// Dropping the last reference to a chain of n nodes would otherwise recurse n
+// deep (~Node -> ~Edge -> ~shared_ptr<Node> -> ~Node ...) and overflow the
+// stack for long graphs. Instead, the edges of every node that only we still
+// hold are moved onto an explicit stack, so each node dies with no edges left.
+Node::~Node() {
+  std::vector<std::shared_ptr<Node>> pending;
+  auto take_edges = [&pending](std::vector<Edge>& edges) {
+    for (Edge& edge : edges)
+      if (edge.node) pending.push_back(std::move(edge.node));
+  };
+  take_edges(next_edges_);
+  while (!pending.empty()) {
+    std::shared_ptr<Node> node = std::move(pending.back());
+    pending.pop_back();
+    if (node.use_count() == 1) take_edges(node->next_edges_);
+  }
+}
+
 void Node::release_saved() {
   for (SavedTensor* saved : saved_) saved->release();
   released_ = true;

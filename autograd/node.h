@@ -52,7 +52,7 @@ class SavedTensor {
 class Node {
  public:
   Node() = default;
-  virtual ~Node() = default;
+  virtual ~Node();  // iterative: freeing a long chain must not recurse per node
   Node(const Node&) = delete;
   Node& operator=(const Node&) = delete;
 

@@ -12,6 +12,7 @@ namespace flowgrad {
 Tensor sum(const Tensor& x, const std::vector<std::int64_t>& dims = {}, bool keepdim = false);
 Tensor mean(const Tensor& x, const std::vector<std::int64_t>& dims = {}, bool keepdim = false);
 // Maximum over `dims`; the gradient goes to the first arg-max of each slice.
+// A slice containing NaN has max NaN (and its gradient goes to that NaN).
 Tensor max(const Tensor& x, const std::vector<std::int64_t>& dims = {}, bool keepdim = false);
 
 // Sums a broadcast result back to `shape` (the reverse of broadcasting):

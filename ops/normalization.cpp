@@ -1,0 +1,187 @@
+// layer_norm: the forward saves each row's mean and rstd = 1/sqrt(var + eps)
+// (as llm.c does), so the backward recomputes x̂ without a second reduction.
+#include "normalization.h"
+
+#include <cmath>
+
+#include "../autograd/node.h"
+#include "rows.h"
+
+namespace flowgrad {
+
+using autograd::Node;
+using autograd::SavedTensor;
+
+namespace {
+
+// Columns per task when summing dweight/dbias over rows: at least a cache
+// line of floats, so tasks do not share lines of dy.
+constexpr std::int64_t kMinColumnGrain = 16;
+
+// layer_norm, per row of C elements (x̂ = (x − μ)·rstd, g = dy ⊙ w):
+//   dx     = rstd · (g − mean(g) − x̂ · mean(g ⊙ x̂))
+//   dweight = Σ_rows dy ⊙ x̂
+//   dbias   = Σ_rows dy
+// dx is parallel over rows; dweight/dbias over columns, each column summed by
+// one task in row order (deterministic, no shared accumulators).
+class LayerNormBackward final : public Node {
+ public:
+  std::string_view name() const override { return "layer_norm"; }
+  TensorList backward(const Tensor& dy) override {
+    const Tensor x = input.get();
+    const Tensor w = weight.get();
+    const Tensor mu = mean.get();
+    const Tensor rs = rstd.get();
+    const bool need_dx = next_edges()[0].node != nullptr;
+    const bool need_dw = next_edges()[1].node != nullptr;
+    const bool need_db = next_edges()[2].node != nullptr;
+    if (dy.dtype() != x.dtype())
+      fail("layer_norm", "gradient dtype ", dtype_name(dy.dtype()), " differs from input dtype ",
+           dtype_name(x.dtype()));
+    const std::int64_t last = x.dim() - 1;
+    const std::int64_t channels = x.shape()[last];
+    Tensor dx = need_dx ? empty(x.shape(), x.dtype()) : Tensor();
+    Tensor dw = need_dw ? empty({channels}, x.dtype()) : Tensor();
+    Tensor db = need_db ? empty({channels}, x.dtype()) : Tensor();
+    dispatch_floating(x.dtype(), "layer_norm", [&]<class T>() {
+      const T* px = x.data<T>();
+      const T* pdy = dy.data<T>();
+      const T* pw = w.defined() ? w.data<T>() : nullptr;
+      const std::int64_t sw = w.defined() ? w.strides()[0] : 0;
+      const T* pmu = mu.data<T>();
+      const T* prs = rs.data<T>();
+      const std::int64_t sx = x.strides()[last];
+      const std::int64_t sdy = dy.strides()[last];
+      if (need_dx) {
+        T* pdx = dx.data<T>();
+        kernels::parallel_rows<3>(
+            x.shape(), last, {&x.strides(), &dy.strides(), &dx.strides()},
+            [&](std::int64_t row, const std::array<std::int64_t, 3>& base) {
+              const T* x_row = px + base[0];
+              const T* dy_row = pdy + base[1];
+              T* dx_row = pdx + base[2];  // contiguous: unit stride along the row
+              const T m = pmu[row], r = prs[row];
+              double g_sum = 0.0, g_xhat_sum = 0.0;
+              for (std::int64_t c = 0; c < channels; ++c) {
+                const T g = pw ? dy_row[c * sdy] * pw[c * sw] : dy_row[c * sdy];
+                g_sum += g;
+                g_xhat_sum += static_cast<double>(g) * ((x_row[c * sx] - m) * r);
+              }
+              const T g_mean = static_cast<T>(g_sum / channels);
+              const T g_xhat_mean = static_cast<T>(g_xhat_sum / channels);
+              for (std::int64_t c = 0; c < channels; ++c) {
+                const T g = pw ? dy_row[c * sdy] * pw[c * sw] : dy_row[c * sdy];
+                const T xhat = (x_row[c * sx] - m) * r;
+                dx_row[c] = r * (g - g_mean - xhat * g_xhat_mean);
+              }
+            });
+      }
+      if (!need_dw && !need_db) return;
+      Shape outer_shape = x.shape();
+      outer_shape.pop_back();
+      const Strides outer_x = kernels::outer_strides(x.strides(), last);
+      const Strides outer_dy = kernels::outer_strides(dy.strides(), last);
+      const std::int64_t rows = shape_numel(outer_shape);
+      const std::int64_t grain =
+          std::max(kMinColumnGrain, kParallelGrain / std::max<std::int64_t>(rows, 1));
+      T* pdw = need_dw ? dw.data<T>() : nullptr;
+      T* pdb = need_db ? db.data<T>() : nullptr;
+      parallel_for(channels, grain, [&](std::int64_t begin, std::int64_t end) {
+        std::vector<double> w_acc(static_cast<std::size_t>(end - begin), 0.0);
+        std::vector<double> b_acc(static_cast<std::size_t>(end - begin), 0.0);
+        std::int64_t row = 0;
+        kernels::strided_range<2>(
+            outer_shape, {&outer_x, &outer_dy}, 0, rows,
+            [&](const std::array<std::int64_t, 2>& base) {
+              const T m = pmu[row], r = prs[row];
+              ++row;
+              for (std::int64_t c = begin; c < end; ++c) {
+                const T g = pdy[base[1] + c * sdy];
+                w_acc[c - begin] += static_cast<double>(g) * ((px[base[0] + c * sx] - m) * r);
+                b_acc[c - begin] += g;
+              }
+            });
+        for (std::int64_t c = begin; c < end; ++c) {
+          if (pdw) pdw[c] = static_cast<T>(w_acc[c - begin]);
+          if (pdb) pdb[c] = static_cast<T>(b_acc[c - begin]);
+        }
+      });
+    });
+    return {dx, dw, db};
+  }
+  SavedTensor input{this}, weight{this}, mean{this}, rstd{this};
+};
+
+void check_affine(const char* role, const Tensor& param, const Tensor& x) {
+  if (!param.defined()) return;
+  const std::int64_t channels = x.shape().back();
+  if (param.dim() != 1 || param.shape()[0] != channels)
+    fail("layer_norm", role, " of shape ", shape_str(param.shape()), " does not match the last dim (",
+         channels, ") of input ", shape_str(x.shape()), "; expected [", channels, "]");
+  if (param.dtype() != x.dtype())
+    fail("layer_norm", role, " dtype ", dtype_name(param.dtype()), " differs from input dtype ",
+         dtype_name(x.dtype()));
+}
+
+}  // namespace
+
+Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
+  if (!x.defined()) fail("layer_norm", "input is an undefined tensor");
+  if (x.dim() == 0) fail("layer_norm", "input must have at least one dim, got a 0-dim tensor");
+  if (!(eps >= 0)) fail("layer_norm", "eps must be >= 0, got ", eps);
+  check_affine("weight", weight, x);
+  check_affine("bias", bias, x);
+  const std::int64_t last = x.dim() - 1;
+  const std::int64_t channels = x.shape()[last];
+  Shape stats_shape = x.shape();
+  stats_shape.pop_back();
+  Tensor y = empty(x.shape(), x.dtype());
+  Tensor mean = empty(stats_shape, x.dtype());
+  Tensor rstd = empty(stats_shape, x.dtype());
+  dispatch_floating(x.dtype(), "layer_norm", [&]<class T>() {
+    const T* px = x.data<T>();
+    const T* pw = weight.defined() ? weight.data<T>() : nullptr;
+    const T* pb = bias.defined() ? bias.data<T>() : nullptr;
+    const std::int64_t sw = weight.defined() ? weight.strides()[0] : 0;
+    const std::int64_t sb = bias.defined() ? bias.strides()[0] : 0;
+    const std::int64_t sx = x.strides()[last];
+    T* py = y.data<T>();
+    T* pmean = mean.data<T>();
+    T* prstd = rstd.data<T>();
+    kernels::parallel_rows<2>(
+        x.shape(), last, {&x.strides(), &y.strides()},
+        [&](std::int64_t row, const std::array<std::int64_t, 2>& base) {
+          const T* x_row = px + base[0];
+          T* y_row = py + base[1];
+          // Two passes (mean, then squared deviations): stable for large means.
+          double sum = 0.0;
+          for (std::int64_t c = 0; c < channels; ++c) sum += x_row[c * sx];
+          const double mu = sum / static_cast<double>(channels);
+          double squares = 0.0;
+          for (std::int64_t c = 0; c < channels; ++c) {
+            const double d = x_row[c * sx] - mu;
+            squares += d * d;
+          }
+          const T m = static_cast<T>(mu);
+          const T r = static_cast<T>(1.0 / std::sqrt(squares / static_cast<double>(channels) + eps));
+          pmean[row] = m;
+          prstd[row] = r;
+          for (std::int64_t c = 0; c < channels; ++c) {
+            T v = (x_row[c * sx] - m) * r;
+            if (pw) v *= pw[c * sw];
+            if (pb) v += pb[c * sb];
+            y_row[c] = v;
+          }
+        });
+  });
+  if (auto node = autograd::make_node<LayerNormBackward>({x, weight, bias})) {
+    node->input.save(x);
+    node->weight.save(weight);
+    node->mean.save(mean);
+    node->rstd.save(rstd);
+    autograd::set_history(y, node);
+  }
+  return y;
+}
+
+}  // namespace flowgrad
