@@ -1,7 +1,14 @@
 #include "storage.h"
 
+#include <bit>
 #include <cstdlib>
+#include <mutex>
 #include <new>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "error.h"
 
 namespace flowgrad {
 namespace {
@@ -16,24 +23,118 @@ void record_allocation(std::size_t nbytes) {
   }
 }
 
+// Released large buffers are kept for reuse. glibc hands large blocks back
+// to the OS, and touching a freshly mapped page costs a page fault (20-35 µs
+// on the VMs this runs on), so without the cache every large temporary of an
+// op would pay that again. Sizes are rounded up to one of four classes per
+// power of two (at most 25% waste), and the cache holds at most
+// FLOWGRAD_CACHE_MB megabytes (default 1024; 0 disables it).
+class BufferCache {
+ public:
+  static constexpr std::size_t kMinCachedBytes = std::size_t{1} << 16;
+
+  static BufferCache& instance() {
+    static BufferCache cache;
+    return cache;
+  }
+
+  // The capacity actually allocated for a request of `nbytes`.
+  static std::size_t capacity_for(std::size_t nbytes) {
+    std::size_t padded = (nbytes + Storage::kAlignment - 1) / Storage::kAlignment * Storage::kAlignment;
+    if (padded == 0) padded = Storage::kAlignment;
+    if (padded < kMinCachedBytes) return padded;
+    std::size_t step = std::size_t{1} << (std::bit_width(padded) - 3);  // a quarter octave
+    return (padded + step - 1) / step * step;
+  }
+
+  void* allocate(std::size_t capacity) {
+    if (capacity >= kMinCachedBytes && limit_bytes_ > 0) {
+      std::lock_guard lock(mutex_);
+      auto found = free_blocks_.find(capacity);
+      if (found != free_blocks_.end() && !found->second.empty()) {
+        void* block = found->second.back();
+        found->second.pop_back();
+        cached_bytes_ -= capacity;
+        return block;
+      }
+    }
+    void* block = std::aligned_alloc(Storage::kAlignment, capacity);
+    if (block == nullptr) {
+      release_cached();  // give the cached blocks back and try once more
+      block = std::aligned_alloc(Storage::kAlignment, capacity);
+      if (block == nullptr) throw std::bad_alloc();
+    }
+    return block;
+  }
+
+  void release(void* block, std::size_t capacity) {
+    if (capacity >= kMinCachedBytes) {
+      std::lock_guard lock(mutex_);
+      if (cached_bytes_ + capacity <= limit_bytes_) {
+        free_blocks_[capacity].push_back(block);
+        cached_bytes_ += capacity;
+        return;
+      }
+    }
+    std::free(block);
+  }
+
+  void release_cached() {
+    std::lock_guard lock(mutex_);
+    for (auto& [capacity, blocks] : free_blocks_)
+      for (void* block : blocks) std::free(block);
+    free_blocks_.clear();
+    cached_bytes_ = 0;
+  }
+
+  std::size_t cached_bytes() {
+    std::lock_guard lock(mutex_);
+    return cached_bytes_;
+  }
+
+ private:
+  BufferCache() : limit_bytes_(limit_from_environment()) {}
+  ~BufferCache() { release_cached(); }
+
+  static std::size_t limit_from_environment() {
+#if defined(__SANITIZE_ADDRESS__)
+    return 0;  // reuse would hide use-after-free from AddressSanitizer
+#else
+    const char* value = std::getenv("FLOWGRAD_CACHE_MB");
+    if (value == nullptr || *value == '\0') return std::size_t{1024} << 20;
+    char* end = nullptr;
+    const long long megabytes = std::strtoll(value, &end, 10);
+    if (*end != '\0' || megabytes < 0)
+      fail("FLOWGRAD_CACHE_MB", "expected a non-negative integer, got \"", value, "\"");
+    return static_cast<std::size_t>(megabytes) << 20;
+#endif
+  }
+
+  std::mutex mutex_;
+  std::unordered_map<std::size_t, std::vector<void*>> free_blocks_;
+  std::size_t cached_bytes_ = 0;
+  const std::size_t limit_bytes_;
+};
+
 }  // namespace
 
-Storage::Storage(std::size_t nbytes) : nbytes_(nbytes) {
-  // aligned_alloc needs a size that is a multiple of the alignment.
-  std::size_t padded = (nbytes + kAlignment - 1) / kAlignment * kAlignment;
-  if (padded == 0) padded = kAlignment;
-  data_ = std::aligned_alloc(kAlignment, padded);
-  if (data_ == nullptr) throw std::bad_alloc();
+Storage::Storage(std::size_t nbytes)
+    : nbytes_(nbytes), capacity_(BufferCache::capacity_for(nbytes)) {
+  data_ = BufferCache::instance().allocate(capacity_);
   record_allocation(nbytes_);
 }
 
 Storage::~Storage() {
-  std::free(data_);
+  BufferCache::instance().release(data_, capacity_);
   g_current_bytes.fetch_sub(nbytes_);
 }
 
-MemoryStats memory_stats() { return {g_current_bytes.load(), g_peak_bytes.load()}; }
+MemoryStats memory_stats() {
+  return {g_current_bytes.load(), g_peak_bytes.load(), BufferCache::instance().cached_bytes()};
+}
 
 void reset_peak_memory() { g_peak_bytes.store(g_current_bytes.load()); }
+
+void empty_cache() { BufferCache::instance().release_cached(); }
 
 }  // namespace flowgrad

@@ -27,16 +27,22 @@ class Storage {
  private:
   void* data_ = nullptr;
   std::size_t nbytes_ = 0;
+  std::size_t capacity_ = 0;  // bytes actually reserved (see the buffer cache)
   std::atomic<std::uint64_t> version_{0};
 };
 
 // Bytes held by all live storages of the process, and the high-water mark
 // since the last reset: lets tests and benchmarks state what an op allocates.
+// Released large buffers are cached for reuse (FLOWGRAD_CACHE_MB, default
+// 1024); cached bytes are not live and are reported separately.
 struct MemoryStats {
   std::size_t current_bytes;
   std::size_t peak_bytes;
+  std::size_t cached_bytes;
 };
 MemoryStats memory_stats();
 void reset_peak_memory();
+// Returns the cached buffers to the system allocator.
+void empty_cache();
 
 }  // namespace flowgrad

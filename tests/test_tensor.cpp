@@ -103,3 +103,25 @@ TEST_CASE("printing shows values, shape and dtype") {
   out << tensor({1, 2, 3, 4}, {2, 2});
   REQUIRE(out.str() == "tensor([[1, 2],\n        [3, 4]], shape=[2, 2], dtype=float32)");
 }
+
+TEST_CASE("memory stats count live storages; released large buffers are cached for reuse") {
+  empty_cache();
+  const std::size_t before = memory_stats().current_bytes;
+  reset_peak_memory();
+  const void* first_address = nullptr;
+  {
+    Tensor big = empty({1 << 20}, kFloat32);  // 4 MiB
+    first_address = big.storage()->data();
+    REQUIRE(memory_stats().current_bytes == before + (std::size_t{4} << 20));
+  }
+  REQUIRE(memory_stats().current_bytes == before);
+  REQUIRE(memory_stats().peak_bytes >= before + (std::size_t{4} << 20));
+#if !defined(__SANITIZE_ADDRESS__)
+  REQUIRE(memory_stats().cached_bytes >= (std::size_t{4} << 20));
+  Tensor again = empty({1 << 20}, kFloat32);  // same size class: the cached block
+  REQUIRE(again.storage()->data() == first_address);
+  again = Tensor();
+#endif
+  empty_cache();
+  REQUIRE(memory_stats().cached_bytes == 0);
+}
