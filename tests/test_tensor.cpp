@@ -125,3 +125,25 @@ TEST_CASE("memory stats count live storages; released large buffers are cached f
   empty_cache();
   REQUIRE(memory_stats().cached_bytes == 0);
 }
+
+TEST_CASE("one thread setting; our kernels' results do not depend on the thread count") {
+  const int original = get_num_threads();
+  REQUIRE(original == 2);  // FLOWGRAD_NUM_THREADS=2 in the test environment
+  Generator gen(12);
+  Tensor a = randn({300, 700}, gen), b = randn({700, 200}, gen), x = randn({4 * kParallelGrain}, gen);
+  auto own_kernels = [&] {
+    return std::vector<std::vector<float>>{sum(x).to_vector<float>(), sum(a, {0}).to_vector<float>(),
+                                           softmax(a, -1).to_vector<float>(), (x * 3.0).to_vector<float>()};
+  };
+  const auto with_two = own_kernels();
+  const auto product = matmul(a, b).to_vector<float>();
+  REQUIRE(matmul(a, b).to_vector<float>() == product);  // repeatable at a fixed thread count
+  set_num_threads(1);
+  REQUIRE(get_num_threads() == 1);
+  const auto with_one = own_kernels();
+  set_num_threads(original);
+  // Bitwise equal. (OpenBLAS's GEMM may differ in the last bits between
+  // thread counts, so matmul is only compared at a fixed count above.)
+  REQUIRE(with_one == with_two);
+  REQUIRE_THROWS_WITH(set_num_threads(0), Catch::Contains("[set_num_threads]"));
+}
