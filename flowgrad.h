@@ -20,6 +20,8 @@
 #include "ops/reduce.h"
 #include "ops/dropout.h"
 #include "ops/embedding.h"
+#include "ops/flow_attention.h"
+#include "ops/flow_attention_trace.h"
 #include "ops/loss.h"
 #include "ops/normalization.h"
 #include "ops/shape_ops.h"

@@ -1,0 +1,202 @@
+// Flow-Attention benchmark: forward and forward+backward time and peak
+// memory of the fused normal and causal kernels, next to softmax attention
+// built from the primitive ops (the quadratic baseline), for B=1, H=8,
+// D=M=64 and L in {1024, 4096, 16384}.
+//
+//   bench_flow_attention [--threads N] [--lengths 1024,4096,16384] [--repeats 3]
+//
+// Each configuration runs in its own process (this program re-executes
+// itself with --single), so the peak RSS it reports belongs to that
+// configuration alone. Times are medians over the repeats after one warm-up.
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <iomanip>
+#include <iostream>
+#include <limits>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "../flowgrad.h"
+
+namespace {
+
+constexpr std::int64_t kHeads = 8, kDim = 64;
+constexpr std::int64_t kChunk = 128;  // the causal kernel's chunk (for the FLOP count)
+
+struct Result {
+  double seconds = NAN;
+  double peak_rss_mb = NAN;
+  double gflop = NAN;  // GEMM work of the run
+  std::string note;
+};
+
+double peak_rss_mb() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB
+}
+
+template <class F>
+double median_seconds(int repeats, F&& run) {
+  run();  // warm-up
+  std::vector<double> times;
+  for (int r = 0; r < repeats; ++r) {
+    const auto start = std::chrono::steady_clock::now();
+    run();
+    times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+// GEMM floating-point operations of one head, per the kernels' structure.
+double kernel_gflop(const std::string& kernel, bool backward, double L) {
+  const double D = kDim, M = kDim, c = std::min<double>(kChunk, L);
+  double flops;
+  if (kernel == "normal") {
+    flops = backward ? 2 * L * D * M * 7 : 2 * L * D * M * 2;  // 2 GEMMs forward; 7 with backward
+  } else if (kernel == "causal") {
+    const double sweep = L * (4 * D * M + 2 * c * (D + M));  // one pass over all chunks
+    flops = backward ? 2 * sweep + 3 * L * (2 * D * M + 2 * c * (D + M)) + 2 * L * D * M : sweep;
+  } else {  // softmax: Q Kᵀ and P V, and 4 GEMMs in backward
+    flops = backward ? 2 * L * L * D * 6 : 2 * L * L * D * 2;
+  }
+  return flops * kHeads / 1e9;
+}
+
+fg::Tensor softmax_attention(const fg::Tensor& q, const fg::Tensor& k, const fg::Tensor& v, bool causal) {
+  fg::Tensor scores = fg::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(kDim)));
+  if (causal) {
+    const std::int64_t L = q.size(2);
+    std::vector<float> mask(static_cast<std::size_t>(L * L), 0.0f);
+    for (std::int64_t i = 0; i < L; ++i)
+      for (std::int64_t j = i + 1; j < L; ++j) mask[i * L + j] = -std::numeric_limits<float>::infinity();
+    scores = scores + fg::from_vector(mask, {L, L});
+  }
+  return fg::matmul(fg::softmax(scores, -1), v);
+}
+
+Result run_single(const std::string& kernel, bool backward, std::int64_t L, int repeats) {
+  fg::Generator gen(0);
+  fg::Tensor q = fg::randn({1, kHeads, L, kDim}, gen), k = fg::randn({1, kHeads, L, kDim}, gen),
+             v = fg::randn({1, kHeads, L, kDim}, gen), grad = fg::randn({1, kHeads, L, kDim}, gen);
+  if (backward) {
+    q.requires_grad_();
+    k.requires_grad_();
+    v.requires_grad_();
+  }
+  auto attention = [&] {
+    if (kernel == "softmax") return softmax_attention(q, k, v, /*causal=*/true);
+    return fg::flow_attention(q, k, v, fg::FlowAttentionOptions{}.set_causal(kernel == "causal"));
+  };
+  Result result;
+  result.seconds = median_seconds(repeats, [&] {
+    fg::Tensor out = attention();
+    if (backward) {
+      out.backward(grad);
+      q.set_grad(fg::Tensor());
+      k.set_grad(fg::Tensor());
+      v.set_grad(fg::Tensor());
+    }
+  });
+  result.peak_rss_mb = peak_rss_mb();
+  result.gflop = kernel_gflop(kernel, backward, static_cast<double>(L));
+  return result;
+}
+
+// Runs one configuration in a child process and parses its one-line answer.
+Result run_in_child(const std::string& self, const std::string& kernel, bool backward, std::int64_t L,
+                    int repeats, int threads) {
+  std::ostringstream command;
+  command << self << " --single " << kernel << ' ' << (backward ? "fwdbwd" : "fwd") << ' ' << L << ' '
+          << repeats << " --threads " << threads;
+  FILE* pipe = popen(command.str().c_str(), "r");
+  Result result;
+  if (pipe == nullptr) {
+    result.note = "could not start";
+    return result;
+  }
+  char line[512] = {0};
+  std::string output;
+  while (std::fgets(line, sizeof line, pipe) != nullptr) output += line;
+  const int status = pclose(pipe);
+  if (status != 0 || std::sscanf(output.c_str(), "%lf %lf %lf", &result.seconds, &result.peak_rss_mb,
+                                 &result.gflop) != 3)
+    result.note = "failed: " + output;
+  return result;
+}
+
+std::vector<std::int64_t> parse_lengths(const std::string& text) {
+  std::vector<std::int64_t> lengths;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) lengths.push_back(std::stoll(item));
+  return lengths;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int threads = 2, repeats = 3;
+  std::vector<std::int64_t> lengths = {1024, 4096, 16384};
+  std::vector<std::string> args(argv + 1, argv + argc);
+  try {
+    for (std::size_t i = 0; i < args.size(); ++i) {
+      if (args[i] == "--threads" && i + 1 < args.size()) threads = std::stoi(args[++i]);
+      if (args[i] == "--repeats" && i + 1 < args.size()) repeats = std::stoi(args[++i]);
+      if (args[i] == "--lengths" && i + 1 < args.size()) lengths = parse_lengths(args[++i]);
+    }
+    fg::set_num_threads(threads);
+    if (!args.empty() && args[0] == "--single" && args.size() >= 5) {
+      Result r = run_single(args[1], args[2] == "fwdbwd", std::stoll(args[3]), std::stoi(args[4]));
+      std::printf("%.6f %.1f %.4f\n", r.seconds, r.peak_rss_mb, r.gflop);
+      return 0;
+    }
+  } catch (const std::exception& error) {
+    std::cerr << "bench_flow_attention: " << error.what() << '\n';
+    return 1;
+  }
+
+  // popen runs a shell, for which /proc/self/exe is the shell: resolve it here.
+  char self_path[4096] = {0};
+  if (readlink("/proc/self/exe", self_path, sizeof self_path - 1) <= 0) {
+    std::cerr << "bench_flow_attention: cannot resolve /proc/self/exe\n";
+    return 1;
+  }
+  const std::string self = self_path;
+  std::cout << "Flow-Attention, B=1 H=" << kHeads << " D=M=" << kDim << ", float32, " << threads
+            << " thread(s); median of " << repeats << "; one process per row\n\n";
+  std::cout << std::left << std::setw(9) << "kernel" << std::setw(8) << "pass" << std::right << std::setw(8)
+            << "L" << std::setw(12) << "seconds" << std::setw(14) << "peak RSS MB" << std::setw(10)
+            << "GFLOP/s" << "\n";
+  for (const std::string kernel : {"causal", "normal", "softmax"}) {
+    for (std::int64_t L : lengths) {
+      for (bool backward : {false, true}) {
+        std::cout << std::left << std::setw(9) << kernel << std::setw(8) << (backward ? "fwd+bwd" : "fwd")
+                  << std::right << std::setw(8) << L;
+        // Causal softmax attention needs ~4 L×L float tensors per head in backward.
+        const double softmax_gb = 4.0 * kHeads * static_cast<double>(L) * L * 4 / 1e9;
+        if (kernel == "softmax" && softmax_gb > 12.0) {
+          std::cout << "   skipped: needs about " << std::fixed << std::setprecision(0) << softmax_gb
+                    << " GB\n";
+          continue;
+        }
+        Result r = run_in_child(self, kernel, backward, L, repeats, threads);
+        if (!r.note.empty()) {
+          std::cout << "   " << r.note << "\n";
+          continue;
+        }
+        std::cout << std::fixed << std::setprecision(4) << std::setw(12) << r.seconds << std::setprecision(0)
+                  << std::setw(14) << r.peak_rss_mb << std::setprecision(1) << std::setw(10)
+                  << r.gflop / r.seconds << "\n";
+      }
+    }
+  }
+  return 0;
+}

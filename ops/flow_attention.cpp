@@ -1,0 +1,683 @@
+// Flow-Attention, normal and causal: fused forward and hand-derived backward.
+//
+// Section marks (§N1, §C4, ...) point into docs/flow-attention-gradients.md,
+// which derives every gradient line below. Names follow the paper and the
+// reference code: sink_incoming I, source_outgoing O, conserved_sink Ĩ,
+// conserved_source Õ (Ô before the clamp), sink_allocation A,
+// source_competition C.
+//
+// Layout: every head is processed on its own, on contiguous row-major
+// matrices (Q: L×D, K: S×D, V: S×M). Only the inputs are saved for
+// backward; the O((L+S)·D) flow quantities are recomputed, which costs less
+// than the GEMMs and keeps memory linear in the sequence length.
+#include "flow_attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "../autograd/grad_mode.h"
+#include "../autograd/node.h"
+#include "../core/blas.h"
+#include "../core/parallel.h"
+
+namespace flowgrad {
+namespace {
+
+// Rows per causal chunk: each chunk's work is three GEMMs plus a c×c block.
+constexpr std::int64_t kCausalChunk = 128;
+
+// A scratch buffer. It is a Tensor so that memory_stats() counts it.
+template <class T>
+class Buffer {
+ public:
+  explicit Buffer(std::int64_t size) : tensor_(zeros({size}, dtype_of<T>)), data_(tensor_.data<T>()) {}
+  T* data() { return data_; }
+  T& operator[](std::int64_t i) { return data_[i]; }
+  T* row(std::int64_t i, std::int64_t width) { return data_ + i * width; }
+
+ private:
+  Tensor tensor_;
+  T* data_;
+};
+
+template <class T>
+T dot(const T* a, const T* b, std::int64_t n) {
+  T total = 0;
+  for (std::int64_t d = 0; d < n; ++d) total += a[d] * b[d];
+  return total;
+}
+
+// (a + ε)·(b + ε), the flow dot product.
+template <class T>
+T dot_eps(const T* a, const T* b, std::int64_t n, T eps) {
+  T total = 0;
+  for (std::int64_t d = 0; d < n; ++d) total += (a[d] + eps) * (b[d] + eps);
+  return total;
+}
+
+// y += alpha · x
+template <class T>
+void axpy(T alpha, const T* x, T* y, std::int64_t n) {
+  for (std::int64_t d = 0; d < n; ++d) y[d] += alpha * x[d];
+}
+
+template <class T>
+T sigmoid(T x) {
+  return T(1) / (T(1) + std::exp(-x));
+}
+
+// C (m×n) = op(A) op(B) + beta·C on contiguous row-major matrices, where
+// op(A) is m×k and op(B) is k×n.
+template <class T>
+void gemm(bool transpose_a, bool transpose_b, std::int64_t m, std::int64_t n, std::int64_t k,
+          const T* a, const T* b, T beta, T* c) {
+  if (m == 0 || n == 0) return;
+  if (k == 0) {
+    for (std::int64_t i = 0; i < m * n; ++i) c[i] *= beta;
+    return;
+  }
+  blas::gemm<T>(transpose_a, transpose_b, m, n, k, T(1), a, transpose_a ? m : k, b,
+                transpose_b ? k : n, beta, c, n);
+}
+
+// Keeps block[a][b] where keep(a, b), zeroes the rest (a c×c row-major block).
+template <class T, class Keep>
+void mask_block(T* block, std::int64_t c, Keep keep) {
+  for (std::int64_t a = 0; a < c; ++a)
+    for (std::int64_t b = 0; b < c; ++b)
+      if (!keep(a, b)) block[a * c + b] = 0;
+}
+
+struct Sizes {
+  std::int64_t L, S, D, M;
+};
+
+template <class T>
+struct Settings {
+  T eps, clamp_min, clamp_max;
+};
+
+// The feature map: q = σ(Q), k = σ(K) (§N0 / §C0).
+template <class T>
+void feature_map(const T* x, std::int64_t n, T* out) {
+  for (std::int64_t i = 0; i < n; ++i) out[i] = sigmoid(x[i]);
+}
+
+// ---------------------------------------------------------------------------
+// Normal Flow-Attention
+// ---------------------------------------------------------------------------
+
+// §N0–§N3 for one head: everything up to the aggregation.
+template <class T>
+struct NormalFlows {
+  Sizes n;
+  Buffer<T> q, k;                                      // L×D, S×D
+  Buffer<T> k_sum, q_sum, k_outgoing, q_incoming;      // D
+  Buffer<T> sink_incoming, conserved_sink, sink_allocation;           // L
+  Buffer<T> source_outgoing, conserved_source_raw, source_competition;  // S
+
+  NormalFlows(const T* Q, const T* K, Sizes sizes, Settings<T> s)
+      : n(sizes), q(n.L * n.D), k(n.S * n.D), k_sum(n.D), q_sum(n.D), k_outgoing(n.D),
+        q_incoming(n.D), sink_incoming(n.L), conserved_sink(n.L), sink_allocation(n.L),
+        source_outgoing(n.S), conserved_source_raw(n.S), source_competition(n.S) {
+    const std::int64_t D = n.D;
+    // §N0
+    feature_map(Q, n.L * D, q.data());
+    feature_map(K, n.S * D, k.data());
+    // §N1: I_i = 1 / ((q_i+ε)·(Σ_j k_j + ε)),  O_j = 1 / ((k_j+ε)·(Σ_i q_i + ε))
+    for (std::int64_t j = 0; j < n.S; ++j) axpy(T(1), k.row(j, D), k_sum.data(), D);
+    for (std::int64_t i = 0; i < n.L; ++i) axpy(T(1), q.row(i, D), q_sum.data(), D);
+    for (std::int64_t i = 0; i < n.L; ++i)
+      sink_incoming[i] = T(1) / dot_eps(q.row(i, D), k_sum.data(), D, s.eps);
+    for (std::int64_t j = 0; j < n.S; ++j)
+      source_outgoing[j] = T(1) / dot_eps(k.row(j, D), q_sum.data(), D, s.eps);
+    // §N2: Ĩ_i = (q_i+ε)·(Σ_j O_j k_j + ε),  Ô_j = (k_j+ε)·(Σ_i I_i q_i + ε)
+    for (std::int64_t j = 0; j < n.S; ++j) axpy(source_outgoing[j], k.row(j, D), k_outgoing.data(), D);
+    for (std::int64_t i = 0; i < n.L; ++i) axpy(sink_incoming[i], q.row(i, D), q_incoming.data(), D);
+    for (std::int64_t i = 0; i < n.L; ++i)
+      conserved_sink[i] = dot_eps(q.row(i, D), k_outgoing.data(), D, s.eps);
+    for (std::int64_t j = 0; j < n.S; ++j)
+      conserved_source_raw[j] = dot_eps(k.row(j, D), q_incoming.data(), D, s.eps);
+    // §N3: A_i = σ(Ĩ_i · L/S),  C = S · softmax(clamp(Ô))
+    const T l_over_s = static_cast<T>(static_cast<double>(n.L) / static_cast<double>(n.S));
+    for (std::int64_t i = 0; i < n.L; ++i) sink_allocation[i] = sigmoid(conserved_sink[i] * l_over_s);
+    T max_source = -std::numeric_limits<T>::infinity();
+    for (std::int64_t j = 0; j < n.S; ++j) {
+      source_competition[j] = std::clamp(conserved_source_raw[j], s.clamp_min, s.clamp_max);
+      max_source = std::max(max_source, source_competition[j]);
+    }
+    T total = 0;
+    for (std::int64_t j = 0; j < n.S; ++j) {
+      source_competition[j] = std::exp(source_competition[j] - max_source);
+      total += source_competition[j];
+    }
+    for (std::int64_t j = 0; j < n.S; ++j)
+      source_competition[j] = source_competition[j] / total * static_cast<T>(n.S);
+  }
+
+  // §N4 W_j = C_j v_j (S×M) and KV = kᵀW (D×M)
+  void aggregate_state(const T* V, T* weighted_values, T* kv_state) {
+    for (std::int64_t j = 0; j < n.S; ++j)
+      for (std::int64_t m = 0; m < n.M; ++m)
+        weighted_values[j * n.M + m] = source_competition[j] * V[j * n.M + m];
+    gemm<T>(true, false, n.D, n.M, n.S, k.data(), weighted_values, T(0), kv_state);
+  }
+};
+
+// §N4: out_i = A_i I_i · q_i KV
+template <class T>
+void normal_forward(const T* Q, const T* K, const T* V, T* out, Sizes n, Settings<T> s) {
+  NormalFlows<T> flows(Q, K, n, s);
+  Buffer<T> weighted_values(n.S * n.M), kv_state(n.D * n.M);
+  flows.aggregate_state(V, weighted_values.data(), kv_state.data());
+  gemm<T>(false, false, n.L, n.M, n.D, flows.q.data(), kv_state.data(), T(0), out);
+  for (std::int64_t i = 0; i < n.L; ++i) {
+    const T row_scale = flows.sink_allocation[i] * flows.sink_incoming[i];
+    for (std::int64_t m = 0; m < n.M; ++m) out[i * n.M + m] *= row_scale;
+  }
+}
+
+// Gradients of one head; dQ, dK, dV must be zero on entry.
+template <class T>
+void normal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* dK, T* dV, Sizes n,
+                     Settings<T> s) {
+  const std::int64_t L = n.L, S = n.S, D = n.D, M = n.M;
+  NormalFlows<T> f(Q, K, n, s);
+  Buffer<T> W(S * M), KV(D * M);
+  f.aggregate_state(V, W.data(), KV.data());
+  T* dq = dQ;  // accumulated as ∂L/∂q, turned into ∂L/∂Q at the end (§N0)
+  T* dk = dK;
+
+  // §N4 backward: out_i = s_i R_i, R = q KV, s_i = A_i I_i
+  Buffer<T> R(L * M), dR(L * M), dA(L), dI(L);
+  gemm<T>(false, false, L, M, D, f.q.data(), KV.data(), T(0), R.data());
+  for (std::int64_t i = 0; i < L; ++i) {
+    const T ds = dot(G + i * M, R.row(i, M), M);  // ds_i = G_i · R_i
+    dA[i] = ds * f.sink_incoming[i];
+    dI[i] = ds * f.sink_allocation[i];
+    const T row_scale = f.sink_allocation[i] * f.sink_incoming[i];
+    for (std::int64_t m = 0; m < M; ++m) dR[i * M + m] = row_scale * G[i * M + m];
+  }
+  Buffer<T> dKV(D * M), dW(S * M);
+  gemm<T>(false, true, L, D, M, dR.data(), KV.data(), T(1), dq);  // dq += dR KVᵀ
+  gemm<T>(true, false, D, M, L, f.q.data(), dR.data(), T(0), dKV.data());  // dKV = qᵀ dR
+  gemm<T>(false, true, S, D, M, W.data(), dKV.data(), T(1), dk);  // dk += W dKVᵀ
+  gemm<T>(false, false, S, M, D, f.k.data(), dKV.data(), T(0), dW.data());  // dW = k dKV
+  Buffer<T> dC(S);
+  for (std::int64_t j = 0; j < S; ++j) {  // W_j = C_j v_j
+    dC[j] = dot(V + j * M, dW.row(j, M), M);
+    for (std::int64_t m = 0; m < M; ++m) dV[j * M + m] = f.source_competition[j] * dW[j * M + m];
+  }
+
+  // §N3 backward: A_i = σ(Ĩ_i L/S);  C = S softmax(Õ)
+  const T l_over_s = static_cast<T>(static_cast<double>(L) / static_cast<double>(S));
+  Buffer<T> d_conserved_sink(L), d_conserved_source(S);
+  for (std::int64_t i = 0; i < L; ++i) {
+    const T a = f.sink_allocation[i];
+    d_conserved_sink[i] = dA[i] * a * (T(1) - a) * l_over_s;
+  }
+  T weighted_dC = 0;  // Σ_l p_l dC_l with p_l = C_l / S
+  for (std::int64_t l = 0; l < S; ++l) weighted_dC += f.source_competition[l] / static_cast<T>(S) * dC[l];
+  for (std::int64_t j = 0; j < S; ++j) {
+    const T raw = f.conserved_source_raw[j];
+    const bool clamp_inactive = raw >= s.clamp_min && raw <= s.clamp_max;  // §N2 clamp
+    d_conserved_source[j] = clamp_inactive ? f.source_competition[j] * (dC[j] - weighted_dC) : T(0);
+  }
+
+  // §N2 backward: Ĩ_i = (q_i+ε)·(k_outgoing+ε), k_outgoing = Σ_j O_j k_j
+  Buffer<T> d_k_outgoing(D), d_q_incoming(D), dO(S);
+  for (std::int64_t i = 0; i < L; ++i) {
+    axpy(d_conserved_sink[i], f.k_outgoing.data(), dq + i * D, D);
+    for (std::int64_t d = 0; d < D; ++d) {
+      dq[i * D + d] += d_conserved_sink[i] * s.eps;
+      d_k_outgoing[d] += d_conserved_sink[i] * (f.q[i * D + d] + s.eps);
+    }
+  }
+  //           Ô_j = (k_j+ε)·(q_incoming+ε), q_incoming = Σ_i I_i q_i
+  for (std::int64_t j = 0; j < S; ++j) {
+    dO[j] = dot(d_k_outgoing.data(), f.k.row(j, D), D);
+    axpy(f.source_outgoing[j], d_k_outgoing.data(), dk + j * D, D);
+    for (std::int64_t d = 0; d < D; ++d) {
+      dk[j * D + d] += d_conserved_source[j] * (f.q_incoming[d] + s.eps);
+      d_q_incoming[d] += d_conserved_source[j] * (f.k[j * D + d] + s.eps);
+    }
+  }
+  for (std::int64_t i = 0; i < L; ++i) {
+    dI[i] += dot(d_q_incoming.data(), f.q.row(i, D), D);
+    axpy(f.sink_incoming[i], d_q_incoming.data(), dq + i * D, D);
+  }
+
+  // §N1 backward: I_i = 1/u_i, u_i = (q_i+ε)·(k_sum+ε);  O_j = 1/w_j, w_j = (k_j+ε)·(q_sum+ε)
+  Buffer<T> d_k_sum(D), d_q_sum(D);
+  for (std::int64_t i = 0; i < L; ++i) {
+    const T du = -f.sink_incoming[i] * f.sink_incoming[i] * dI[i];
+    for (std::int64_t d = 0; d < D; ++d) {
+      dq[i * D + d] += du * (f.k_sum[d] + s.eps);
+      d_k_sum[d] += du * (f.q[i * D + d] + s.eps);
+    }
+  }
+  for (std::int64_t j = 0; j < S; ++j) {
+    const T dw = -f.source_outgoing[j] * f.source_outgoing[j] * dO[j];
+    for (std::int64_t d = 0; d < D; ++d) {
+      dk[j * D + d] += dw * (f.q_sum[d] + s.eps) + d_k_sum[d];
+      d_q_sum[d] += dw * (f.k[j * D + d] + s.eps);
+    }
+  }
+  for (std::int64_t i = 0; i < L; ++i) axpy(T(1), d_q_sum.data(), dq + i * D, D);
+
+  // §N0 backward: dQ = dq ⊙ q(1−q), dK = dk ⊙ k(1−k)
+  for (std::int64_t e = 0; e < L * D; ++e) dQ[e] = dq[e] * f.q[e] * (T(1) - f.q[e]);
+  for (std::int64_t e = 0; e < S * D; ++e) dK[e] = dk[e] * f.k[e] * (T(1) - f.k[e]);
+}
+
+// ---------------------------------------------------------------------------
+// Causal Flow-Attention (L = S)
+// ---------------------------------------------------------------------------
+
+// §C0–§C3 for one head in one streaming pass with running D-vectors. With
+// keep_prefix_sums the backward's prefix sums (L×D each) are stored too.
+template <class T>
+struct CausalFlows {
+  Sizes n;
+  Buffer<T> q, k;  // L×D
+  Buffer<T> sink_incoming, source_outgoing, conserved_sink, conserved_source_raw;  // L
+  Buffer<T> sink_allocation, exp_source, exp_source_cumsum, source_competition;    // L
+  // Prefix sums per position (only with keep_prefix_sums): L×D
+  Buffer<T> k_cumsum, q_cumsum, k_outgoing, q_incoming;
+
+  CausalFlows(const T* Q, const T* K, Sizes sizes, Settings<T> s, bool keep_prefix_sums)
+      : n(sizes), q(n.L * n.D), k(n.L * n.D), sink_incoming(n.L), source_outgoing(n.L),
+        conserved_sink(n.L), conserved_source_raw(n.L), sink_allocation(n.L), exp_source(n.L),
+        exp_source_cumsum(n.L), source_competition(n.L),
+        k_cumsum(keep_prefix_sums ? n.L * n.D : 0), q_cumsum(keep_prefix_sums ? n.L * n.D : 0),
+        k_outgoing(keep_prefix_sums ? n.L * n.D : 0), q_incoming(keep_prefix_sums ? n.L * n.D : 0) {
+    const std::int64_t D = n.D;
+    feature_map(Q, n.L * D, q.data());  // §C0
+    feature_map(K, n.L * D, k.data());
+    Buffer<T> k_run(D), q_run(D), k_outgoing_run(D), q_incoming_run(D);
+    T exp_run = 0;
+    for (std::int64_t i = 0; i < n.L; ++i) {
+      const T count = static_cast<T>(i + 1);  // n_i
+      const T* qi = q.row(i, D);
+      const T* ki = k.row(i, D);
+      // §C1: I_i = n_i / ((q_i+ε)·(cumsum(k)_i+ε)),  O_i = n_i / ((k_i+ε)·(cumsum(q)_i+ε))
+      axpy(T(1), ki, k_run.data(), D);
+      axpy(T(1), qi, q_run.data(), D);
+      sink_incoming[i] = T(1) / dot_eps(qi, k_run.data(), D, s.eps) * count;
+      source_outgoing[i] = T(1) / dot_eps(ki, q_run.data(), D, s.eps) * count;
+      // §C2: Ĩ_i = (q_i+ε)·(cumsum(O k)_i+ε) / n_i,  Ô_i = (k_i+ε)·(cumsum(I q)_i+ε) / n_i
+      axpy(source_outgoing[i], ki, k_outgoing_run.data(), D);
+      axpy(sink_incoming[i], qi, q_incoming_run.data(), D);
+      conserved_sink[i] = dot_eps(qi, k_outgoing_run.data(), D, s.eps) / count;
+      conserved_source_raw[i] = dot_eps(ki, q_incoming_run.data(), D, s.eps) / count;
+      // §C3: A_i = σ(Ĩ_i),  C_i = n_i e_i / cumsum(e)_i with e = exp(clamp(Ô))
+      sink_allocation[i] = sigmoid(conserved_sink[i]);
+      exp_source[i] = std::exp(std::clamp(conserved_source_raw[i], s.clamp_min, s.clamp_max));
+      exp_run += exp_source[i];
+      exp_source_cumsum[i] = exp_run;
+      source_competition[i] = exp_source[i] / exp_run * count;
+      if (keep_prefix_sums) {
+        std::copy_n(k_run.data(), D, k_cumsum.row(i, D));
+        std::copy_n(q_run.data(), D, q_cumsum.row(i, D));
+        std::copy_n(k_outgoing_run.data(), D, k_outgoing.row(i, D));
+        std::copy_n(q_incoming_run.data(), D, q_incoming.row(i, D));
+      }
+    }
+  }
+
+  T row_scale(std::int64_t i) {  // s_i = A_i · I_i / n_i
+    return sink_allocation[i] * (sink_incoming[i] / static_cast<T>(i + 1));
+  }
+
+  void weighted_values(const T* V, T* W) {  // W_i = C_i v_i
+    for (std::int64_t i = 0; i < n.L; ++i)
+      for (std::int64_t m = 0; m < n.M; ++m) W[i * n.M + m] = source_competition[i] * V[i * n.M + m];
+  }
+};
+
+// §C4 on one chunk [t, t+c): R_c = q_c S_prev + (q_c k_cᵀ ⊙ Lower) W_c.
+template <class T>
+void causal_chunk_aggregate(const T* q_c, const T* k_c, const T* W_c, const T* state, std::int64_t c,
+                            Sizes n, T* block, T* R_c) {
+  gemm<T>(false, false, c, n.M, n.D, q_c, state, T(0), R_c);
+  gemm<T>(false, true, c, c, n.D, q_c, k_c, T(0), block);
+  mask_block(block, c, [](std::int64_t a, std::int64_t b) { return b <= a; });
+  gemm<T>(false, false, c, n.M, c, block, W_c, T(1), R_c);
+}
+
+template <class T>
+void causal_forward(const T* Q, const T* K, const T* V, T* out, Sizes n, Settings<T> s) {
+  CausalFlows<T> f(Q, K, n, s, /*keep_prefix_sums=*/false);
+  Buffer<T> W(n.L * n.M), state(n.D * n.M), block(kCausalChunk * kCausalChunk);
+  f.weighted_values(V, W.data());
+  for (std::int64_t t = 0; t < n.L; t += kCausalChunk) {
+    const std::int64_t c = std::min(kCausalChunk, n.L - t);
+    T* out_c = out + t * n.M;
+    causal_chunk_aggregate(f.q.row(t, n.D), f.k.row(t, n.D), W.row(t, n.M), state.data(), c, n,
+                           block.data(), out_c);
+    gemm<T>(true, false, n.D, n.M, c, f.k.row(t, n.D), W.row(t, n.M), T(1), state.data());
+    for (std::int64_t a = 0; a < c; ++a) {
+      const T row_scale = f.row_scale(t + a);
+      for (std::int64_t m = 0; m < n.M; ++m) out_c[a * n.M + m] *= row_scale;
+    }
+  }
+}
+
+// Gradients of one head; dQ, dK, dV must be zero on entry.
+template <class T>
+void causal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* dK, T* dV, Sizes n,
+                     Settings<T> s) {
+  const std::int64_t L = n.L, D = n.D, M = n.M;
+  CausalFlows<T> f(Q, K, n, s, /*keep_prefix_sums=*/true);
+  Buffer<T> W(L * M), dR(L * M), dW(L * M), ds(L), state(D * M);
+  Buffer<T> block(kCausalChunk * kCausalChunk), R_c(kCausalChunk * M);
+  f.weighted_values(V, W.data());
+  T* dq = dQ;  // ∂L/∂q until §C0 turns it into ∂L/∂Q
+  T* dk = dK;
+
+  // §C4 backward, forward sweep: R, ds_i = G_i·R_i, dR_i = s_i G_i and
+  // dq_c = dR_c S_prevᵀ + (dR_c W_cᵀ ⊙ Lower) k_c
+  for (std::int64_t t = 0; t < L; t += kCausalChunk) {
+    const std::int64_t c = std::min(kCausalChunk, L - t);
+    const T* q_c = f.q.row(t, D);
+    const T* k_c = f.k.row(t, D);
+    const T* W_c = W.row(t, M);
+    causal_chunk_aggregate(q_c, k_c, W_c, state.data(), c, n, block.data(), R_c.data());
+    for (std::int64_t a = 0; a < c; ++a) {
+      const std::int64_t i = t + a;
+      ds[i] = dot(G + i * M, R_c.row(a, M), M);
+      const T row_scale = f.row_scale(i);
+      for (std::int64_t m = 0; m < M; ++m) dR[i * M + m] = row_scale * G[i * M + m];
+    }
+    T* dR_c = dR.row(t, M);
+    gemm<T>(false, true, c, D, M, dR_c, state.data(), T(1), dq + t * D);
+    gemm<T>(false, true, c, c, M, dR_c, W_c, T(0), block.data());
+    mask_block(block.data(), c, [](std::int64_t a, std::int64_t b) { return b <= a; });
+    gemm<T>(false, false, c, D, c, block.data(), k_c, T(1), dq + t * D);
+    gemm<T>(true, false, D, M, c, k_c, W_c, T(1), state.data());  // S_prev += k_cᵀ W_c
+  }
+
+  // §C4 backward, backward sweep with the suffix state T_next = Σ_{i after chunk} q_i ⊗ dR_i:
+  // dk_c = W_c T_nextᵀ + (W_c dR_cᵀ ⊙ Upper) q_c,  dW_c = k_c T_next + (k_c q_cᵀ ⊙ Upper) dR_c
+  std::fill_n(state.data(), D * M, T(0));
+  const std::int64_t last_chunk = (L - 1) / kCausalChunk * kCausalChunk;
+  for (std::int64_t t = last_chunk; t >= 0; t -= kCausalChunk) {
+    const std::int64_t c = std::min(kCausalChunk, L - t);
+    const T* q_c = f.q.row(t, D);
+    const T* k_c = f.k.row(t, D);
+    const T* W_c = W.row(t, M);
+    const T* dR_c = dR.row(t, M);
+    auto upper = [](std::int64_t a, std::int64_t b) { return b >= a; };
+    gemm<T>(false, true, c, D, M, W_c, state.data(), T(1), dk + t * D);
+    gemm<T>(false, true, c, c, M, W_c, dR_c, T(0), block.data());
+    mask_block(block.data(), c, upper);
+    gemm<T>(false, false, c, D, c, block.data(), q_c, T(1), dk + t * D);
+    gemm<T>(false, false, c, M, D, k_c, state.data(), T(0), dW.row(t, M));
+    gemm<T>(false, true, c, c, D, k_c, q_c, T(0), block.data());
+    mask_block(block.data(), c, upper);
+    gemm<T>(false, false, c, M, c, block.data(), dR_c, T(1), dW.row(t, M));
+    gemm<T>(true, false, D, M, c, q_c, dR_c, T(1), state.data());  // T_next += q_cᵀ dR_c
+  }
+
+  // W_i = C_i v_i;  s_i = A_i I_i / n_i
+  Buffer<T> dC(L), dA(L), dI(L);
+  for (std::int64_t i = 0; i < L; ++i) {
+    dC[i] = dot(V + i * M, dW.row(i, M), M);
+    for (std::int64_t m = 0; m < M; ++m) dV[i * M + m] = f.source_competition[i] * dW[i * M + m];
+    const T count = static_cast<T>(i + 1);
+    dA[i] = ds[i] * f.sink_incoming[i] / count;
+    dI[i] = ds[i] * f.sink_allocation[i] / count;
+  }
+
+  // §C3–§C1 backward in one reverse pass. The suffix sums (rcumsum) of the
+  // derivation are running sums, complete at position i once i is added.
+  Buffer<T> d_k_outgoing_suffix(D), d_q_incoming_suffix(D), d_k_cumsum_suffix(D),
+      d_q_cumsum_suffix(D);
+  T d_exp_cumsum_suffix = 0;
+  for (std::int64_t i = L - 1; i >= 0; --i) {
+    const T count = static_cast<T>(i + 1);
+    const T* qi = f.q.row(i, D);
+    const T* ki = f.k.row(i, D);
+    T* dqi = dq + i * D;
+    T* dki = dk + i * D;
+    // §C3: A_i = σ(Ĩ_i);  C_i = n_i e_i / E_i, E = cumsum(e), e = exp(Õ)
+    const T a = f.sink_allocation[i];
+    const T d_conserved_sink = dA[i] * a * (T(1) - a);
+    const T E = f.exp_source_cumsum[i];
+    d_exp_cumsum_suffix += -dC[i] * f.source_competition[i] / E;  // dE_i = −dC_i C_i / E_i
+    const T d_exp = dC[i] * count / E + d_exp_cumsum_suffix;
+    const T raw = f.conserved_source_raw[i];
+    const bool clamp_inactive = raw >= s.clamp_min && raw <= s.clamp_max;  // §C2 clamp
+    const T d_conserved_source = clamp_inactive ? d_exp * f.exp_source[i] : T(0);
+
+    // §C2: Ĩ_i = (q_i+ε)·(P_i+ε)/n_i with P = cumsum(O k)
+    const T* P = f.k_outgoing.row(i, D);
+    const T* Qc = f.q_incoming.row(i, D);
+    for (std::int64_t d = 0; d < D; ++d) {
+      dqi[d] += d_conserved_sink * (P[d] + s.eps) / count;
+      d_k_outgoing_suffix[d] += d_conserved_sink * (qi[d] + s.eps) / count;  // ρ += dP_i
+    }
+    const T dO = dot(d_k_outgoing_suffix.data(), ki, D);
+    axpy(f.source_outgoing[i], d_k_outgoing_suffix.data(), dki, D);
+    //       Ô_i = (k_i+ε)·(Qc_i+ε)/n_i with Qc = cumsum(I q)
+    for (std::int64_t d = 0; d < D; ++d) {
+      dki[d] += d_conserved_source * (Qc[d] + s.eps) / count;
+      d_q_incoming_suffix[d] += d_conserved_source * (ki[d] + s.eps) / count;  // σ += dQc_i
+    }
+    dI[i] += dot(d_q_incoming_suffix.data(), qi, D);
+    axpy(f.sink_incoming[i], d_q_incoming_suffix.data(), dqi, D);
+
+    // §C1: I_i = n_i/u_i, u_i = (q_i+ε)·(cumsum(k)_i+ε);  O_i = n_i/w_i, w_i = (k_i+ε)·(cumsum(q)_i+ε)
+    const T du = -dI[i] * f.sink_incoming[i] * f.sink_incoming[i] / count;
+    const T dw = -dO * f.source_outgoing[i] * f.source_outgoing[i] / count;
+    const T* k_cumsum = f.k_cumsum.row(i, D);
+    const T* q_cumsum = f.q_cumsum.row(i, D);
+    for (std::int64_t d = 0; d < D; ++d) {
+      dqi[d] += du * (k_cumsum[d] + s.eps);
+      d_k_cumsum_suffix[d] += du * (qi[d] + s.eps);
+      dki[d] += dw * (q_cumsum[d] + s.eps);
+      d_q_cumsum_suffix[d] += dw * (ki[d] + s.eps);
+    }
+    axpy(T(1), d_k_cumsum_suffix.data(), dki, D);
+    axpy(T(1), d_q_cumsum_suffix.data(), dqi, D);
+  }
+
+  // §C0 backward
+  for (std::int64_t e = 0; e < L * D; ++e) {
+    dQ[e] = dq[e] * f.q[e] * (T(1) - f.q[e]);
+    dK[e] = dk[e] * f.k[e] * (T(1) - f.k[e]);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Batching over (batch, head), key padding masks, autograd
+// ---------------------------------------------------------------------------
+
+struct Problem {
+  std::int64_t B, H;
+  Sizes sizes;
+  std::vector<std::vector<std::int64_t>> real_keys;  // per batch element; empty = no mask
+};
+
+Problem check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const FlowAttentionOptions& o,
+                     const Tensor& mask) {
+  const char* op = "flow_attention";
+  if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4)
+    fail(op, "expected queries [B, H, L, D], keys [B, H, S, D], values [B, H, S, M]; got ",
+         shape_str(q.shape()), ", ", shape_str(k.shape()), ", ", shape_str(v.shape()));
+  if (q.dtype() != k.dtype() || q.dtype() != v.dtype() || !is_floating(q.dtype()))
+    fail(op, "queries, keys and values must share a float dtype; got ", dtype_name(q.dtype()), ", ",
+         dtype_name(k.dtype()), ", ", dtype_name(v.dtype()));
+  const std::int64_t B = q.size(0), H = q.size(1), L = q.size(2), D = q.size(3);
+  const std::int64_t S = k.size(2), M = v.size(3);
+  if (k.size(0) != B || v.size(0) != B || k.size(1) != H || v.size(1) != H)
+    fail(op, "batch and head dims differ: queries ", shape_str(q.shape()), ", keys ",
+         shape_str(k.shape()), ", values ", shape_str(v.shape()));
+  if (k.size(3) != D)
+    fail(op, "queries ", shape_str(q.shape()), " and keys ", shape_str(k.shape()),
+         " differ in the feature dim D");
+  if (v.size(2) != S)
+    fail(op, "keys ", shape_str(k.shape()), " and values ", shape_str(v.shape()),
+         " differ in the sequence length S");
+  if (S == 0) fail(op, "keys ", shape_str(k.shape()), " hold no key (S = 0)");
+  if (o.causal && L != S)
+    fail(op, "causal attention needs L == S; got queries ", shape_str(q.shape()), " and keys ",
+         shape_str(k.shape()));
+  if (!(o.eps >= 0) || !(o.clamp_min <= o.clamp_max))
+    fail(op, "invalid options eps=", o.eps, " clamp=[", o.clamp_min, ", ", o.clamp_max, "]");
+
+  Problem p{B, H, {L, S, D, M}, {}};
+  if (!mask.defined()) return p;
+  if (o.causal)
+    fail(op, "key_padding_mask is supported for normal attention only (a causal sequence is "
+             "padded at its end, which no earlier position sees)");
+  if (mask.shape() != Shape{B, S})
+    fail(op, "key_padding_mask of shape ", shape_str(mask.shape()), " does not match [B, S] = ",
+         shape_str({B, S}), " of keys ", shape_str(k.shape()));
+  std::vector<double> flags = mask.to_vector<double>();
+  p.real_keys.resize(B);
+  for (std::int64_t b = 0; b < B; ++b) {
+    for (std::int64_t j = 0; j < S; ++j)
+      if (flags[b * S + j] != 0) p.real_keys[b].push_back(j);
+    if (p.real_keys[b].empty())
+      fail(op, "key_padding_mask marks every key of batch element ", b, " as padding");
+  }
+  return p;
+}
+
+// A contiguous, history-free version of `t` for the kernels.
+Tensor dense(const Tensor& t) {
+  NoGradGuard no_grad;
+  return t.contiguous().detach();
+}
+
+// Runs body(head, q, k, v, sizes) for every (batch, head) in parallel. With
+// a mask, k and v are compact copies of the real keys of that batch element,
+// and scatter(head, compact, full, width) writes a compact S_real-row result
+// back to the full S rows.
+template <class T, class Body>
+void for_each_head(const Problem& p, const Tensor& q, const Tensor& k, const Tensor& v, Body body) {
+  const Sizes n = p.sizes;
+  auto run_head = [&](std::int64_t head) {
+    const T* Qh = q.data<T>() + head * n.L * n.D;
+    const T* Kh = k.data<T>() + head * n.S * n.D;
+    const T* Vh = v.data<T>() + head * n.S * n.M;
+    if (p.real_keys.empty()) {
+      body(head, Qh, Kh, Vh, n, nullptr);
+      return;
+    }
+    const std::vector<std::int64_t>& real = p.real_keys[head / p.H];
+    Sizes compact = n;
+    compact.S = static_cast<std::int64_t>(real.size());
+    Buffer<T> K_real(compact.S * n.D), V_real(compact.S * n.M);
+    for (std::int64_t r = 0; r < compact.S; ++r) {
+      std::copy_n(Kh + real[r] * n.D, n.D, K_real.row(r, n.D));
+      std::copy_n(Vh + real[r] * n.M, n.M, V_real.row(r, n.M));
+    }
+    body(head, Qh, K_real.data(), V_real.data(), compact, &real);
+  };
+  const std::int64_t heads = p.B * p.H;
+  if (heads > 1 && get_num_threads() > 1) {
+    BlasSingleThreadScope single_threaded_blas;  // each head's GEMMs run on its own task
+    parallel_for(heads, 1, [&](std::int64_t begin, std::int64_t end) {
+      for (std::int64_t h = begin; h < end; ++h) run_head(h);
+    });
+  } else {
+    for (std::int64_t h = 0; h < heads; ++h) run_head(h);
+  }
+}
+
+template <class T>
+Settings<T> settings_of(const FlowAttentionOptions& o) {
+  return {static_cast<T>(o.eps), static_cast<T>(o.clamp_min), static_cast<T>(o.clamp_max)};
+}
+
+Tensor forward_all(const Problem& p, const Tensor& q, const Tensor& k, const Tensor& v,
+                   const FlowAttentionOptions& o) {
+  const Sizes n = p.sizes;
+  Tensor out = empty({p.B, p.H, n.L, n.M}, q.dtype());
+  dispatch_floating(q.dtype(), "flow_attention", [&]<class T>() {
+    const Settings<T> s = settings_of<T>(o);
+    for_each_head<T>(p, q, k, v, [&](std::int64_t head, const T* Qh, const T* Kh, const T* Vh,
+                                     Sizes hn, const std::vector<std::int64_t>*) {
+      T* out_h = out.data<T>() + head * n.L * n.M;
+      if (o.causal) {
+        causal_forward(Qh, Kh, Vh, out_h, hn, s);
+      } else {
+        normal_forward(Qh, Kh, Vh, out_h, hn, s);
+      }
+    });
+  });
+  return out;
+}
+
+// The gradients of the whole batch: dQ, dK, dV (zero for padded keys).
+TensorList backward_all(const Problem& p, const Tensor& q, const Tensor& k, const Tensor& v,
+                        const Tensor& grad_out, const FlowAttentionOptions& o) {
+  const Sizes n = p.sizes;
+  Tensor dq = zeros(q.shape(), q.dtype()), dk = zeros(k.shape(), k.dtype()),
+         dv = zeros(v.shape(), v.dtype());
+  dispatch_floating(q.dtype(), "flow_attention", [&]<class T>() {
+    const Settings<T> s = settings_of<T>(o);
+    for_each_head<T>(p, q, k, v, [&](std::int64_t head, const T* Qh, const T* Kh, const T* Vh,
+                                     Sizes hn, const std::vector<std::int64_t>* real) {
+      const T* G = grad_out.data<T>() + head * n.L * n.M;
+      T* dQh = dq.data<T>() + head * n.L * n.D;
+      T* dKh = dk.data<T>() + head * n.S * n.D;
+      T* dVh = dv.data<T>() + head * n.S * n.M;
+      if (o.causal) {
+        causal_backward(Qh, Kh, Vh, G, dQh, dKh, dVh, hn, s);
+        return;
+      }
+      if (real == nullptr) {
+        normal_backward(Qh, Kh, Vh, G, dQh, dKh, dVh, hn, s);
+        return;
+      }
+      Buffer<T> dK_real(hn.S * n.D), dV_real(hn.S * n.M);
+      normal_backward(Qh, Kh, Vh, G, dQh, dK_real.data(), dV_real.data(), hn, s);
+      for (std::int64_t r = 0; r < hn.S; ++r) {  // padded rows stay zero
+        std::copy_n(dK_real.row(r, n.D), n.D, dKh + (*real)[r] * n.D);
+        std::copy_n(dV_real.row(r, n.M), n.M, dVh + (*real)[r] * n.M);
+      }
+    });
+  });
+  return {dq, dk, dv};
+}
+
+class FlowAttentionBackward final : public autograd::Node {
+ public:
+  std::string_view name() const override { return "flow_attention"; }
+  TensorList backward(const Tensor& grad_out) override {
+    return backward_all(problem, queries.get(), keys.get(), values.get(), dense(grad_out), options);
+  }
+  autograd::SavedTensor queries{this}, keys{this}, values{this};
+  Problem problem;
+  FlowAttentionOptions options;
+};
+
+}  // namespace
+
+void check_flow_attention_arguments(const Tensor& queries, const Tensor& keys, const Tensor& values,
+                                    const FlowAttentionOptions& options,
+                                    const Tensor& key_padding_mask) {
+  check_inputs(queries, keys, values, options, key_padding_mask);
+}
+
+Tensor flow_attention(const Tensor& queries, const Tensor& keys, const Tensor& values,
+                      const FlowAttentionOptions& options, const Tensor& key_padding_mask) {
+  Problem problem = check_inputs(queries, keys, values, options, key_padding_mask);
+  Tensor q = dense(queries), k = dense(keys), v = dense(values);
+  Tensor out = forward_all(problem, q, k, v, options);
+  if (auto node = autograd::make_node<FlowAttentionBackward>({queries, keys, values})) {
+    node->queries.save(q);
+    node->keys.save(k);
+    node->values.save(v);
+    node->problem = std::move(problem);
+    node->options = options;
+    autograd::set_history(out, node);
+  }
+  return out;
+}
+
+}  // namespace flowgrad

@@ -1,0 +1,42 @@
+// Flow-Attention (Flowformer, Wu et al. ICML 2022) as fused ops with a
+// hand-derived backward. The derivation, with the section numbers the code
+// cites (§N1 ... §C4), is docs/flow-attention-gradients.md; the arithmetic is
+// exactly the reference implementation's.
+#pragma once
+
+#include "../core/tensor.h"
+
+namespace flowgrad {
+
+struct FlowAttentionOptions {
+  bool causal = false;     // position i sees keys j <= i (needs L == S)
+  double eps = 1e-6;       // added inside every flow dot product
+  double clamp_min = -1.0; // bounds of the conserved source flow
+  double clamp_max = 1.0;
+
+  FlowAttentionOptions& set_causal(bool value) { causal = value; return *this; }
+  FlowAttentionOptions& set_eps(double value) { eps = value; return *this; }
+  FlowAttentionOptions& set_clamp(double min, double max) {
+    clamp_min = min;
+    clamp_max = max;
+    return *this;
+  }
+};
+
+// queries [B, H, L, D], keys [B, H, S, D], values [B, H, S, M] -> [B, H, L, M],
+// float32 or float64. key_padding_mask (optional, normal attention only):
+// [B, S], nonzero marks a real key; padded keys take part in no sum, S in the
+// allocation and competition becomes the count of real keys, and they get
+// zero gradient. Causal attention keeps O(L·(D+M)) memory per head (no
+// L×D×M tensor), computing the prefix states chunk by chunk with GEMMs.
+Tensor flow_attention(const Tensor& queries, const Tensor& keys, const Tensor& values,
+                      const FlowAttentionOptions& options = {},
+                      const Tensor& key_padding_mask = Tensor());
+
+// The argument checks of flow_attention(): throws a flowgrad::Error naming
+// the op and the shapes when the inputs, options or mask do not fit.
+void check_flow_attention_arguments(const Tensor& queries, const Tensor& keys, const Tensor& values,
+                                    const FlowAttentionOptions& options,
+                                    const Tensor& key_padding_mask);
+
+}  // namespace flowgrad

@@ -1,0 +1,307 @@
+#include "test_util.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "../ops/flow_attention_trace.h"
+
+using namespace flowgrad;
+using namespace flowgrad::testing;
+
+namespace {
+
+struct Shapes {
+  std::int64_t B, H, L, S, D, M;
+};
+
+TensorList random_inputs(const Shapes& s, Generator& gen, DType dtype = kFloat64, double scale = 1.0) {
+  return {randn({s.B, s.H, s.L, s.D}, gen, dtype, 0.0, scale),
+          randn({s.B, s.H, s.S, s.D}, gen, dtype, 0.0, scale),
+          randn({s.B, s.H, s.S, s.M}, gen, dtype)};
+}
+
+// out and the three input gradients of `f` for a fixed random output gradient.
+TensorList value_and_grads(const TensorList& inputs, const std::function<Tensor(const TensorList&)>& f,
+                           std::uint64_t seed) {
+  TensorList leaves;
+  for (const Tensor& x : inputs) leaves.push_back(x.detach().requires_grad_());
+  Tensor out = f(leaves);
+  Generator gen(seed);
+  out.backward(randn(out.shape(), gen, out.dtype()));
+  return {out.detach(), leaves[0].grad(), leaves[1].grad(), leaves[2].grad()};
+}
+
+void require_fused_matches_composed(const TensorList& inputs, const FlowAttentionOptions& options,
+                                    const Tensor& mask, double rtol, double atol) {
+  TensorList fused = value_and_grads(
+      inputs, [&](const TensorList& in) { return flow_attention(in[0], in[1], in[2], options, mask); }, 1);
+  TensorList composed = value_and_grads(
+      inputs,
+      [&](const TensorList& in) { return flow_attention_trace(in[0], in[1], in[2], options, mask).out; },
+      1);
+  const char* names[] = {"out", "dQ", "dK", "dV"};
+  for (int i = 0; i < 4; ++i) {
+    INFO(names[i]);
+    require_close(fused[i], composed[i], rtol, atol);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("fused normal Flow-Attention equals the composed one, float64") {
+  const Shapes s = GENERATE(Shapes{1, 1, 5, 5, 3, 3}, Shapes{2, 3, 7, 4, 5, 2}, Shapes{1, 2, 1, 6, 4, 3},
+                            Shapes{2, 1, 3, 1, 2, 4});
+  Generator gen(s.L * 100 + s.S);
+  require_fused_matches_composed(random_inputs(s, gen), {}, Tensor(), 1e-11, 1e-12);
+}
+
+TEST_CASE("fused causal Flow-Attention equals the composed one, float64, across chunks") {
+  const Shapes s = GENERATE(Shapes{1, 1, 1, 1, 3, 3}, Shapes{2, 2, 9, 9, 4, 3}, Shapes{1, 1, 300, 300, 8, 5});
+  Generator gen(s.L);
+  require_fused_matches_composed(random_inputs(s, gen), FlowAttentionOptions{}.set_causal(true), Tensor(),
+                                 1e-10, 1e-12);
+}
+
+TEST_CASE("fused Flow-Attention: gradcheck, including saturated sigmoids and an active clamp") {
+  const bool causal = GENERATE(false, true);
+  const double scale = GENERATE(1.0, 6.0);
+  Generator gen(7);
+  const Shapes s = causal ? Shapes{2, 1, 6, 6, 3, 2} : Shapes{2, 1, 5, 4, 3, 2};
+  TensorList inputs = random_inputs(s, gen, kFloat64, scale);
+  FlowAttentionOptions options = FlowAttentionOptions{}.set_causal(causal);
+  // Tight clamp bounds so that some conserved source flows are clamped.
+  options.set_clamp(-1.0, causal ? 0.4 : 2.5);
+  INFO("causal " << causal << " scale " << scale);
+  require_gradients_match(
+      [&](const TensorList& in) { return flow_attention(in[0], in[1], in[2], options); }, inputs,
+      GradcheckOptions{.step = 1e-6, .atol = 1e-7, .rtol = 1e-5});
+}
+
+namespace {
+
+// max |a − e| ≤ tolerance · max |e| + floor: a relative error that near-zero
+// elements cannot inflate. The floor covers gradients that are tiny because
+// O(1) terms cancel (L = 1): there only rounding of those terms is left.
+void require_close_to_scale(const Tensor& actual, const Tensor& expected, double tolerance) {
+  const double floor = actual.dtype() == kFloat64 ? 1e-15 : 5e-7;
+  REQUIRE(actual.shape() == expected.shape());
+  std::vector<double> a = actual.to_vector<double>(), e = expected.to_vector<double>();
+  double scale = 0, worst = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    scale = std::max(scale, std::abs(e[i]));
+    worst = std::max(worst, std::abs(a[i] - e[i]));
+  }
+  INFO("max abs error " << worst << " at scale " << scale);
+  REQUIRE(worst <= tolerance * scale + floor);
+}
+
+std::string golden_path(const std::string& name) { return std::string(FLOWGRAD_SOURCE_DIR) + "/tests/golden/" + name; }
+
+}  // namespace
+
+TEST_CASE("Flow-Attention matches golden values from PyTorch") {
+  const std::string file = GENERATE("normal_cross", "normal_saturated", "normal_masked", "causal_small",
+                                    "causal_chunks", "causal_length_one");
+  const std::string precision = GENERATE("f64", "f32");
+  SafetensorsFile golden = load_safetensors_file(golden_path(file + "_" + precision + ".safetensors"));
+  std::map<std::string, Tensor>& t = golden.tensors;
+  const double tolerance = precision == "f64" ? 1e-10 : 1e-5;
+  INFO(file << " " << precision);
+  const FlowAttentionOptions options = FlowAttentionOptions{}.set_causal(golden.metadata.at("causal") == "1");
+  const Tensor mask = t.count("mask") ? t.at("mask") : Tensor();
+  Tensor q = t.at("q").detach().requires_grad_(), k = t.at("k").detach().requires_grad_(),
+         v = t.at("v").detach().requires_grad_();
+  Tensor out = flow_attention(q, k, v, options, mask);
+  out.backward(t.at("grad_out"));
+  require_close_to_scale(out, t.at("out"), tolerance);
+  require_close_to_scale(q.grad(), t.at("grad_q"), tolerance);
+  require_close_to_scale(k.grad(), t.at("grad_k"), tolerance);
+  require_close_to_scale(v.grad(), t.at("grad_v"), tolerance);
+}
+
+TEST_CASE("a key padding mask gives each batch element the result of its real keys alone") {
+  Generator gen(21);
+  const Shapes s{3, 2, 4, 7, 3, 2};
+  TensorList in = random_inputs(s, gen);
+  // Real keys at arbitrary positions, a different set per batch element.
+  const std::vector<std::vector<std::int64_t>> real = {{0, 1, 2, 3, 4, 5, 6}, {1, 4, 5}, {6}};
+  std::vector<std::int64_t> flags(s.B * s.S, 0);
+  for (std::int64_t b = 0; b < s.B; ++b)
+    for (std::int64_t j : real[b]) flags[b * s.S + j] = 1;
+  const Tensor mask = from_vector(flags, {s.B, s.S});
+
+  TensorList leaves;
+  for (const Tensor& x : in) leaves.push_back(x.detach().requires_grad_());
+  Tensor out = flow_attention(leaves[0], leaves[1], leaves[2], {}, mask);
+  Tensor grad_out = randn(out.shape(), gen, kFloat64);
+  out.backward(grad_out);
+
+  for (std::int64_t b = 0; b < s.B; ++b) {
+    INFO("batch element " << b);
+    // The unpadded sequence of this element alone.
+    TensorList keys, values;
+    for (std::int64_t j : real[b]) {
+      keys.push_back(in[1].select(0, b).narrow(1, j, 1));
+      values.push_back(in[2].select(0, b).narrow(1, j, 1));
+    }
+    Tensor q = in[0].narrow(0, b, 1).detach().requires_grad_();
+    Tensor k = concat(keys, 1).unsqueeze(0).detach().requires_grad_();
+    Tensor v = concat(values, 1).unsqueeze(0).detach().requires_grad_();
+    Tensor alone = flow_attention(q, k, v);
+    alone.backward(grad_out.narrow(0, b, 1));
+    require_close(out.narrow(0, b, 1), alone, 1e-13, 1e-14);
+    require_close(leaves[0].grad().narrow(0, b, 1), q.grad(), 1e-12, 1e-14);
+    for (std::int64_t j = 0, r = 0; j < s.S; ++j) {
+      Tensor dk = leaves[1].grad().select(0, b).narrow(1, j, 1);
+      Tensor dv = leaves[2].grad().select(0, b).narrow(1, j, 1);
+      if (r < static_cast<std::int64_t>(real[b].size()) && real[b][r] == j) {
+        require_close(dk, k.grad().select(0, 0).narrow(1, r, 1), 1e-12, 1e-14);
+        require_close(dv, v.grad().select(0, 0).narrow(1, r, 1), 1e-12, 1e-14);
+        ++r;
+      } else {
+        require_values(dk.flatten(), std::vector<double>(dk.numel(), 0.0), 0.0);
+        require_values(dv.flatten(), std::vector<double>(dv.numel(), 0.0), 0.0);
+      }
+    }
+  }
+  // The composed form agrees, mask included (float masks work too).
+  require_fused_matches_composed(in, {}, mask.to(kFloat32), 1e-11, 1e-13);
+}
+
+TEST_CASE("the clamp of the conserved source flow is exercised and blocks gradients") {
+  const bool causal = GENERATE(false, true);
+  Generator gen(5);
+  TensorList in = random_inputs({1, 2, 8, 8, 3, 2}, gen, kFloat64, 2.0);
+  // Put the upper bound at the median of the unclamped flows: half are clamped.
+  FlowAttentionOptions options = FlowAttentionOptions{}.set_causal(causal).set_clamp(-1e9, 1e9);
+  std::vector<double> raw = flow_attention_trace(in[0], in[1], in[2], options).conserved_source.to_vector<double>();
+  std::nth_element(raw.begin(), raw.begin() + raw.size() / 2, raw.end());
+  const double bound = raw[raw.size() / 2] + 1e-4;
+  options.set_clamp(-1e9, bound);
+  std::vector<double> source = flow_attention_trace(in[0], in[1], in[2], options).conserved_source.to_vector<double>();
+  const auto clamped = std::count(source.begin(), source.end(), bound);
+  INFO("causal " << causal << ", " << clamped << " of " << source.size() << " clamped");
+  REQUIRE(clamped > 0);
+  REQUIRE(clamped < static_cast<std::ptrdiff_t>(source.size()));
+  require_fused_matches_composed(in, options, Tensor(), 1e-11, 1e-13);
+  require_gradients_match([&](const TensorList& x) { return flow_attention(x[0], x[1], x[2], options); }, in);
+}
+
+TEST_CASE("float32 Flow-Attention agrees with float64") {
+  Generator gen(8);
+  const bool causal = GENERATE(false, true);
+  TensorList in = random_inputs({2, 2, 200, 200, 16, 16}, gen);
+  FlowAttentionOptions options = FlowAttentionOptions{}.set_causal(causal);
+  TensorList in32;
+  for (const Tensor& x : in) in32.push_back(x.to(kFloat32));
+  TensorList f64 = value_and_grads(in, [&](const TensorList& x) { return flow_attention(x[0], x[1], x[2], options); }, 3);
+  TensorList f32 = value_and_grads(in32, [&](const TensorList& x) { return flow_attention(x[0], x[1], x[2], options); }, 3);
+  for (int i = 0; i < 4; ++i) require_close_to_scale(f32[i], f64[i], 2e-5);
+}
+
+TEST_CASE("causal Flow-Attention at L = 65,536 runs in memory linear in L") {
+  const std::int64_t L = 65536, D = 64;
+  Generator gen(1);
+  Tensor q = randn({1, 1, L, D}, gen), k = randn({1, 1, L, D}, gen), v = randn({1, 1, L, D}, gen);
+  const std::size_t input_bytes = 3 * static_cast<std::size_t>(L * D) * sizeof(float);
+  const std::size_t before = memory_stats().current_bytes;
+  reset_peak_memory();
+  Tensor out = flow_attention(q, k, v, FlowAttentionOptions{}.set_causal(true));
+  const std::size_t peak_extra = memory_stats().peak_bytes - before;
+  INFO("peak extra bytes " << peak_extra << " for inputs of " << input_bytes << " bytes");
+  // The reference's L×D×M prefix tensor alone would be L·D·M·4 bytes = 1 GiB.
+  REQUIRE(peak_extra <= 2 * input_bytes);
+  REQUIRE(out.shape() == Shape{1, 1, L, D});
+  for (float x : out.narrow(2, L - 5, 5).to_vector<float>()) REQUIRE(std::isfinite(x));
+}
+
+TEST_CASE("Flow-Attention argument errors name the op and the shapes") {
+  Tensor q = zeros({1, 2, 4, 3}), k = zeros({1, 2, 5, 3}), v = zeros({1, 2, 5, 2});
+  REQUIRE_THROWS_WITH(flow_attention(q.squeeze(0), k, v), Catch::Contains("[flow_attention]") && Catch::Contains("[2, 4, 3]"));
+  REQUIRE_THROWS_WITH(flow_attention(q, zeros({1, 2, 5, 4}), v), Catch::Contains("feature dim") && Catch::Contains("[1, 2, 5, 4]"));
+  REQUIRE_THROWS_WITH(flow_attention(q, k, zeros({1, 2, 6, 2})), Catch::Contains("sequence length"));
+  REQUIRE_THROWS_WITH(flow_attention(q, k, zeros({2, 2, 5, 2})), Catch::Contains("batch and head"));
+  REQUIRE_THROWS_WITH(flow_attention(q, k.to(kFloat64), v), Catch::Contains("dtype"));
+  REQUIRE_THROWS_WITH(flow_attention(q, k, v, FlowAttentionOptions{}.set_causal(true)), Catch::Contains("L == S"));
+  REQUIRE_THROWS_WITH(flow_attention(q, k, v, {}, ones({1, 4})), Catch::Contains("key_padding_mask") && Catch::Contains("[1, 4]"));
+  REQUIRE_THROWS_WITH(flow_attention(q, k, v, {}, zeros({1, 5})), Catch::Contains("every key"));
+  REQUIRE_THROWS_WITH(flow_attention(q, q, q, FlowAttentionOptions{}.set_causal(true), ones({1, 4})),
+                      Catch::Contains("normal attention only"));
+  REQUIRE_THROWS_WITH(flow_attention(q, zeros({1, 2, 0, 3}), zeros({1, 2, 0, 2})), Catch::Contains("S = 0"));
+  REQUIRE_THROWS_WITH(flow_attention(q, k, v, FlowAttentionOptions{}.set_clamp(1.0, -1.0)), Catch::Contains("clamp"));
+  REQUIRE_THROWS_WITH(flow_attention_trace(q, zeros({1, 2, 5, 4}), v), Catch::Contains("[flow_attention]"));
+}
+
+TEST_CASE("the flowattn tool reproduces the golden values and rejects bad input") {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("flowattn_test_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const std::string output = (dir / "out.safetensors").string();
+  auto run = [&](const std::string& arguments) {
+    const std::string command = std::string(FLOWATTN_PATH) + " " + arguments + " 2>" + (dir / "stderr").string();
+    return std::system(command.c_str());
+  };
+  auto stderr_text = [&] {
+    std::ifstream in(dir / "stderr");
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+
+  for (const std::string name : {"normal_masked_f64", "causal_small_f32"}) {
+    INFO(name);
+    const std::string input = golden_path(name + ".safetensors");
+    const bool causal = name.rfind("causal", 0) == 0;
+    REQUIRE(run((causal ? "--causal " : "") + input + " " + output) == 0);
+    std::map<std::string, Tensor> golden = load_safetensors(input), result = load_safetensors(output);
+    REQUIRE(result.size() == 4);
+    const double tolerance = golden.at("q").dtype() == kFloat64 ? 1e-10 : 1e-5;
+    for (const std::string key : {"out", "grad_q", "grad_k", "grad_v"}) {
+      INFO(key);
+      REQUIRE(result.at(key).dtype() == golden.at("q").dtype());
+      require_close_to_scale(result.at(key), golden.at(key), tolerance);
+    }
+  }
+  // Without grad_out only `out` is written.
+  save_safetensors((dir / "no_grad.safetensors").string(),
+                   {{"q", zeros({1, 1, 3, 2})}, {"k", zeros({1, 1, 3, 2})}, {"v", ones({1, 1, 3, 2})}});
+  REQUIRE(run((dir / "no_grad.safetensors").string() + " " + output) == 0);
+  REQUIRE(load_safetensors(output).size() == 1);
+
+  save_safetensors((dir / "missing_v.safetensors").string(), {{"q", zeros({1, 1, 3, 2})}, {"k", zeros({1, 1, 3, 2})}});
+  REQUIRE(run((dir / "missing_v.safetensors").string() + " " + output) != 0);
+  REQUIRE_THAT(stderr_text(), Catch::Contains("\"v\" is missing"));
+  save_safetensors((dir / "bad_shape.safetensors").string(),
+                   {{"q", zeros({1, 1, 3, 2})}, {"k", zeros({1, 1, 3, 5})}, {"v", zeros({1, 1, 3, 2})}});
+  REQUIRE(run((dir / "bad_shape.safetensors").string() + " " + output) != 0);
+  REQUIRE_THAT(stderr_text(), Catch::Contains("[flow_attention]") && Catch::Contains("[1, 1, 3, 5]"));
+  {
+    std::ofstream garbage(dir / "garbage.safetensors");
+    garbage << "not a safetensors file";
+  }
+  REQUIRE(run((dir / "garbage.safetensors").string() + " " + output) != 0);
+  REQUIRE_THAT(stderr_text(), Catch::Contains("[load_safetensors]"));
+  REQUIRE(run("only_one_argument") != 0);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("the trace exposes intermediates and their gradients") {
+  Generator gen(31);
+  TensorList in = random_inputs({1, 1, 4, 3, 2, 2}, gen);
+  Tensor q = in[0].detach().requires_grad_();
+  FlowAttentionTrace trace = flow_attention_trace(q, in[1], in[2]);
+  Tensor grad_out = randn(trace.out.shape(), gen, kFloat64);
+  trace.out.backward(grad_out);
+  // Definitions: I_i (q_i+ε)·(Σ_j k_j+ε) = 1 and Σ_j C_j = S.
+  Tensor k_sum = sum(trace.k_features, {2}, true);
+  require_close(trace.sink_incoming * sum((trace.q_features + 1e-6) * (k_sum + 1e-6), {3}),
+                ones({1, 1, 4}, kFloat64), 1e-14, 1e-14);
+  REQUIRE(sum(trace.source_competition).item<double>() == Approx(3.0).epsilon(1e-14));
+  // out_i = A_i (...): ∂L/∂A_i = Σ_m G_im out_im / A_i.
+  require_close(trace.sink_allocation.grad(),
+                sum(grad_out * trace.out, {3}) / trace.sink_allocation, 1e-12, 1e-14);
+  require_close(trace.out.grad(), grad_out, 0, 0);
+  REQUIRE(trace.named().size() == 9);
+  REQUIRE(trace.q_features.grad().defined());
+  REQUIRE_FALSE(trace.k_features.requires_grad());  // K was not marked
+}
