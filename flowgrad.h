@@ -27,4 +27,6 @@
 #include "ops/shape_ops.h"
 #include "ops/softmax.h"
 
+#include "nn/module.h"
+
 namespace fg = flowgrad;
