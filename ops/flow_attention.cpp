@@ -658,6 +658,81 @@ class FlowAttentionBackward final : public autograd::Node {
 
 }  // namespace
 
+CausalFlowAttentionState::CausalFlowAttentionState(std::int64_t batch, std::int64_t heads,
+                                                   std::int64_t dim, std::int64_t value_dim,
+                                                   DType dtype, const FlowAttentionOptions& options)
+    : batch_(batch), heads_(heads), dim_(dim), value_dim_(value_dim), dtype_(dtype), options_(options) {
+  if (batch < 1 || heads < 1 || dim < 1 || value_dim < 1 || !is_floating(dtype))
+    fail("CausalFlowAttentionState", "expected positive sizes and a float dtype, got batch=", batch,
+         " heads=", heads, " dim=", dim, " value_dim=", value_dim, " dtype=", dtype_name(dtype));
+  if (!(options.eps >= 0) || !(options.clamp_min <= options.clamp_max))
+    fail("CausalFlowAttentionState", "invalid options eps=", options.eps, " clamp=[", options.clamp_min,
+         ", ", options.clamp_max, "]");
+  reset();
+}
+
+void CausalFlowAttentionState::reset() {
+  const std::int64_t heads = batch_ * heads_;
+  k_sum_ = zeros({heads, dim_}, dtype_);
+  q_sum_ = zeros({heads, dim_}, dtype_);
+  k_outgoing_ = zeros({heads, dim_}, dtype_);
+  q_incoming_ = zeros({heads, dim_}, dtype_);
+  exp_sum_ = zeros({heads}, dtype_);
+  kv_state_ = zeros({heads, dim_, value_dim_}, dtype_);
+  position_ = 0;
+}
+
+// One position of §C1–§C4, with every prefix sum kept as a running sum.
+Tensor CausalFlowAttentionState::step(const Tensor& q, const Tensor& k, const Tensor& v) {
+  const Shape q_shape{batch_, heads_, 1, dim_}, v_shape{batch_, heads_, 1, value_dim_};
+  if (q.shape() != q_shape || k.shape() != q_shape || v.shape() != v_shape)
+    fail("CausalFlowAttentionState::step", "expected q, k ", shape_str(q_shape), " and v ",
+         shape_str(v_shape), "; got ", shape_str(q.shape()), ", ", shape_str(k.shape()), ", ",
+         shape_str(v.shape()));
+  if (q.dtype() != dtype_ || k.dtype() != dtype_ || v.dtype() != dtype_)
+    fail("CausalFlowAttentionState::step", "expected ", dtype_name(dtype_), " inputs");
+  const Tensor qd = dense(q), kd = dense(k), vd = dense(v);
+  Tensor out = empty(v_shape, dtype_);
+  const std::int64_t D = dim_, M = value_dim_;
+  dispatch_floating(dtype_, "CausalFlowAttentionState::step", [&]<class T>() {
+    const Settings<T> s = settings_of<T>(options_);
+    const T count = static_cast<T>(position_ + 1);
+    Buffer<T> qi(D), ki(D), weighted(M);
+    for (std::int64_t h = 0; h < batch_ * heads_; ++h) {
+      feature_map(qd.data<T>() + h * D, D, qi.data());
+      feature_map(kd.data<T>() + h * D, D, ki.data());
+      T* k_sum = k_sum_.data<T>() + h * D;
+      T* q_sum = q_sum_.data<T>() + h * D;
+      T* k_outgoing = k_outgoing_.data<T>() + h * D;
+      T* q_incoming = q_incoming_.data<T>() + h * D;
+      T* kv = kv_state_.data<T>() + h * D * M;
+      T& exp_sum = exp_sum_.data<T>()[h];
+      axpy(T(1), ki.data(), k_sum, D);  // §C1
+      axpy(T(1), qi.data(), q_sum, D);
+      const T sink_incoming = T(1) / dot_eps(qi.data(), k_sum, D, s.eps) * count;
+      const T source_outgoing = T(1) / dot_eps(ki.data(), q_sum, D, s.eps) * count;
+      axpy(source_outgoing, ki.data(), k_outgoing, D);  // §C2
+      axpy(sink_incoming, qi.data(), q_incoming, D);
+      const T conserved_sink = dot_eps(qi.data(), k_outgoing, D, s.eps) / count;
+      const T conserved_source_raw = dot_eps(ki.data(), q_incoming, D, s.eps) / count;
+      const T sink_allocation = sigmoid(conserved_sink);  // §C3
+      const T exp_source = std::exp(std::clamp(conserved_source_raw, s.clamp_min, s.clamp_max));
+      exp_sum += exp_source;
+      const T source_competition = exp_source / exp_sum * count;
+      const T* vi = vd.data<T>() + h * M;  // §C4: S += k ⊗ C v;  out = A (I/n) q S
+      for (std::int64_t m = 0; m < M; ++m) weighted[m] = source_competition * vi[m];
+      for (std::int64_t d = 0; d < D; ++d) axpy(ki[d], weighted.data(), kv + d * M, M);
+      T* out_h = out.data<T>() + h * M;
+      std::fill_n(out_h, M, T(0));
+      for (std::int64_t d = 0; d < D; ++d) axpy(qi[d], kv + d * M, out_h, M);
+      const T row_scale = sink_allocation * (sink_incoming / count);
+      for (std::int64_t m = 0; m < M; ++m) out_h[m] *= row_scale;
+    }
+  });
+  ++position_;
+  return out;
+}
+
 void check_flow_attention_arguments(const Tensor& queries, const Tensor& keys, const Tensor& values,
                                     const FlowAttentionOptions& options,
                                     const Tensor& key_padding_mask) {

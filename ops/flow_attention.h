@@ -33,6 +33,30 @@ Tensor flow_attention(const Tensor& queries, const Tensor& keys, const Tensor& v
                       const FlowAttentionOptions& options = {},
                       const Tensor& key_padding_mask = Tensor());
 
+// Causal Flow-Attention as a recurrence, for generation: feeding positions
+// 0, 1, 2, ... one at a time gives exactly the rows of the causal
+// flow_attention() of the whole sequence, at O(D·M) cost per position
+// whatever the context length. No autograd (inference only).
+class CausalFlowAttentionState {
+ public:
+  CausalFlowAttentionState(std::int64_t batch, std::int64_t heads, std::int64_t dim,
+                           std::int64_t value_dim, DType dtype = kFloat32,
+                           const FlowAttentionOptions& options = {});
+  // q, k [B, H, 1, D] and v [B, H, 1, M] of the next position -> [B, H, 1, M].
+  Tensor step(const Tensor& q, const Tensor& k, const Tensor& v);
+  std::int64_t position() const { return position_; }  // positions consumed so far
+  void reset();
+
+ private:
+  std::int64_t batch_, heads_, dim_, value_dim_;
+  DType dtype_;
+  FlowAttentionOptions options_;
+  std::int64_t position_ = 0;
+  // Per (batch, head): running sums of k, q, O·k, I·q (D each), of exp(Õ)
+  // (1) and the state Σ k ⊗ C v (D×M).
+  Tensor k_sum_, q_sum_, k_outgoing_, q_incoming_, exp_sum_, kv_state_;
+};
+
 // The argument checks of flow_attention(): throws a flowgrad::Error naming
 // the op and the shapes when the inputs, options or mask do not fit.
 void check_flow_attention_arguments(const Tensor& queries, const Tensor& keys, const Tensor& values,

@@ -305,3 +305,23 @@ TEST_CASE("the trace exposes intermediates and their gradients") {
   REQUIRE(trace.q_features.grad().defined());
   REQUIRE_FALSE(trace.k_features.requires_grad());  // K was not marked
 }
+
+TEST_CASE("incremental causal Flow-Attention equals the full causal forward at every position") {
+  const DType dtype = GENERATE(kFloat64, kFloat32);
+  Generator gen(41);
+  const std::int64_t B = 2, H = 3, L = 150, D = 5, M = 4;  // L crosses a chunk boundary
+  TensorList in = random_inputs({B, H, L, L, D, M}, gen, dtype);
+  const Tensor full = flow_attention(in[0], in[1], in[2], FlowAttentionOptions{}.set_causal(true));
+  CausalFlowAttentionState state(B, H, D, M, dtype);
+  TensorList rows;
+  for (std::int64_t i = 0; i < L; ++i)
+    rows.push_back(state.step(in[0].narrow(2, i, 1), in[1].narrow(2, i, 1), in[2].narrow(2, i, 1)));
+  REQUIRE(state.position() == L);
+  require_close_to_scale(concat(rows, 2), full, dtype == kFloat64 ? 1e-12 : 2e-5);
+  state.reset();
+  REQUIRE(state.position() == 0);
+  require_close_to_scale(state.step(in[0].narrow(2, 0, 1), in[1].narrow(2, 0, 1), in[2].narrow(2, 0, 1)),
+                         full.narrow(2, 0, 1), 1e-5);
+  REQUIRE_THROWS_WITH(state.step(in[0], in[1], in[2]), Catch::Contains("[CausalFlowAttentionState::step]"));
+  REQUIRE_THROWS_WITH(CausalFlowAttentionState(0, 1, 1, 1), Catch::Contains("[CausalFlowAttentionState]"));
+}
