@@ -22,11 +22,13 @@
 #include "ops/embedding.h"
 #include "ops/flow_attention.h"
 #include "ops/flow_attention_trace.h"
+#include "ops/linear.h"
 #include "ops/loss.h"
 #include "ops/normalization.h"
 #include "ops/shape_ops.h"
 #include "ops/softmax.h"
 
 #include "nn/module.h"
+
 
 namespace fg = flowgrad;

@@ -7,6 +7,7 @@
 #include <type_traits>
 
 #include "parallel.h"
+#include "strided.h"
 
 namespace flowgrad {
 
@@ -129,35 +130,6 @@ Tensor make_view(const Tensor& base, Shape shape, Strides strides, std::int64_t 
 
 namespace {
 
-// Applies update(dst_element, src_element) over one chunk [begin, end) of the
-// row-major flat index range of `shape`, following both tensors' strides.
-template <class Src, class Dst, class Update>
-void strided_chunk(const Src* src, const Strides& src_strides, Dst* dst, const Strides& dst_strides,
-                   const Shape& shape, std::int64_t begin, std::int64_t end, Update update) {
-  const std::size_t ndim = shape.size();
-  std::vector<std::int64_t> index(ndim);
-  std::int64_t rest = begin, src_off = 0, dst_off = 0;
-  for (std::size_t d = ndim; d-- > 0;) {
-    index[d] = rest % shape[d];
-    rest /= shape[d];
-    src_off += index[d] * src_strides[d];
-    dst_off += index[d] * dst_strides[d];
-  }
-  for (std::int64_t i = begin; i < end; ++i) {
-    update(dst[dst_off], src[src_off]);
-    for (std::size_t d = ndim; d-- > 0;) {
-      if (++index[d] < shape[d]) {
-        src_off += src_strides[d];
-        dst_off += dst_strides[d];
-        break;
-      }
-      src_off -= src_strides[d] * (shape[d] - 1);
-      dst_off -= dst_strides[d] * (shape[d] - 1);
-      index[d] = 0;
-    }
-  }
-}
-
 template <class Update>
 void update_elements(const char* op, const Tensor& src, const Tensor& dst, Update update) {
   if (src.shape() != dst.shape())
@@ -176,7 +148,8 @@ void update_elements(const char* op, const Tensor& src, const Tensor& dst, Updat
         return;
       }
       parallel_for(src.numel(), kParallelGrain, [&](std::int64_t begin, std::int64_t end) {
-        strided_chunk(from, src.strides(), to, dst.strides(), src.shape(), begin, end, apply);
+        strided_range<2>(src.shape(), {&src.strides(), &dst.strides()}, begin, end,
+                         [&](const std::array<std::int64_t, 2>& off) { apply(to[off[1]], from[off[0]]); });
       });
     });
   });

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <numbers>
+#include <type_traits>
 
 #include "../autograd/grad_mode.h"
 #include "../autograd/node.h"
@@ -19,6 +20,18 @@ namespace {
 
 constexpr double kGeluC = 0.7978845608028654;  // sqrt(2 / pi)
 constexpr double kGeluA = 0.044715;
+
+// tanh for gelu. In float, 1 − 2/(1 + e^{2u}) costs one expf, a fraction of
+// tanhf, and its absolute error (~1e-7) is all that matters in ½x(1 + t).
+// It saturates correctly: e^{2u} = inf gives 1, e^{2u} = 0 gives −1.
+template <class T>
+T gelu_tanh(T u) {
+  if constexpr (std::is_same_v<T, float>) {
+    return 1.0f - 2.0f / (1.0f + std::exp(2.0f * u));
+  } else {
+    return std::tanh(u);
+  }
+}
 
 // ---- unary ops: y = forward(x), dx = derivative(dy, s) with s = x or y ----
 
@@ -119,19 +132,36 @@ Tensor relu(const Tensor& x) {
 
 // gelu: y = ½x(1 + t), t = tanh(u), u = c(x + 0.044715x³), c = √(2/π)
 //       dx = dy · (½(1 + t) + ½x(1 - t²) · c(1 + 3·0.044715x²))
+// tanh dominates the cost, so when a gradient is needed the forward pass
+// evaluates it once and saves dy/dx; the backward is then a multiply.
 Tensor gelu(const Tensor& x) {
-  return unary_op(
-      "gelu", x, Keep::Input,
-      [](auto v) {
-        using T = decltype(v);
-        return T(0.5) * v * (1 + std::tanh(T(kGeluC) * (v + T(kGeluA) * v * v * v)));
-      },
-      [](auto dy, auto v) {
-        using T = decltype(v);
-        T t = std::tanh(T(kGeluC) * (v + T(kGeluA) * v * v * v));
-        T du = T(kGeluC) * (1 + 3 * T(kGeluA) * v * v);
-        return dy * (T(0.5) * (1 + t) + T(0.5) * v * (1 - t * t) * du);
-      });
+  auto value = [](auto v) {
+    using T = decltype(v);
+    return T(0.5) * v * (1 + gelu_tanh(T(kGeluC) * (v + T(kGeluA) * v * v * v)));
+  };
+  if (!autograd::any_requires_grad({x})) return kernels::map_unary(x, "gelu", value);
+
+  const Tensor input = x.is_contiguous() ? x : x.detach().contiguous();
+  Tensor y = empty(x.shape(), x.dtype()), derivative = empty(x.shape(), x.dtype());
+  dispatch_floating(x.dtype(), "gelu", [&]<class T>() {
+    const T* in = input.data<T>();
+    T* out = y.data<T>();
+    T* slope = derivative.data<T>();
+    parallel_for(x.numel(), kParallelGrain, [&](std::int64_t begin, std::int64_t end) {
+      for (std::int64_t i = begin; i < end; ++i) {
+        const T v = in[i];
+        const T t = gelu_tanh(T(kGeluC) * (v + T(kGeluA) * v * v * v));
+        out[i] = T(0.5) * v * (1 + t);
+        slope[i] = T(0.5) * (1 + t) + T(0.5) * v * (1 - t * t) * T(kGeluC) * (1 + 3 * T(kGeluA) * v * v);
+      }
+    });
+  });
+  auto times_slope = [](auto dy, auto d) { return dy * d; };
+  auto node = std::make_shared<UnaryBackward<decltype(times_slope)>>("gelu", times_slope);
+  autograd::connect_inputs(*node, {x});
+  node->saved.save(derivative);
+  autograd::set_history(y, node);
+  return y;
 }
 
 // clamp: y = min(max(x, lo), hi);  dx = dy · [lo <= x <= hi]

@@ -3,10 +3,12 @@
 // layout, broadcasting and threads.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <string_view>
 
 #include "../core/parallel.h"
+#include "../core/strided.h"
 #include "../core/tensor.h"
 
 namespace flowgrad::kernels {
@@ -15,32 +17,7 @@ namespace flowgrad::kernels {
 // dims that are new or of size 1 in t.
 Strides broadcast_strides(const Tensor& t, const Shape& shape);
 
-// Walks the row-major flat range [begin, end) of `shape`, calling
-// body(offsets) with the element offset of each of the N operands.
-template <std::size_t N, class Body>
-void strided_range(const Shape& shape, const std::array<const Strides*, N>& strides,
-                   std::int64_t begin, std::int64_t end, Body&& body) {
-  const std::size_t ndim = shape.size();
-  std::vector<std::int64_t> index(ndim);
-  std::array<std::int64_t, N> offsets{};
-  std::int64_t rest = begin;
-  for (std::size_t d = ndim; d-- > 0;) {
-    index[d] = rest % shape[d];
-    rest /= shape[d];
-    for (std::size_t k = 0; k < N; ++k) offsets[k] += index[d] * (*strides[k])[d];
-  }
-  for (std::int64_t i = begin; i < end; ++i) {
-    body(offsets);
-    for (std::size_t d = ndim; d-- > 0;) {
-      if (++index[d] < shape[d]) {
-        for (std::size_t k = 0; k < N; ++k) offsets[k] += (*strides[k])[d];
-        break;
-      }
-      for (std::size_t k = 0; k < N; ++k) offsets[k] -= (*strides[k])[d] * (shape[d] - 1);
-      index[d] = 0;
-    }
-  }
-}
+using flowgrad::strided_range;
 
 // out = f(x) elementwise, out contiguous with x's shape and dtype.
 template <class F>

@@ -255,3 +255,21 @@ TEST_CASE("matmul errors name the op and both shapes") {
   REQUIRE_THROWS_WITH(matmul(arange(4).reshape({2, 2}), arange(4).reshape({2, 2})),
                       Catch::Contains("[matmul]") && Catch::Contains("int64"));
 }
+
+TEST_CASE("linear equals x Wᵀ + b and differentiates by hand") {
+  Generator gen(17);
+  Tensor x = randn({2, 3, 4}, gen, kFloat64), w = randn({5, 4}, gen, kFloat64), b = randn({5}, gen, kFloat64);
+  require_close(linear(x, w, b), matmul(x, w.transpose(0, 1)) + b, 1e-14, 1e-14);
+  require_close(linear(x, w), matmul(x, w.transpose(0, 1)), 1e-14, 1e-14);
+  require_gradients_match([](const TensorList& in) { return linear(in[0], in[1], in[2]); }, {x, w, b});
+  require_gradients_match([](const TensorList& in) { return linear(in[0], in[1]); },
+                          {transposed_randn({4, 3}, gen), transposed_randn({5, 3}, gen)});
+  // One input without a gradient, a 1-D input, and an empty batch.
+  Tensor wl = w.detach().requires_grad_();
+  sum(linear(randn({4}, gen, kFloat64), wl, b)).backward();
+  REQUIRE(wl.grad().shape() == Shape{5, 4});
+  REQUIRE(linear(zeros({0, 4}, kFloat64), w, b).shape() == Shape{0, 5});
+  REQUIRE_THROWS_WITH(linear(x, randn({5, 3}, gen, kFloat64)), Catch::Contains("[linear]") && Catch::Contains("[5, 3]"));
+  REQUIRE_THROWS_WITH(linear(x, w, zeros({4}, kFloat64)), Catch::Contains("[linear]") && Catch::Contains("bias"));
+  REQUIRE_THROWS_WITH(linear(x, w.to(kFloat32)), Catch::Contains("dtype"));
+}
