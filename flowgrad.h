@@ -29,6 +29,13 @@
 #include "ops/softmax.h"
 
 #include "nn/module.h"
+#include "nn/layers.h"
+#include "nn/init.h"
+#include "nn/optim.h"
+#include "nn/schedule.h"
+#include "nn/checkpoint.h"
 
+#include "models/flow_attention_layer.h"
+#include "models/flowformer.h"
 
 namespace fg = flowgrad;

@@ -1,0 +1,49 @@
+// Character-level data for the language model: the vocabulary (every
+// distinct byte of the text, sorted), the 90/10 train/validation split and
+// random batches of (tokens, next tokens).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "../../flowgrad.h"
+
+namespace charlm {
+
+class Vocabulary {
+ public:
+  Vocabulary() = default;
+  explicit Vocabulary(const std::string& text);  // all distinct characters, sorted
+
+  std::int64_t size() const { return static_cast<std::int64_t>(chars_.size()); }
+  // Throws naming the first character that is not in the vocabulary.
+  std::vector<std::int64_t> encode(const std::string& text) const;
+  std::string decode(const std::vector<std::int64_t>& ids) const;
+  const std::string& chars() const { return chars_; }
+
+ private:
+  std::string chars_;
+  int index_[256];
+};
+
+std::string read_text_file(const std::string& path);
+
+struct Batch {
+  fg::Tensor tokens;   // int64 [batch, block]
+  fg::Tensor targets;  // int64 [batch, block]: tokens shifted by one
+};
+
+class Dataset {
+ public:
+  // Encodes `text` and splits it: the first 90% for training, the rest for validation.
+  Dataset(const std::string& text, const Vocabulary& vocab);
+
+  // `batch` random windows of `block` + 1 characters from the split.
+  Batch sample(bool train, std::int64_t batch, std::int64_t block, fg::Generator& gen) const;
+  std::int64_t size(bool train) const;
+
+ private:
+  std::vector<std::int64_t> train_, validation_;
+};
+
+}  // namespace charlm

@@ -1,0 +1,340 @@
+// charlm: a character-level Flowformer language model on Tiny Shakespeare.
+//
+//   charlm train  [--steps N] [--batch B] [--block T] [--layers L] [--heads H] [--embd C]
+//                 [--lr LR] [--threads N] [--seed S] [--out DIR] [--resume FILE]
+//                 [--attention flow|softmax] [--eval-every N] ...
+//   charlm sample --checkpoint FILE [--prompt TEXT] [--chars N] [--temperature T] [--top-k K]
+//
+// Training prints a progress line (step, loss, tokens/s, ETA), the
+// validation loss every --eval-every steps, and under --out DIR writes
+// DIR/log.csv and checkpoints (DIR/checkpoint.safetensors, every
+// --save-every steps, at the end, and on Ctrl-C after finishing the step).
+// A checkpoint holds the model, the AdamW state, the step, both random
+// generators and the configuration, so --resume continues exactly as if the
+// run had never stopped (at the same thread count).
+#include <CLI/CLI.hpp>
+
+#include <atomic>
+#include <cmath>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "../../flowgrad.h"
+#include "../progress.h"
+#include "char_data.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+namespace models = fg::models;
+namespace nn = fg::nn;
+
+std::atomic<bool> g_interrupted{false};
+
+struct TrainOptions {
+  std::string data = CHARLM_DEFAULT_DATA;  // the copy in examples/data/ of the source tree
+  std::int64_t steps = 2000;
+  std::int64_t batch = 64;
+  std::int64_t block = 128;
+  std::int64_t layers = 6, heads = 6, embd = 192;
+  double dropout = 0.1;
+  double lr = 5e-4, min_lr_ratio = 0.1, weight_decay = 0.1, grad_clip = 1.0;
+  std::int64_t warmup = 100;
+  int threads = 0;  // 0: FLOWGRAD_NUM_THREADS or all cores
+  std::uint64_t seed = 1337;
+  std::string out, resume, attention = "flow";
+  std::int64_t eval_every = 100, eval_batches = 8, save_every = 500, sample_chars = 300;
+};
+
+struct SampleOptions {
+  std::string checkpoint, prompt = "\n";
+  std::int64_t chars = 500, top_k = 0;
+  double temperature = 0.8;
+  bool greedy = false;
+  std::uint64_t seed = 0;
+  int threads = 0;
+};
+
+// ---- the configuration stored in checkpoints ----
+
+std::string to_hex(const std::string& bytes) {
+  static const char* digits = "0123456789abcdef";
+  std::string hex;
+  for (unsigned char c : bytes) {
+    hex.push_back(digits[c >> 4]);
+    hex.push_back(digits[c & 15]);
+  }
+  return hex;
+}
+
+std::string from_hex(const std::string& hex) {
+  if (hex.size() % 2 != 0) fg::fail("charlm", "corrupt vocabulary in checkpoint");
+  std::string bytes;
+  for (std::size_t i = 0; i < hex.size(); i += 2) bytes.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+  return bytes;
+}
+
+// The model configuration lines, then "vocabulary=<hex>" (the characters in id order).
+std::string checkpoint_config(const models::FlowformerConfig& config, const charlm::Vocabulary& vocab) {
+  return config.to_string() + "vocabulary=" + to_hex(vocab.chars()) + "\n";
+}
+
+std::pair<models::FlowformerConfig, std::string> parse_checkpoint_config(const std::string& text) {
+  std::istringstream lines(text);
+  std::string line, model_lines, vocabulary;
+  bool found = false;
+  while (std::getline(lines, line)) {
+    if (line.rfind("vocabulary=", 0) == 0) {
+      vocabulary = from_hex(line.substr(11));
+      found = true;
+    } else {
+      model_lines += line + "\n";
+    }
+  }
+  if (!found) fg::fail("charlm", "the checkpoint has no vocabulary: it was not written by charlm");
+  return {models::FlowformerConfig::from_string(model_lines), vocabulary};
+}
+
+// A Vocabulary whose ids follow `chars` exactly (sorted, as written by charlm).
+charlm::Vocabulary vocabulary_of(const std::string& chars) { return charlm::Vocabulary(chars); }
+
+// Generates `count` characters after `prompt`. The position table holds
+// block_size positions, so when the context is full the model is re-primed
+// with the last half block and continues (each segment decodes
+// incrementally, O(1) per character).
+std::vector<std::int64_t> generate_text(const models::FlowformerLM& model, std::vector<std::int64_t> context,
+                                        std::int64_t count, const models::SamplingOptions& sampling,
+                                        fg::Generator& gen) {
+  const std::int64_t block = model.config().block_size;
+  if (static_cast<std::int64_t>(context.size()) > block)
+    context.erase(context.begin(), context.end() - block / 2);
+  std::vector<std::int64_t> generated;
+  while (static_cast<std::int64_t>(generated.size()) < count) {
+    if (static_cast<std::int64_t>(context.size()) >= block)
+      context.erase(context.begin(), context.end() - std::max<std::int64_t>(block / 2, 1));
+    const std::int64_t n = std::min(count - static_cast<std::int64_t>(generated.size()),
+                                    block - static_cast<std::int64_t>(context.size()));
+    // generate() returns the context followed by the new tokens.
+    const std::vector<std::int64_t> sequence = model.generate(context, n, sampling, gen);
+    generated.insert(generated.end(), sequence.begin() + static_cast<std::ptrdiff_t>(context.size()), sequence.end());
+    context = sequence;
+  }
+  return generated;
+}
+
+// ---- training ----
+
+double unigram_entropy(const charlm::Dataset& data, const charlm::Vocabulary& vocab, fg::Generator& gen) {
+  // Entropy (nats) of the character frequencies of a large training sample:
+  // the loss of the best model that ignores context.
+  charlm::Batch sample = data.sample(true, 256, 256, gen);
+  std::vector<double> counts(static_cast<std::size_t>(vocab.size()), 0.0);
+  std::vector<std::int64_t> ids = sample.targets.to_vector<std::int64_t>();
+  for (std::int64_t id : ids) counts[static_cast<std::size_t>(id)] += 1;
+  double entropy = 0;
+  for (double c : counts)
+    if (c > 0) entropy -= c / static_cast<double>(ids.size()) * std::log(c / static_cast<double>(ids.size()));
+  return entropy;
+}
+
+double estimate_loss(const models::FlowformerLM& model, const charlm::Dataset& data, bool train,
+                     std::int64_t batches, std::int64_t batch, std::int64_t block, fg::Generator& gen) {
+  fg::NoGradGuard no_grad;
+  double total = 0;
+  for (std::int64_t i = 0; i < batches; ++i) {
+    charlm::Batch b = data.sample(train, batch, block, gen);
+    total += model.loss(b.tokens, b.targets).item<double>();
+  }
+  return total / static_cast<double>(batches);
+}
+
+void append_csv(const fs::path& path, std::int64_t step, double train_loss, double val_loss,
+                double tokens_per_second) {
+  const bool fresh = !fs::exists(path);
+  std::ofstream out(path, std::ios::app);
+  if (!out) fg::fail("charlm", "cannot write the log file ", path.string());
+  if (fresh) out << "step,train_loss,val_loss,tokens_per_s\n";
+  out << step << ',' << train_loss << ',';
+  if (!std::isnan(val_loss)) out << val_loss;
+  out << ',' << tokens_per_second << '\n';
+}
+
+int train(const TrainOptions& o) {
+  if (o.threads > 0) fg::set_num_threads(o.threads);
+  const std::string text = charlm::read_text_file(o.data);
+  const charlm::Vocabulary vocab(text);
+  const charlm::Dataset data(text, vocab);
+
+  models::FlowformerConfig config;
+  config.vocab_size = vocab.size();
+  config.block_size = o.block;
+  config.n_layer = o.layers;
+  config.n_head = o.heads;
+  config.n_embd = o.embd;
+  config.dropout = o.dropout;
+  config.causal = true;
+  config.attention = models::parse_attention_kind(o.attention);
+  if (o.steps < 1 || o.batch < 1 || o.eval_every < 1 || o.eval_batches < 1 || o.save_every < 1)
+    fg::fail("charlm", "--steps, --batch, --eval-every, --eval-batches and --save-every must be positive");
+
+  fg::Generator init_gen(o.seed), data_gen(o.seed + 1);
+  auto dropout_gen = std::make_shared<fg::Generator>(o.seed + 2);
+  std::int64_t step = 0;
+  if (!o.resume.empty()) {
+    // The checkpoint's configuration wins over the command line's model flags.
+    auto [stored, chars] = parse_checkpoint_config(nn::read_checkpoint_info(o.resume).config);
+    if (chars != vocab.chars())
+      fg::fail("charlm", "the checkpoint ", o.resume, " was trained on a different character set than ", o.data);
+    config = stored;
+  }
+  config.validate();
+  models::FlowformerLM model(config, init_gen, fg::kFloat32, dropout_gen);
+  nn::AdamW optimizer(nn::param_groups_for_decay(model.named_parameters(), o.weight_decay),
+                      nn::AdamWOptions{.lr = o.lr, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8,
+                                       .weight_decay = o.weight_decay});
+  nn::WarmupCosineLR schedule(o.lr, o.lr * o.min_lr_ratio, std::min(o.warmup, o.steps), o.steps);
+  std::map<std::string, fg::Generator*> rngs{{"data", &data_gen}, {"dropout", dropout_gen.get()}};
+  if (!o.resume.empty()) step = nn::load_checkpoint(o.resume, model, optimizer, rngs).step;
+
+  fs::path out_dir = o.out;
+  if (!o.out.empty()) fs::create_directories(out_dir);
+  auto save = [&](std::int64_t at_step) {
+    if (o.out.empty()) return;
+    std::map<std::string, const fg::Generator*> const_rngs(rngs.begin(), rngs.end());
+    nn::save_checkpoint((out_dir / "checkpoint.safetensors").string(), model, optimizer, at_step, const_rngs,
+                        checkpoint_config(config, vocab));
+  };
+
+  fg::Generator eval_gen(o.seed + 3);
+  const double baseline = unigram_entropy(data, vocab, eval_gen);
+  std::printf("charlm: %lld characters (vocabulary %lld), %s attention, %lld layers, %lld heads, %lld embd, block %lld, "
+              "batch %lld, %lld parameters, %d threads\n",
+              static_cast<long long>(data.size(true) + data.size(false)), static_cast<long long>(vocab.size()),
+              o.attention.c_str(), static_cast<long long>(config.n_layer), static_cast<long long>(config.n_head),
+              static_cast<long long>(config.n_embd), static_cast<long long>(config.block_size),
+              static_cast<long long>(o.batch), static_cast<long long>(model.parameter_count()), fg::get_num_threads());
+  std::printf("unigram baseline (loss of a model that ignores context): %.3f nats\n", baseline);
+  if (step > 0) std::printf("resumed from %s at step %lld\n", o.resume.c_str(), static_cast<long long>(step));
+
+  std::signal(SIGINT, [](int) { g_interrupted = true; });
+  examples::Progress progress(o.steps, step);
+  double val_loss = NAN;
+  const double tokens_per_step = static_cast<double>(o.batch * config.block_size);
+  while (step < o.steps && !g_interrupted) {
+    const auto start = std::chrono::steady_clock::now();
+    model.train();
+    optimizer.set_lr(schedule.lr_at(step));
+    charlm::Batch batch = data.sample(true, o.batch, config.block_size, data_gen);
+    fg::Tensor loss = model.loss(batch.tokens, batch.targets);
+    optimizer.zero_grad();
+    loss.backward();
+    nn::clip_grad_norm_(model.parameters(), o.grad_clip);
+    optimizer.step();
+    ++step;
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double train_loss = loss.item<double>();
+
+    std::string extra;
+    val_loss = NAN;
+    if (step % o.eval_every == 0 || step == o.steps) {
+      model.eval();
+      val_loss = estimate_loss(model, data, false, o.eval_batches, o.batch, config.block_size, eval_gen);
+      extra = "val " + std::to_string(val_loss).substr(0, 6);
+    }
+    progress.update(step, train_loss, tokens_per_step / seconds, extra);
+    if (!o.out.empty()) append_csv(out_dir / "log.csv", step, train_loss, val_loss, tokens_per_step / seconds);
+    if (step % o.save_every == 0) save(step);
+  }
+  save(step);
+  if (g_interrupted) {
+    progress.message("interrupted: saved step " + std::to_string(step) +
+                     (o.out.empty() ? " (no --out: nothing written)" : " to " + (out_dir / "checkpoint.safetensors").string()));
+    return 130;
+  }
+
+  model.eval();
+  const double final_val = std::isnan(val_loss)
+                               ? estimate_loss(model, data, false, o.eval_batches, o.batch, config.block_size, eval_gen)
+                               : val_loss;
+  std::printf("\nvalidation loss %.3f vs unigram baseline %.3f: %s\n", final_val, baseline,
+              final_val < baseline - 0.5 ? "the model learned to use context" : "not (yet) well below the baseline");
+  if (o.sample_chars > 0) {
+    fg::Generator sample_gen(o.seed + 4);
+    std::vector<std::int64_t> generated = generate_text(model, vocab.encode("\n"), o.sample_chars,
+                                                        {.temperature = 0.8, .top_k = 0, .greedy = false}, sample_gen);
+    std::printf("--- sample ---%s\n--------------\n", vocab.decode(generated).c_str());
+  }
+  return 0;
+}
+
+// ---- sampling ----
+
+int sample(const SampleOptions& o) {
+  if (o.threads > 0) fg::set_num_threads(o.threads);
+  auto [config, chars] = parse_checkpoint_config(nn::read_checkpoint_info(o.checkpoint).config);
+  const charlm::Vocabulary vocab = vocabulary_of(chars);
+  fg::Generator init_gen(0);
+  models::FlowformerLM model(config, init_gen);
+  fg::SafetensorsFile file = fg::load_safetensors_file(o.checkpoint);
+  std::map<std::string, fg::Tensor> weights;
+  for (const auto& [name, tensor] : file.tensors)
+    if (name.rfind("model.", 0) == 0) weights[name.substr(6)] = tensor;
+  model.load_state_dict(weights);
+  model.eval();
+  const std::vector<std::int64_t> prompt = vocab.encode(o.prompt);
+  if (prompt.empty()) fg::fail("charlm", "the prompt is empty");
+  if (o.chars < 0) fg::fail("charlm", "--chars must not be negative, got ", o.chars);
+  fg::Generator gen(o.seed);
+  std::vector<std::int64_t> generated =
+      generate_text(model, prompt, o.chars, {.temperature = o.temperature, .top_k = o.top_k, .greedy = o.greedy}, gen);
+  std::cout << o.prompt << vocab.decode(generated) << std::endl;
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Character-level Flowformer language model (Tiny Shakespeare)"};
+  app.require_subcommand(1);
+  TrainOptions t;
+  CLI::App* train_cmd = app.add_subcommand("train", "train a model (defaults: the spec's \"mini\" configuration)");
+  train_cmd->add_option("--data", t.data, "text file to train on")->capture_default_str();
+  train_cmd->add_option("--steps", t.steps, "optimizer steps")->capture_default_str();
+  train_cmd->add_option("--batch", t.batch, "sequences per step")->capture_default_str();
+  train_cmd->add_option("--block", t.block, "sequence length (positions of the model)")->capture_default_str();
+  train_cmd->add_option("--layers", t.layers, "transformer blocks")->capture_default_str();
+  train_cmd->add_option("--heads", t.heads, "attention heads")->capture_default_str();
+  train_cmd->add_option("--embd", t.embd, "embedding width (a multiple of --heads)")->capture_default_str();
+  train_cmd->add_option("--dropout", t.dropout, "dropout probability")->capture_default_str();
+  train_cmd->add_option("--lr", t.lr, "peak learning rate (linear warm-up, cosine decay)")->capture_default_str();
+  train_cmd->add_option("--warmup", t.warmup, "warm-up steps")->capture_default_str();
+  train_cmd->add_option("--threads", t.threads, "threads for oneTBB and OpenBLAS (0: FLOWGRAD_NUM_THREADS or all cores)");
+  train_cmd->add_option("--seed", t.seed, "random seed")->capture_default_str();
+  train_cmd->add_option("--out", t.out, "directory for log.csv and checkpoint.safetensors");
+  train_cmd->add_option("--resume", t.resume, "checkpoint to continue from");
+  train_cmd->add_option("--attention", t.attention, "flow or softmax")->check(CLI::IsMember({"flow", "softmax"}))->capture_default_str();
+  train_cmd->add_option("--eval-every", t.eval_every, "steps between validation estimates")->capture_default_str();
+  train_cmd->add_option("--eval-batches", t.eval_batches, "batches per validation estimate")->capture_default_str();
+  train_cmd->add_option("--save-every", t.save_every, "steps between checkpoints")->capture_default_str();
+  train_cmd->add_option("--sample-chars", t.sample_chars, "characters to sample at the end")->capture_default_str();
+  SampleOptions s;
+  CLI::App* sample_cmd = app.add_subcommand("sample", "continue a prompt with a trained model");
+  sample_cmd->add_option("--checkpoint", s.checkpoint, "checkpoint written by charlm train")->required();
+  sample_cmd->add_option("--prompt", s.prompt, "text to continue");
+  sample_cmd->add_option("--chars", s.chars, "characters to generate")->capture_default_str();
+  sample_cmd->add_option("--temperature", s.temperature, "softmax temperature")->capture_default_str();
+  sample_cmd->add_option("--top-k", s.top_k, "sample among the k most likely (0: all)")->capture_default_str();
+  sample_cmd->add_flag("--greedy", s.greedy, "always take the most likely character");
+  sample_cmd->add_option("--seed", s.seed, "random seed")->capture_default_str();
+  sample_cmd->add_option("--threads", s.threads, "threads (0: default)");
+  CLI11_PARSE(app, argc, argv);
+  try {
+    return train_cmd->parsed() ? train(t) : sample(s);
+  } catch (const std::exception& error) {
+    std::cerr << "charlm: " << error.what() << '\n';
+    return 1;
+  }
+}

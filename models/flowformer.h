@@ -1,0 +1,194 @@
+// Flowformer models: the GPT-style causal language model of the reference
+// implementation (FlowformerLM), with incremental generation at constant
+// cost per token, and a non-causal encoder with a classification head
+// (FlowformerEncoder) for tokens or already-embedded inputs such as patches.
+//
+// Parameter names match the reference PyTorch state_dict exactly
+// (transformer.wte.weight, transformer.h.0.attn.query_projection.weight, ...,
+// lm_head.weight), so checkpoints move between the two by name.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../core/random.h"
+#include "../nn/layers.h"
+#include "flow_attention_layer.h"
+
+namespace flowgrad::models {
+
+struct FlowformerConfig {
+  std::int64_t vocab_size = 0;  // token ids in [0, vocab_size); 0 = no token embedding (encoder on features)
+  std::int64_t block_size = 128;  // longest sequence: rows of the position embedding
+  std::int64_t n_layer = 6;
+  std::int64_t n_head = 6;
+  std::int64_t n_embd = 192;  // a multiple of n_head
+  double dropout = 0.1;
+  bool causal = true;
+  AttentionKind attention = AttentionKind::Flow;
+
+  // The character-level configuration "mini" of the spec.
+  static FlowformerConfig mini(std::int64_t vocab_size);
+
+  // Throws a flowgrad::Error "[FlowformerConfig] ..." naming the bad field.
+  void validate() const;
+  // "key=value" lines, one per field, for a checkpoint's metadata;
+  // from_string reads them back (unknown keys or malformed lines throw,
+  // missing keys keep their defaults) and validates.
+  std::string to_string() const;
+  static FlowformerConfig from_string(const std::string& text);
+
+  bool operator==(const FlowformerConfig&) const = default;
+};
+
+// Pre-LayerNorm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x)).
+class FlowformerBlock : public nn::Module {
+ public:
+  FlowformerBlock(const FlowformerConfig& config, Generator& init_gen, std::shared_ptr<Generator> dropout_gen,
+                  DType dtype = kFloat32);
+  // x [B, T, n_embd]; mask [B, T] (nonzero = real token, non-causal only).
+  Tensor forward(const Tensor& x, const Tensor& mask = Tensor()) const;
+  // One position of incremental causal decoding (no autograd).
+  Tensor step(const Tensor& x_t, AttentionDecodeState& state) const;
+
+  std::shared_ptr<nn::LayerNorm> ln_1, ln_2;
+  std::shared_ptr<FlowAttention> attn;
+  std::shared_ptr<nn::MLP> mlp;
+};
+
+// The blocks, registered as "0", "1", ... (PyTorch's ModuleList naming).
+class FlowformerBlocks : public nn::Module {
+ public:
+  void append(std::shared_ptr<FlowformerBlock> block);
+  const std::vector<std::shared_ptr<FlowformerBlock>>& blocks() const { return blocks_; }
+
+ private:
+  std::vector<std::shared_ptr<FlowformerBlock>> blocks_;
+};
+
+// The "transformer" sub-module: embeddings, blocks, final LayerNorm. wte is
+// null when vocab_size is 0 (inputs arrive embedded).
+class FlowformerTrunk : public nn::Module {
+ public:
+  FlowformerTrunk(const FlowformerConfig& config, std::int64_t positions, Generator& init_gen,
+                  std::shared_ptr<Generator> dropout_gen, DType dtype);
+  // dropout(x + wpe[0..T)), the blocks, ln_f: x [B, T, n_embd] -> [B, T, n_embd].
+  Tensor forward_embedded(const Tensor& x, const Tensor& mask = Tensor()) const;
+
+  std::shared_ptr<nn::Embedding> wte, wpe;
+  std::shared_ptr<nn::Dropout> drop;
+  std::shared_ptr<FlowformerBlocks> h;
+  std::shared_ptr<nn::LayerNorm> ln_f;
+};
+
+struct SamplingOptions {
+  double temperature = 1.0;  // logits are divided by it; must be positive unless greedy
+  std::int64_t top_k = 0;    // keep the k most likely tokens (ties at the k-th kept); 0 = all
+  bool greedy = false;       // take the arg-max (the first one on ties); ignores the rest
+};
+
+// Picks a token from a row of logits [vocab]: arg-max when greedy, else a
+// draw from softmax(logits / temperature) restricted to the top k.
+std::int64_t sample_token(const Tensor& logits, const SamplingOptions& options, Generator& rng);
+
+class IncrementalDecoder;
+
+class FlowformerLM : public nn::Module {
+ public:
+  // Weights are drawn from init_gen; dropout masks from dropout_gen, or,
+  // when it is null, from a generator seeded by init_gen after the weights.
+  FlowformerLM(const FlowformerConfig& config, Generator& init_gen, DType dtype = kFloat32,
+               std::shared_ptr<Generator> dropout_gen = nullptr);
+
+  // tokens int64 [B, T], T <= block_size -> logits [B, T, vocab_size].
+  Tensor forward(const Tensor& tokens) const;
+  // Mean cross-entropy of forward(tokens) against targets [B, T] (int64;
+  // ignore_index -100 marks positions that do not count).
+  Tensor loss(const Tensor& tokens, const Tensor& targets) const;
+
+  // A decoder for `batch` sequences fed one token at a time. Causal only.
+  // The model must outlive it; call eval() first unless dropout is wanted.
+  IncrementalDecoder start_decoding(std::int64_t batch = 1) const;
+  // prompt (at least one token) followed by n_new sampled tokens. Each new
+  // token costs one decoding step, whatever the context length. The position
+  // embedding bounds the context: prompt.size() + n_new − 1 positions must
+  // fit into block_size, otherwise this throws before generating anything.
+  std::vector<std::int64_t> generate(const std::vector<std::int64_t>& prompt, std::int64_t n_new,
+                                     const SamplingOptions& sampling, Generator& rng) const;
+
+  const FlowformerConfig& config() const { return config_; }
+  DType dtype() const { return dtype_; }
+  const std::shared_ptr<Generator>& dropout_generator() const { return dropout_gen_; }
+
+  std::shared_ptr<FlowformerTrunk> transformer;
+  std::shared_ptr<nn::Linear> lm_head;
+
+ private:
+  FlowformerConfig config_;
+  DType dtype_;
+  std::shared_ptr<Generator> dropout_gen_;
+};
+
+// Incremental causal decoding of a FlowformerLM: next_logits feeds the next
+// position of every sequence and returns its logits, equal to that row of
+// forward() on the whole prefix. Each layer keeps a constant-size
+// Flow-Attention state (a key/value cache for the softmax kind), so a step
+// costs the same at position 5 as at position 5000 (for Flow).
+class IncrementalDecoder {
+ public:
+  // tokens int64 [B] -> logits [B, vocab_size].
+  Tensor next_logits(const Tensor& tokens);
+  // batch 1: one token id -> logits [vocab_size].
+  Tensor next_logits(std::int64_t token);
+  std::int64_t position() const { return position_; }  // tokens consumed so far
+  std::int64_t batch() const { return batch_; }
+  void reset();
+
+ private:
+  friend class FlowformerLM;
+  IncrementalDecoder(const FlowformerLM& model, std::int64_t batch);
+
+  const FlowformerLM* model_;
+  std::int64_t batch_;
+  std::int64_t position_ = 0;
+  std::vector<AttentionDecodeState> layers_;
+};
+
+enum class Pooling {
+  Mean,        // mean over the real tokens
+  ClassToken,  // a learned token prepended at position 0; its final state
+};
+
+// A non-causal Flowformer encoder with a classification head. Names:
+// transformer.{wte (when vocab_size > 0), wpe, h.i, ln_f}, cls_token (with
+// class-token pooling, [1, 1, n_embd]), head.weight / head.bias.
+class FlowformerEncoder : public nn::Module {
+ public:
+  FlowformerEncoder(const FlowformerConfig& config, std::int64_t num_classes, Pooling pooling,
+                    Generator& init_gen, DType dtype = kFloat32,
+                    std::shared_ptr<Generator> dropout_gen = nullptr);
+
+  // tokens int64 [B, T] -> class logits [B, num_classes]. mask [B, T]
+  // (nonzero = real token) excludes padding from attention and pooling.
+  Tensor forward(const Tensor& tokens, const Tensor& mask = Tensor()) const;
+  // The same for inputs already embedded, x [B, T, n_embd] (e.g. patches).
+  Tensor forward_embedded(const Tensor& x, const Tensor& mask = Tensor()) const;
+  // The pooled representation [B, n_embd] that the head classifies.
+  Tensor features_embedded(const Tensor& x, const Tensor& mask = Tensor()) const;
+
+  const FlowformerConfig& config() const { return config_; }
+  Pooling pooling() const { return pooling_; }
+
+  std::shared_ptr<FlowformerTrunk> transformer;
+  Tensor cls_token;  // undefined with mean pooling
+  std::shared_ptr<nn::Linear> head;
+
+ private:
+  FlowformerConfig config_;
+  Pooling pooling_;
+  DType dtype_;
+};
+
+}  // namespace flowgrad::models
