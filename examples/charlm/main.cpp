@@ -4,6 +4,7 @@
 //                 [--lr LR] [--threads N] [--seed S] [--out DIR] [--resume FILE]
 //                 [--attention flow|softmax] [--eval-every N] ...
 //   charlm sample --checkpoint FILE [--prompt TEXT] [--chars N] [--temperature T] [--top-k K]
+//   charlm logits --checkpoint FILE --prompt TEXT --out FILE.safetensors [--dtype float32|float64]
 //
 // Training prints a progress line (step, loss, tokens/s, ETA), the
 // validation loss every --eval-every steps, and under --out DIR writes
@@ -12,6 +13,10 @@
 // A checkpoint holds the model, the AdamW state, the step, both random
 // generators and the configuration, so --resume continues exactly as if the
 // run had never stopped (at the same thread count).
+//
+// `logits` writes the model's logits for every position of the prompt
+// ("logits" [T, vocab], "tokens" int64 [T]; eval mode, one full forward),
+// for comparisons with other implementations (interop_check.py).
 #include <CLI/CLI.hpp>
 
 #include <atomic>
@@ -19,7 +24,9 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <iomanip>
 #include <iostream>
+#include <memory>
 #include <sstream>
 
 #include "../../flowgrad.h"
@@ -47,6 +54,7 @@ struct TrainOptions {
   std::uint64_t seed = 1337;
   std::string out, resume, attention = "flow";
   std::int64_t eval_every = 100, eval_batches = 8, save_every = 500, sample_chars = 300;
+  std::int64_t stop_at = 0;  // stop (and save) after this step; 0: run to --steps
 };
 
 struct SampleOptions {
@@ -55,6 +63,11 @@ struct SampleOptions {
   double temperature = 0.8;
   bool greedy = false;
   std::uint64_t seed = 0;
+  int threads = 0;
+};
+
+struct LogitsOptions {
+  std::string checkpoint, prompt, out, dtype = "float32";
   int threads = 0;
 };
 
@@ -100,6 +113,27 @@ std::pair<models::FlowformerConfig, std::string> parse_checkpoint_config(const s
 
 // A Vocabulary whose ids follow `chars` exactly (sorted, as written by charlm).
 charlm::Vocabulary vocabulary_of(const std::string& chars) { return charlm::Vocabulary(chars); }
+
+// A trained model and its vocabulary, rebuilt from a charlm checkpoint, in eval mode.
+struct LoadedModel {
+  std::unique_ptr<models::FlowformerLM> model;
+  charlm::Vocabulary vocab;
+};
+
+// The weights are stored in float32; a float64 model gets them converted
+// (for exact comparisons with other implementations).
+LoadedModel load_model(const std::string& path, fg::DType dtype = fg::kFloat32) {
+  auto [config, chars] = parse_checkpoint_config(nn::read_checkpoint_info(path).config);
+  fg::Generator init_gen(0);
+  LoadedModel loaded{std::make_unique<models::FlowformerLM>(config, init_gen, dtype), vocabulary_of(chars)};
+  fg::SafetensorsFile file = fg::load_safetensors_file(path);
+  std::map<std::string, fg::Tensor> weights;
+  for (const auto& [name, tensor] : file.tensors)
+    if (name.rfind("model.", 0) == 0) weights[name.substr(6)] = tensor.to(dtype);
+  loaded.model->load_state_dict(weights);
+  loaded.model->eval();
+  return loaded;
+}
 
 // Generates `count` characters after `prompt`. The position table holds
 // block_size positions, so when the context is full the model is re-primed
@@ -157,7 +191,7 @@ void append_csv(const fs::path& path, std::int64_t step, double train_loss, doub
   std::ofstream out(path, std::ios::app);
   if (!out) fg::fail("charlm", "cannot write the log file ", path.string());
   if (fresh) out << "step,train_loss,val_loss,tokens_per_s\n";
-  out << step << ',' << train_loss << ',';
+  out << std::setprecision(9) << step << ',' << train_loss << ',';  // 9 digits: float32 exactly
   if (!std::isnan(val_loss)) out << val_loss;
   out << ',' << tokens_per_second << '\n';
 }
@@ -196,7 +230,8 @@ int train(const TrainOptions& o) {
                       nn::AdamWOptions{.lr = o.lr, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8,
                                        .weight_decay = o.weight_decay});
   nn::WarmupCosineLR schedule(o.lr, o.lr * o.min_lr_ratio, std::min(o.warmup, o.steps), o.steps);
-  std::map<std::string, fg::Generator*> rngs{{"data", &data_gen}, {"dropout", dropout_gen.get()}};
+  fg::Generator eval_gen(o.seed + 3);  // validation batches
+  std::map<std::string, fg::Generator*> rngs{{"data", &data_gen}, {"dropout", dropout_gen.get()}, {"eval", &eval_gen}};
   if (!o.resume.empty()) step = nn::load_checkpoint(o.resume, model, optimizer, rngs).step;
 
   fs::path out_dir = o.out;
@@ -208,8 +243,8 @@ int train(const TrainOptions& o) {
                         checkpoint_config(config, vocab));
   };
 
-  fg::Generator eval_gen(o.seed + 3);
-  const double baseline = unigram_entropy(data, vocab, eval_gen);
+  fg::Generator baseline_gen(o.seed + 5);
+  const double baseline = unigram_entropy(data, vocab, baseline_gen);
   std::printf("charlm: %lld characters (vocabulary %lld), %s attention, %lld layers, %lld heads, %lld embd, block %lld, "
               "batch %lld, %lld parameters, %d threads\n",
               static_cast<long long>(data.size(true) + data.size(false)), static_cast<long long>(vocab.size()),
@@ -223,7 +258,8 @@ int train(const TrainOptions& o) {
   examples::Progress progress(o.steps, step);
   double val_loss = NAN;
   const double tokens_per_step = static_cast<double>(o.batch * config.block_size);
-  while (step < o.steps && !g_interrupted) {
+  const std::int64_t last_step = o.stop_at > 0 ? std::min(o.stop_at, o.steps) : o.steps;
+  while (step < last_step && !g_interrupted) {
     const auto start = std::chrono::steady_clock::now();
     model.train();
     optimizer.set_lr(schedule.lr_at(step));
@@ -254,6 +290,11 @@ int train(const TrainOptions& o) {
                      (o.out.empty() ? " (no --out: nothing written)" : " to " + (out_dir / "checkpoint.safetensors").string()));
     return 130;
   }
+  if (step < o.steps) {
+    progress.message("stopped at step " + std::to_string(step) + " of " + std::to_string(o.steps) +
+                     "; continue with --resume");
+    return 0;
+  }
 
   model.eval();
   const double final_val = std::isnan(val_loss)
@@ -274,16 +315,9 @@ int train(const TrainOptions& o) {
 
 int sample(const SampleOptions& o) {
   if (o.threads > 0) fg::set_num_threads(o.threads);
-  auto [config, chars] = parse_checkpoint_config(nn::read_checkpoint_info(o.checkpoint).config);
-  const charlm::Vocabulary vocab = vocabulary_of(chars);
-  fg::Generator init_gen(0);
-  models::FlowformerLM model(config, init_gen);
-  fg::SafetensorsFile file = fg::load_safetensors_file(o.checkpoint);
-  std::map<std::string, fg::Tensor> weights;
-  for (const auto& [name, tensor] : file.tensors)
-    if (name.rfind("model.", 0) == 0) weights[name.substr(6)] = tensor;
-  model.load_state_dict(weights);
-  model.eval();
+  const LoadedModel loaded = load_model(o.checkpoint);
+  const models::FlowformerLM& model = *loaded.model;
+  const charlm::Vocabulary& vocab = loaded.vocab;
   const std::vector<std::int64_t> prompt = vocab.encode(o.prompt);
   if (prompt.empty()) fg::fail("charlm", "the prompt is empty");
   if (o.chars < 0) fg::fail("charlm", "--chars must not be negative, got ", o.chars);
@@ -291,6 +325,27 @@ int sample(const SampleOptions& o) {
   std::vector<std::int64_t> generated =
       generate_text(model, prompt, o.chars, {.temperature = o.temperature, .top_k = o.top_k, .greedy = o.greedy}, gen);
   std::cout << o.prompt << vocab.decode(generated) << std::endl;
+  return 0;
+}
+
+// ---- logits ----
+
+int logits(const LogitsOptions& o) {
+  if (o.threads > 0) fg::set_num_threads(o.threads);
+  const LoadedModel loaded = load_model(o.checkpoint, o.dtype == "float64" ? fg::kFloat64 : fg::kFloat32);
+  const std::vector<std::int64_t> ids = loaded.vocab.encode(o.prompt);
+  const std::int64_t length = static_cast<std::int64_t>(ids.size());
+  const std::int64_t block = loaded.model->config().block_size, vocab_size = loaded.model->config().vocab_size;
+  if (ids.empty()) fg::fail("charlm", "the prompt is empty");
+  if (length > block)
+    fg::fail("charlm", "the prompt has ", length, " characters, more than the model's block_size=", block,
+             " positions (logits needs one full forward)");
+  fg::NoGradGuard no_grad;
+  const fg::Tensor tokens = fg::from_vector(ids);
+  const fg::Tensor out = loaded.model->forward(tokens.reshape({1, length})).reshape({length, vocab_size});
+  fg::save_safetensors(o.out, {{"logits", out}, {"tokens", tokens}}, {{"checkpoint", o.checkpoint}});
+  std::printf("wrote %s: logits [%lld, %lld] %s for %lld tokens\n", o.out.c_str(), static_cast<long long>(length),
+              static_cast<long long>(vocab_size), o.dtype.c_str(), static_cast<long long>(length));
   return 0;
 }
 
@@ -319,6 +374,8 @@ int main(int argc, char** argv) {
   train_cmd->add_option("--eval-every", t.eval_every, "steps between validation estimates")->capture_default_str();
   train_cmd->add_option("--eval-batches", t.eval_batches, "batches per validation estimate")->capture_default_str();
   train_cmd->add_option("--save-every", t.save_every, "steps between checkpoints")->capture_default_str();
+  train_cmd->add_option("--stop-at", t.stop_at,
+                        "stop after this step and save; the schedule still spans --steps (resume later)");
   train_cmd->add_option("--sample-chars", t.sample_chars, "characters to sample at the end")->capture_default_str();
   SampleOptions s;
   CLI::App* sample_cmd = app.add_subcommand("sample", "continue a prompt with a trained model");
@@ -330,9 +387,19 @@ int main(int argc, char** argv) {
   sample_cmd->add_flag("--greedy", s.greedy, "always take the most likely character");
   sample_cmd->add_option("--seed", s.seed, "random seed")->capture_default_str();
   sample_cmd->add_option("--threads", s.threads, "threads (0: default)");
+  LogitsOptions l;
+  CLI::App* logits_cmd = app.add_subcommand("logits", "write the logits of every prompt position to a safetensors file");
+  logits_cmd->add_option("--checkpoint", l.checkpoint, "checkpoint written by charlm train")->required();
+  logits_cmd->add_option("--prompt", l.prompt, "text whose characters are fed (at most block_size)")->required();
+  logits_cmd->add_option("--out", l.out, "output file: \"logits\" [T, vocab], \"tokens\" int64 [T]")->required();
+  logits_cmd->add_option("--dtype", l.dtype, "precision of the forward (weights are converted)")
+      ->check(CLI::IsMember({"float32", "float64"}))
+      ->capture_default_str();
+  logits_cmd->add_option("--threads", l.threads, "threads (0: default)");
   CLI11_PARSE(app, argc, argv);
   try {
-    return train_cmd->parsed() ? train(t) : sample(s);
+    if (train_cmd->parsed()) return train(t);
+    return sample_cmd->parsed() ? sample(s) : logits(l);
   } catch (const std::exception& error) {
     std::cerr << "charlm: " << error.what() << '\n';
     return 1;

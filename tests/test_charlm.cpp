@@ -1,0 +1,103 @@
+// End-to-end tests of examples/charlm: each runs the program in its own
+// process, as a user would.
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "test_util.h"
+
+using namespace flowgrad;
+using namespace flowgrad::testing;
+
+namespace {
+
+struct Run {
+  int status;
+  std::string output;  // stdout and stderr
+};
+
+Run charlm(const std::string& arguments, const TempDir& dir) {
+  const std::string log = dir.file("output.txt");
+  const std::string command = std::string(CHARLM_PATH) + " " + arguments + " >" + log + " 2>&1";
+  const int status = std::system(command.c_str());
+  std::ifstream in(log);
+  std::stringstream text;
+  text << in.rdbuf();
+  return {status, text.str()};
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+const std::string kTiny =
+    " --batch 4 --block 16 --layers 1 --heads 2 --embd 16 --eval-every 2 --eval-batches 2 --sample-chars 0 --threads 2";
+
+}  // namespace
+
+TEST_CASE("charlm: a run stopped and resumed in a new process logs exactly the losses of a straight run") {
+  TempDir dir;
+  const std::string straight = dir.file("straight"), resumed = dir.file("resumed");
+  REQUIRE(charlm("train --steps 6" + kTiny + " --out " + straight, dir).status == 0);
+  Run first_half = charlm("train --steps 6 --stop-at 3" + kTiny + " --out " + resumed, dir);
+  REQUIRE(first_half.status == 0);
+  REQUIRE_THAT(first_half.output, Catch::Contains("stopped at step 3"));
+  Run second_half = charlm("train --steps 6" + kTiny + " --out " + resumed + " --resume " + resumed +
+                               "/checkpoint.safetensors",
+                           dir);
+  REQUIRE(second_half.status == 0);
+  REQUIRE_THAT(second_half.output, Catch::Contains("resumed from"));
+  // Same step, train loss and validation loss columns, digit for digit (9 significant digits: float32 exactly).
+  auto losses = [](const std::string& csv) {
+    std::stringstream in(csv), out;
+    std::string line;
+    while (std::getline(in, line)) out << line.substr(0, line.rfind(',')) << '\n';
+    return out.str();
+  };
+  const std::string expected = losses(read_file(straight + "/log.csv"));
+  REQUIRE(expected.rfind("step,train_loss,val_loss\n", 0) == 0);
+  REQUIRE(std::count(expected.begin(), expected.end(), '\n') == 7);
+  REQUIRE(losses(read_file(resumed + "/log.csv")) == expected);
+
+  // Sampling from the checkpoint works and is reproducible from the seed.
+  const std::string sample = "sample --checkpoint " + resumed + "/checkpoint.safetensors --prompt ROMEO --chars 40 --seed 3";
+  Run a = charlm(sample, dir), b = charlm(sample, dir);
+  REQUIRE(a.status == 0);
+  REQUIRE(a.output == b.output);
+  REQUIRE(a.output.rfind("ROMEO", 0) == 0);
+  REQUIRE(a.output.size() >= 45);
+}
+
+TEST_CASE("charlm: bad input gets a clear error and a non-zero exit") {
+  TempDir dir;
+  Run missing = charlm("train --steps 2 --data " + dir.file("nope.txt") + kTiny, dir);
+  REQUIRE(missing.status != 0);
+  REQUIRE_THAT(missing.output, Catch::Contains("cannot read the data file"));
+
+  Run heads = charlm("train --steps 2 --batch 4 --block 16 --layers 1 --heads 3 --embd 16 --threads 2", dir);
+  REQUIRE(heads.status != 0);
+  REQUIRE_THAT(heads.output, Catch::Contains("n_head"));
+  REQUIRE(charlm("train --steps 0" + kTiny, dir).status != 0);
+
+  REQUIRE(charlm("train --steps 2" + kTiny + " --out " + dir.file("run"), dir).status == 0);
+  const std::string checkpoint = dir.file("run") + "/checkpoint.safetensors";
+  Run prompt = charlm("sample --checkpoint " + checkpoint + " --prompt 'caf\xc3\xa9' --chars 5", dir);
+  REQUIRE(prompt.status != 0);
+  REQUIRE_THAT(prompt.output, Catch::Contains("not in the model's vocabulary"));
+
+  // A checkpoint trained on another character set cannot be resumed on this data.
+  {
+    std::ofstream other(dir.file("other.txt"));
+    other << std::string(200, 'a') << std::string(200, 'b');
+  }
+  Run other = charlm("train --steps 4 --data " + dir.file("other.txt") + kTiny + " --resume " + checkpoint, dir);
+  REQUIRE(other.status != 0);
+  REQUIRE_THAT(other.output, Catch::Contains("different character set"));
+
+  Run not_a_checkpoint = charlm("sample --checkpoint " + dir.file("other.txt"), dir);
+  REQUIRE(not_a_checkpoint.status != 0);
+  REQUIRE_THAT(not_a_checkpoint.output, Catch::Contains("[load_safetensors]"));
+}
