@@ -101,3 +101,18 @@ TEST_CASE("charlm: bad input gets a clear error and a non-zero exit") {
   REQUIRE(not_a_checkpoint.status != 0);
   REQUIRE_THAT(not_a_checkpoint.output, Catch::Contains("[load_safetensors]"));
 }
+
+TEST_CASE("charlm: resuming with model flags that contradict the checkpoint is an error") {
+  TempDir dir;
+  REQUIRE(charlm("train --steps 2" + kTiny + " --out " + dir.file("run"), dir).status == 0);
+  const std::string resume = " --resume " + dir.file("run") + "/checkpoint.safetensors --sample-chars 0 --threads 2";
+  Run block = charlm("train --steps 4 --block 32" + resume, dir);
+  REQUIRE(block.status != 0);
+  REQUIRE_THAT(block.output, Catch::Contains("--block 32 does not match the checkpoint's 16"));
+  Run layers = charlm("train --steps 4 --layers 3" + resume, dir);
+  REQUIRE(layers.status != 0);
+  REQUIRE_THAT(layers.output, Catch::Contains("--layers 3"));
+  // The same values, or no model flags at all, resume.
+  REQUIRE(charlm("train --steps 3 --block 16 --layers 1 --batch 4" + resume, dir).status == 0);
+  REQUIRE(charlm("train --steps 4 --batch 4" + resume, dir).status == 0);
+}

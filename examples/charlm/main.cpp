@@ -25,6 +25,8 @@
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
+#include <set>
+#include <tuple>
 #include <iostream>
 #include <memory>
 #include <sstream>
@@ -55,6 +57,7 @@ struct TrainOptions {
   std::string out, resume, attention = "flow";
   std::int64_t eval_every = 100, eval_batches = 8, save_every = 500, sample_chars = 300;
   std::int64_t stop_at = 0;  // stop (and save) after this step; 0: run to --steps
+  std::set<std::string> model_flags_given;  // which model-shape flags the user typed
 };
 
 struct SampleOptions {
@@ -218,10 +221,20 @@ int train(const TrainOptions& o) {
   auto dropout_gen = std::make_shared<fg::Generator>(o.seed + 2);
   std::int64_t step = 0;
   if (!o.resume.empty()) {
-    // The checkpoint's configuration wins over the command line's model flags.
+    // The model is the checkpoint's; a model flag typed with another value is a mistake.
     auto [stored, chars] = parse_checkpoint_config(nn::read_checkpoint_info(o.resume).config);
     if (chars != vocab.chars())
       fg::fail("charlm", "the checkpoint ", o.resume, " was trained on a different character set than ", o.data);
+    const std::vector<std::tuple<std::string, std::int64_t, std::int64_t>> shape_flags = {
+        {"--block", config.block_size, stored.block_size}, {"--layers", config.n_layer, stored.n_layer},
+        {"--heads", config.n_head, stored.n_head}, {"--embd", config.n_embd, stored.n_embd}};
+    for (const auto& [flag, given, in_checkpoint] : shape_flags)
+      if (o.model_flags_given.count(flag) && given != in_checkpoint)
+        fg::fail("charlm", flag, " ", given, " does not match the checkpoint's ", in_checkpoint, " (", o.resume,
+                 "); drop the flag to resume that model");
+    if (o.model_flags_given.count("--attention") && config.attention != stored.attention)
+      fg::fail("charlm", "--attention ", o.attention, " does not match the checkpoint's ",
+               models::attention_kind_name(stored.attention));
     config = stored;
   }
   config.validate();
@@ -398,7 +411,11 @@ int main(int argc, char** argv) {
   logits_cmd->add_option("--threads", l.threads, "threads (0: default)");
   CLI11_PARSE(app, argc, argv);
   try {
-    if (train_cmd->parsed()) return train(t);
+    if (train_cmd->parsed()) {
+      for (const char* flag : {"--block", "--layers", "--heads", "--embd", "--attention"})
+        if (train_cmd->count(flag) > 0) t.model_flags_given.insert(flag);
+      return train(t);
+    }
     return sample_cmd->parsed() ? sample(s) : logits(l);
   } catch (const std::exception& error) {
     std::cerr << "charlm: " << error.what() << '\n';
