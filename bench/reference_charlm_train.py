@@ -22,7 +22,6 @@ thread pools do not oversubscribe the cores. Not run in CI.
 """
 import argparse
 import csv
-import ctypes
 import os
 import resource
 import statistics
@@ -37,13 +36,8 @@ MINI = dict(n_layer=6, n_head=6, n_embd=192, block_size=128, vocab_size=65, drop
 BATCH = 64
 
 
-def set_threads(n):
-    import torch
-    torch.set_num_threads(n)
-    try:
-        ctypes.CDLL("libopenblas.so.0").openblas_set_num_threads(n)
-    except OSError:
-        pass
+sys.path.insert(0, HERE)
+from reference_flow_attention import set_threads  # noqa: E402  torch and OpenBLAS thread counts together
 
 
 def run_single(threads, steps, causal_dot):
