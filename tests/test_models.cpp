@@ -16,13 +16,17 @@ using namespace flowgrad::models;
 
 namespace {
 
-FlowformerConfig tiny_config(AttentionKind kind = AttentionKind::Flow) {
+// A causal LM configuration without dropout; the defaults are the tiny model
+// most tests use.
+FlowformerConfig tiny_config(AttentionKind kind = AttentionKind::Flow, std::int64_t vocab = 11,
+                             std::int64_t block = 8, std::int64_t layers = 2, std::int64_t heads = 2,
+                             std::int64_t embd = 8) {
   FlowformerConfig config;
-  config.vocab_size = 11;
-  config.block_size = 8;
-  config.n_layer = 2;
-  config.n_head = 2;
-  config.n_embd = 8;
+  config.vocab_size = vocab;
+  config.block_size = block;
+  config.n_layer = layers;
+  config.n_head = heads;
+  config.n_embd = embd;
   config.dropout = 0.0;
   config.attention = kind;
   return config;
@@ -509,14 +513,8 @@ TEST_CASE("incremental decoding equals the full forward at every position, float
   const AttentionKind kind = GENERATE(AttentionKind::Flow, AttentionKind::Softmax);
   INFO(attention_kind_name(kind));
   Generator gen(12);
-  FlowformerConfig config;
-  config.vocab_size = 17;
-  config.block_size = 140;
-  config.n_layer = 3;
-  config.n_head = 4;
-  config.n_embd = 32;
-  config.dropout = 0.0;
-  config.attention = kind;
+  const FlowformerConfig config = tiny_config(kind, /*vocab=*/17, /*block=*/140, /*layers=*/3, /*heads=*/4,
+                                              /*embd=*/32);
   FlowformerLM model(config, gen, kFloat32);
   model.eval();
   require_incremental_matches_full(model, random_tokens(3, 140, 17, gen), 1e-3, 1e-5);
@@ -675,14 +673,8 @@ TEST_CASE("FlowformerLM loss gradients match finite differences for every parame
   const AttentionKind kind = GENERATE(AttentionKind::Flow, AttentionKind::Softmax);
   INFO(attention_kind_name(kind));
   Generator gen(17);
-  FlowformerConfig config;
-  config.vocab_size = 5;
-  config.block_size = 4;
-  config.n_layer = 1;
-  config.n_head = 2;
-  config.n_embd = 4;
-  config.dropout = 0.0;
-  config.attention = kind;
+  const FlowformerConfig config = tiny_config(kind, /*vocab=*/5, /*block=*/4, /*layers=*/1, /*heads=*/2,
+                                              /*embd=*/4);
   FlowformerLM model(config, gen, kFloat64);
   // O(1) weights, LayerNorm affine included, so every path carries gradient.
   for (const Tensor& p : model.parameters()) {
