@@ -6,7 +6,8 @@
 # Everything needed to build flowgrad and run its tests on Debian 12.
 FLOWGRAD_APT_PACKAGES=(
   meson ninja-build pkg-config g++
-  libopenblas-dev libtbb-dev catch2 nlohmann-json3-dev libcli11-dev
+  libopenblas-dev libtbb-dev catch2 nlohmann-json3-dev libcli11-dev zlib1g-dev libcairo2-dev
+  dataset-fashion-mnist
 )
 
 # shellcheck disable=SC2034  # used by the scripts that source this file
