@@ -172,6 +172,17 @@ Tensor FlowAttention::forward(const Tensor& x, const Tensor& mask) const {
   return forward(x, x, x, mask, mask);
 }
 
+FlowAttentionTrace FlowAttention::trace(const Tensor& x) const {
+  if (options_.kind != AttentionKind::Flow)
+    fail(kOp, "trace() shows Flow-Attention; this layer computes ", attention_kind_name(options_.kind),
+         " attention");
+  if (!x.defined() || x.dim() != 3 || x.size(2) != options_.d_model)
+    fail(kOp, "trace expects x [B, T, d_model=", options_.d_model, "], got ",
+         x.defined() ? shape_str(x.shape()) : std::string("an undefined tensor"));
+  return flow_attention_trace(split_heads(query_projection->forward(x)), split_heads(key_projection->forward(x)),
+                              split_heads(value_projection->forward(x)), options_.flow);
+}
+
 Tensor FlowAttention::attend(const Tensor& q, const Tensor& k, const Tensor& v,
                              const Tensor& key_mask) const {
   const Tensor qh = split_heads(q), kh = split_heads(k), vh = split_heads(v);

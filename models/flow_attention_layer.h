@@ -17,6 +17,7 @@
 #include "../core/random.h"
 #include "../nn/layers.h"
 #include "../ops/flow_attention.h"
+#include "../ops/flow_attention_trace.h"
 
 namespace flowgrad::models {
 
@@ -80,6 +81,11 @@ class FlowAttention : public nn::Module {
   // Self-attention; `mask` [B, T] marks the real tokens (keys and queries).
   Tensor forward(const Tensor& x, const Tensor& mask = Tensor()) const;
 
+  // For inspection: the Flow-Attention of self-attention on x [B, T, d]
+  // composed from primitive ops, every intermediate per head (after the
+  // projections, before the head merge and out_projection), and through
+  // trace.attention_matrix() the implicit T×T matrix. Flow kind only.
+  FlowAttentionTrace trace(const Tensor& x) const;
   // Incremental causal decoding, inference only (no autograd): x_t [B, 1, d]
   // is the next position; returns its output row [B, 1, d], equal to that
   // row of forward() on the whole sequence. The state comes from

@@ -169,15 +169,29 @@ FlowformerTrunk::FlowformerTrunk(const FlowformerConfig& config, std::int64_t po
   ln_f = register_module("ln_f", std::make_shared<nn::LayerNorm>(config.n_embd, 1e-5, dtype));
 }
 
-Tensor FlowformerTrunk::forward_embedded(const Tensor& x, const Tensor& mask) const {
+Tensor FlowformerTrunk::add_positions(const Tensor& x) const {
   const std::int64_t T = x.size(1);
   if (T > wpe->num_embeddings)
     fail("Flowformer", "sequence of length ", T, " exceeds the ", wpe->num_embeddings,
          " positions of the position embedding");
   // wpe rows 0..T-1 broadcast over the batch.
-  Tensor hidden = drop->forward(x + wpe->weight.narrow(0, 0, T));
+  return drop->forward(x + wpe->weight.narrow(0, 0, T));
+}
+
+Tensor FlowformerTrunk::forward_embedded(const Tensor& x, const Tensor& mask) const {
+  Tensor hidden = add_positions(x);
   for (const auto& block : h->blocks()) hidden = block->forward(hidden, mask);
   return ln_f->forward(hidden);
+}
+
+std::vector<FlowAttentionTrace> FlowformerTrunk::attention_traces(const Tensor& x) const {
+  std::vector<FlowAttentionTrace> traces;
+  Tensor hidden = add_positions(x);
+  for (const auto& block : h->blocks()) {
+    traces.push_back(block->attn->trace(block->ln_1->forward(hidden)));
+    hidden = block->forward(hidden);
+  }
+  return traces;
 }
 
 // ---------------------------------------------------------------------------
@@ -369,14 +383,24 @@ Tensor FlowformerEncoder::forward_embedded(const Tensor& x, const Tensor& mask) 
   return head->forward(features_embedded(x, mask));
 }
 
-Tensor FlowformerEncoder::features_embedded(const Tensor& x, const Tensor& mask) const {
+void FlowformerEncoder::check_embedded(const Tensor& x) const {
   if (!x.defined() || x.dim() != 3 || x.size(2) != config_.n_embd)
     fail("FlowformerEncoder", "expected inputs [B, T, n_embd=", config_.n_embd, "], got ",
          x.defined() ? shape_str(x.shape()) : std::string("an undefined tensor"));
+  if (x.size(1) == 0 || x.size(1) > config_.block_size)
+    fail("FlowformerEncoder", "sequence length T=", x.size(1), " must be in [1, block_size=",
+         config_.block_size, "]");
+}
+
+std::vector<FlowAttentionTrace> FlowformerEncoder::attention_traces(const Tensor& x) const {
+  check_embedded(x);
+  if (pooling_ != Pooling::ClassToken) return transformer->attention_traces(x);
+  return transformer->attention_traces(concat({cls_token.expand({x.size(0), 1, config_.n_embd}), x}, 1));
+}
+
+Tensor FlowformerEncoder::features_embedded(const Tensor& x, const Tensor& mask) const {
+  check_embedded(x);
   const std::int64_t B = x.size(0), T = x.size(1);
-  if (T == 0 || T > config_.block_size)
-    fail("FlowformerEncoder", "sequence length T=", T, " must be in [1, block_size=", config_.block_size,
-         "]");
   if (mask.defined() && mask.shape() != Shape{B, T})
     fail("FlowformerEncoder", "mask of shape ", shape_str(mask.shape()),
          " does not match [B, T] = ", shape_str({B, T}));

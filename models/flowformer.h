@@ -76,11 +76,17 @@ class FlowformerTrunk : public nn::Module {
                   std::shared_ptr<Generator> dropout_gen, DType dtype);
   // dropout(x + wpe[0..T)), the blocks, ln_f: x [B, T, n_embd] -> [B, T, n_embd].
   Tensor forward_embedded(const Tensor& x, const Tensor& mask = Tensor()) const;
+  // For inspection: the same pass (no mask), returning each block's
+  // attention trace (see FlowAttention::trace), first block first.
+  std::vector<FlowAttentionTrace> attention_traces(const Tensor& x) const;
 
   std::shared_ptr<nn::Embedding> wte, wpe;
   std::shared_ptr<nn::Dropout> drop;
   std::shared_ptr<FlowformerBlocks> h;
   std::shared_ptr<nn::LayerNorm> ln_f;
+
+ private:
+  Tensor add_positions(const Tensor& x) const;  // dropout(x + wpe[0..T))
 };
 
 struct SamplingOptions {
@@ -177,6 +183,9 @@ class FlowformerEncoder : public nn::Module {
   Tensor forward_embedded(const Tensor& x, const Tensor& mask = Tensor()) const;
   // The pooled representation [B, n_embd] that the head classifies.
   Tensor features_embedded(const Tensor& x, const Tensor& mask = Tensor()) const;
+  // Every block's attention trace for embedded inputs x [B, T, n_embd]
+  // (with class-token pooling, token 0 of each trace is the class token).
+  std::vector<FlowAttentionTrace> attention_traces(const Tensor& x) const;
 
   const FlowformerConfig& config() const { return config_; }
   Pooling pooling() const { return pooling_; }
@@ -186,6 +195,7 @@ class FlowformerEncoder : public nn::Module {
   std::shared_ptr<nn::Linear> head;
 
  private:
+  void check_embedded(const Tensor& x) const;  // [B, T, n_embd] with 1 <= T <= block_size
   FlowformerConfig config_;
   Pooling pooling_;
   DType dtype_;

@@ -83,6 +83,20 @@ void trace_causal(FlowAttentionTrace& t, const Tensor& v, const FlowAttentionOpt
 
 }  // namespace
 
+Tensor FlowAttentionTrace::attention_matrix() const {
+  Tensor row_scale = sink_allocation * sink_incoming;                      // [B, H, L]
+  Tensor scores = matmul(q_features, k_features.transpose(-2, -1));       // q_i · k_j
+  if (causal) {
+    const std::int64_t L = q_features.size(kTokens);
+    row_scale = row_scale / arange(1.0, static_cast<double>(L) + 1.0, 1.0, row_scale.dtype());
+    std::vector<double> lower(static_cast<std::size_t>(L * L), 0.0);
+    for (std::int64_t i = 0; i < L; ++i)
+      for (std::int64_t j = 0; j <= i; ++j) lower[static_cast<std::size_t>(i * L + j)] = 1.0;
+    scores = scores * from_vector(lower, {L, L}).to(scores.dtype());
+  }
+  return scores * per_token(row_scale) * source_competition.unsqueeze(-2);
+}
+
 std::vector<std::pair<std::string, Tensor>> FlowAttentionTrace::named() const {
   return {{"q_features", q_features},
           {"k_features", k_features},
@@ -100,6 +114,7 @@ FlowAttentionTrace flow_attention_trace(const Tensor& queries, const Tensor& key
                                         const Tensor& key_padding_mask) {
   check_flow_attention_arguments(queries, keys, values, options, key_padding_mask);
   FlowAttentionTrace t;
+  t.causal = options.causal;
   t.q_features = sigmoid(queries);
   t.k_features = sigmoid(keys);
   if (options.causal) {

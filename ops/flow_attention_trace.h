@@ -27,6 +27,14 @@ struct FlowAttentionTrace {
   Tensor sink_allocation;         // A  [B, H, L]
   Tensor source_competition;      // C  [B, H, S]
   Tensor out;                     // [B, H, L, M]
+  bool causal = false;
+
+  // For inspection of small inputs: the L×S matrix W [B, H, L, S] that
+  // Flow-Attention applies implicitly, out = W · values, materialised:
+  //   W_ij = A_i · I_i · (q_i · k_j) · C_j                (normal)
+  //   W_ij = A_i · (I_i / n_i) · (q_i · k_j) · C_j, j ≤ i  (causal; 0 above the diagonal)
+  // Padded keys have C_j = 0, so their columns are 0. O(L·S) memory.
+  Tensor attention_matrix() const;
 
   // (name, tensor) in forward order, for printing and saving.
   std::vector<std::pair<std::string, Tensor>> named() const;

@@ -325,3 +325,32 @@ TEST_CASE("incremental causal Flow-Attention equals the full causal forward at e
   REQUIRE_THROWS_WITH(state.step(in[0], in[1], in[2]), Catch::Contains("[CausalFlowAttentionState::step]"));
   REQUIRE_THROWS_WITH(CausalFlowAttentionState(0, 1, 1, 1), Catch::Contains("[CausalFlowAttentionState]"));
 }
+
+TEST_CASE("the materialised attention matrix times V is the fused kernel's output") {
+  struct Case {
+    Shapes shapes;
+    bool causal, masked;
+  };
+  const Case c = GENERATE(Case{{2, 3, 6, 9, 4, 5}, false, false}, Case{{2, 2, 5, 7, 3, 2}, false, true},
+                          Case{{1, 2, 200, 200, 4, 3}, true, false});
+  Generator gen(17);
+  TensorList in = random_inputs(c.shapes, gen);
+  Tensor mask;
+  if (c.masked) mask = from_vector(std::vector<double>{1, 0, 1, 1, 0, 1, 1, /**/ 0, 1, 1, 1, 1, 1, 0}, {2, 7});
+  const FlowAttentionOptions options = FlowAttentionOptions().set_causal(c.causal);
+  FlowAttentionTrace trace = flow_attention_trace(in[0], in[1], in[2], options, mask);
+  Tensor matrix = trace.attention_matrix();
+  CHECK(matrix.shape() == Shape{c.shapes.B, c.shapes.H, c.shapes.L, c.shapes.S});
+  require_close(matmul(matrix, in[2]), flow_attention(in[0], in[1], in[2], options, mask), 1e-11, 1e-12);
+  const std::vector<double> w = matrix.to_vector<double>();
+  const std::int64_t L = c.shapes.L, S = c.shapes.S;
+  for (std::int64_t row = 0; row < c.shapes.B * c.shapes.H * L; ++row)
+    for (std::int64_t j = 0; j < S; ++j) {
+      const double value = w[static_cast<std::size_t>(row * S + j)];
+      if (c.causal && j > row % L) REQUIRE(value == 0.0);  // the future is invisible
+      else if (c.masked && mask.to_vector<double>()[static_cast<std::size_t>(row / (c.shapes.H * L) * S + j)] == 0)
+        REQUIRE(value == 0.0);  // padded keys take no weight
+      else
+        REQUIRE(value > 0.0);  // sigmoid features, positive flows: every visible weight is positive
+    }
+}

@@ -472,6 +472,40 @@ TEST_CASE("FlowformerEncoder on features only (vocab_size 0), gradients reach ev
   REQUIRE_THROWS_WITH(encoder.forward(random_tokens(1, 3, 5, gen)), Catch::Contains("vocab_size=0"));
 }
 
+TEST_CASE("FlowformerEncoder::attention_traces shows the attention each block computes") {
+  const Pooling pooling = GENERATE(Pooling::Mean, Pooling::ClassToken);
+  Generator gen(12);
+  FlowformerConfig config = tiny_config(AttentionKind::Flow, 0);
+  config.causal = false;
+  FlowformerEncoder encoder(config, 3, pooling, gen, kFloat64);
+  encoder.eval();
+  const Tensor x = randn({2, 6, 8}, gen, kFloat64);
+  const std::vector<FlowAttentionTrace> traces = encoder.attention_traces(x);
+  REQUIRE(traces.size() == 2);
+
+  // Re-run the trunk block by block: each trace, heads merged and projected,
+  // is that block's attention output on its normalised input.
+  const std::int64_t T = pooling == Pooling::ClassToken ? 7 : 6;
+  Tensor hidden = pooling == Pooling::ClassToken ? concat({encoder.cls_token.expand({2, 1, 8}), x}, 1) : x;
+  hidden = hidden + encoder.transformer->wpe->weight.narrow(0, 0, T);
+  for (std::size_t layer = 0; layer < traces.size(); ++layer) {
+    const auto& block = encoder.transformer->h->blocks()[layer];
+    const FlowAttentionTrace& trace = traces[layer];
+    REQUIRE(trace.out.shape() == Shape{2, 2, T, 4});
+    REQUIRE(trace.attention_matrix().shape() == Shape{2, 2, T, T});
+    const Tensor merged = trace.out.permute({0, 2, 1, 3}).reshape({2, T, 8});
+    require_close(block->attn->out_projection->forward(merged), block->attn->forward(block->ln_1->forward(hidden)),
+                  1e-12, 1e-14);
+    hidden = block->forward(hidden);
+  }
+
+  FlowformerConfig softmax_config = config;
+  softmax_config.attention = AttentionKind::Softmax;
+  FlowformerEncoder softmax_encoder(softmax_config, 3, pooling, gen, kFloat64);
+  REQUIRE_THROWS_WITH(softmax_encoder.attention_traces(x), Catch::Contains("softmax"));
+  REQUIRE_THROWS_WITH(encoder.attention_traces(randn({2, 9, 8}, gen, kFloat64)), Catch::Contains("T=9"));
+}
+
 // ---------------------------------------------------------------------------
 // Incremental decoding: the main test
 // ---------------------------------------------------------------------------
