@@ -38,5 +38,6 @@
 
 #include "models/flow_attention_layer.h"
 #include "models/flowformer.h"
+#include "models/vision.h"
 
 namespace fg = flowgrad;

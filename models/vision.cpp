@@ -1,0 +1,152 @@
+#include "vision.h"
+
+#include <charconv>
+#include <sstream>
+
+#include "../core/error.h"
+
+namespace flowgrad::models {
+
+namespace {
+
+constexpr const char* kConfigOp = "ImageClassifierConfig";
+
+std::string_view pooling_name(Pooling pooling) { return pooling == Pooling::Mean ? "mean" : "class_token"; }
+
+Pooling parse_pooling(const std::string& text) {
+  if (text == "mean") return Pooling::Mean;
+  if (text == "class_token") return Pooling::ClassToken;
+  fail(kConfigOp, "pooling must be mean or class_token, got \"", text, "\"");
+}
+
+std::int64_t parse_size(const std::string& key, const std::string& text) {
+  std::int64_t value = 0;
+  const char* end = text.data() + text.size();
+  auto [ptr, ec] = std::from_chars(text.data(), end, value);
+  if (ec != std::errc() || ptr != end || text.empty())
+    fail(kConfigOp, "value of ", key, " is not an integer: \"", text, "\"");
+  return value;
+}
+
+}  // namespace
+
+Tensor patchify(const Tensor& images, std::int64_t patch) {
+  if (!images.defined() || (images.dim() != 3 && images.dim() != 4))
+    fail("patchify", "expected images [B, H, W] or [B, C, H, W], got ",
+         images.defined() ? shape_str(images.shape()) : std::string("an undefined tensor"));
+  const Tensor x = images.dim() == 3 ? images.unsqueeze(1) : images;
+  const std::int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  if (patch < 1 || H % patch != 0 || W % patch != 0)
+    fail("patchify", "patch ", patch, " must be positive and divide the image size ", H, "x", W, " (images ",
+         shape_str(images.shape()), ")");
+  const std::int64_t rows = H / patch, cols = W / patch;
+  // [B, C, rows, p, cols, p] -> [B, rows, cols, C, p, p] -> [B, rows·cols, C·p·p]
+  return x.reshape({B, C, rows, patch, cols, patch})
+      .permute({0, 2, 4, 1, 3, 5})
+      .reshape({B, rows * cols, C * patch * patch});
+}
+
+void ImageClassifierConfig::validate() const {
+  if (image_height < 1 || image_width < 1 || channels < 1)
+    fail(kConfigOp, "image size and channels must be positive, got ", image_height, "x", image_width, "x",
+         channels);
+  if (patch < 1 || image_height % patch != 0 || image_width % patch != 0)
+    fail(kConfigOp, "patch ", patch, " must be positive and divide the image size ", image_height, "x",
+         image_width);
+  if (num_classes < 1) fail(kConfigOp, "num_classes must be positive, got ", num_classes);
+  encoder.validate();
+  if (encoder.vocab_size != 0 || encoder.causal)
+    fail(kConfigOp, "the encoder must take embedded inputs (vocab_size 0) with normal attention");
+  if (encoder.block_size != num_patches())
+    fail(kConfigOp, "encoder.block_size ", encoder.block_size, " must equal the number of patches ",
+         num_patches(), " (", image_height, "x", image_width, " in ", patch, "x", patch, " patches)");
+}
+
+std::string ImageClassifierConfig::to_string() const {
+  std::ostringstream out;
+  out << "image_height=" << image_height << "\nimage_width=" << image_width << "\nchannels=" << channels
+      << "\npatch=" << patch << "\nnum_classes=" << num_classes << "\npooling=" << pooling_name(pooling) << '\n'
+      << encoder.to_string();
+  return out.str();
+}
+
+ImageClassifierConfig ImageClassifierConfig::from_string(const std::string& text) {
+  ImageClassifierConfig config;
+  std::istringstream lines(text);
+  std::string line, encoder_lines;
+  while (std::getline(lines, line)) {
+    const auto equals = line.find('=');
+    const std::string key = line.substr(0, equals);
+    const std::string value = equals == std::string::npos ? "" : line.substr(equals + 1);
+    // clang-format off
+    if (key == "image_height") config.image_height = parse_size(key, value);
+    else if (key == "image_width") config.image_width = parse_size(key, value);
+    else if (key == "channels") config.channels = parse_size(key, value);
+    else if (key == "patch") config.patch = parse_size(key, value);
+    else if (key == "num_classes") config.num_classes = parse_size(key, value);
+    else if (key == "pooling") config.pooling = parse_pooling(value);
+    else encoder_lines += line + '\n';  // the encoder's keys; it reports unknown ones
+    // clang-format on
+  }
+  config.encoder = FlowformerConfig::from_string(encoder_lines);
+  config.validate();
+  return config;
+}
+
+ImageClassifierConfig image_classifier_config(std::int64_t image_height, std::int64_t image_width,
+                                              std::int64_t patch, std::int64_t num_classes,
+                                              FlowformerConfig encoder, std::int64_t channels) {
+  ImageClassifierConfig config;
+  config.image_height = image_height;
+  config.image_width = image_width;
+  config.channels = channels;
+  config.patch = patch;
+  config.num_classes = num_classes;
+  encoder.vocab_size = 0;
+  encoder.causal = false;
+  encoder.block_size = patch > 0 ? config.num_patches() : 0;
+  config.encoder = encoder;
+  config.validate();
+  return config;
+}
+
+FlowformerImageClassifier::FlowformerImageClassifier(const ImageClassifierConfig& config, Generator& init_gen,
+                                                     DType dtype, std::shared_ptr<Generator> dropout_gen)
+    : config_(config) {
+  config.validate();
+  const std::int64_t patch_features = config.channels * config.patch * config.patch;
+  patch_embedding = register_module(
+      "patch_embedding", std::make_shared<nn::Linear>(patch_features, config.encoder.n_embd, true, init_gen, 0.02, dtype));
+  encoder = register_module("encoder", std::make_shared<FlowformerEncoder>(config.encoder, config.num_classes,
+                                                                           config.pooling, init_gen, dtype,
+                                                                           std::move(dropout_gen)));
+}
+
+void FlowformerImageClassifier::check_images(const Tensor& images) const {
+  const Shape expected = config_.channels == 1 ? Shape{config_.image_height, config_.image_width}
+                                               : Shape{config_.channels, config_.image_height, config_.image_width};
+  const bool ok = images.defined() && images.dim() == static_cast<std::int64_t>(expected.size()) + 1 &&
+                  Shape(images.shape().begin() + 1, images.shape().end()) == expected;
+  if (!ok) {
+    std::string wanted = "[B";
+    for (std::int64_t size : expected) wanted += ", " + std::to_string(size);
+    wanted += "]";
+    fail("FlowformerImageClassifier", "expected images ", wanted, ", got ",
+         images.defined() ? shape_str(images.shape()) : std::string("an undefined tensor"));
+  }
+}
+
+Tensor FlowformerImageClassifier::embed(const Tensor& images) const {
+  check_images(images);
+  return patch_embedding->forward(patchify(images, config_.patch));
+}
+
+Tensor FlowformerImageClassifier::forward(const Tensor& images) const {
+  return encoder->forward_embedded(embed(images));
+}
+
+std::vector<FlowAttentionTrace> FlowformerImageClassifier::attention_traces(const Tensor& images) const {
+  return encoder->attention_traces(embed(images));
+}
+
+}  // namespace flowgrad::models
