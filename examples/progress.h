@@ -8,13 +8,16 @@
 #include <chrono>
 #include <cstdio>
 #include <string>
+#include <utility>
 
 namespace examples {
 
 class Progress {
  public:
-  Progress(std::int64_t total_steps, std::int64_t first_step = 0, std::int64_t plain_every = 10)
-      : total_(total_steps), first_(first_step), plain_every_(plain_every),
+  // `unit` names what items_per_second counts ("tok/s", "img/s", ...).
+  Progress(std::int64_t total_steps, std::int64_t first_step = 0, std::int64_t plain_every = 10,
+           std::string unit = "tok/s")
+      : total_(total_steps), first_(first_step), plain_every_(plain_every), unit_(std::move(unit)),
         terminal_(isatty(fileno(stdout)) != 0), start_(std::chrono::steady_clock::now()) {}
 
   // `step` is the number of completed steps; `extra` is appended (e.g. "val 1.53").
@@ -27,8 +30,8 @@ class Progress {
     const int filled = total_ > 0 ? static_cast<int>(width * step / total_) : width;
     std::string bar(static_cast<std::size_t>(filled), '#');
     bar.resize(width, '.');
-    std::snprintf(line, sizeof line, "[%s] step %lld/%lld  loss %.4f  %.0f tok/s  ETA %s%s%s", bar.c_str(),
-                  static_cast<long long>(step), static_cast<long long>(total_), loss, items_per_second,
+    std::snprintf(line, sizeof line, "[%s] step %lld/%lld  loss %.4f  %.0f %s  ETA %s%s%s", bar.c_str(),
+                  static_cast<long long>(step), static_cast<long long>(total_), loss, items_per_second, unit_.c_str(),
                   format_duration(eta).c_str(), extra.empty() ? "" : "  ", extra.c_str());
     if (terminal_) {
       std::printf("\r\033[K%s", line);
@@ -58,6 +61,7 @@ class Progress {
   }
 
   std::int64_t total_, first_, plain_every_;
+  std::string unit_;
   bool terminal_;
   std::chrono::steady_clock::time_point start_;
 };

@@ -117,4 +117,23 @@ CheckpointInfo load_checkpoint(const std::string& path, Module& model, Optimizer
   return info;
 }
 
+CheckpointInfo load_model_weights(const std::string& path, Module& model) {
+  SafetensorsFile file = load_safetensors_file(path);
+  const std::map<std::string, Tensor> current = model.state_dict();
+  std::map<std::string, Tensor> weights;
+  for (const auto& [name, tensor] : file.tensors)
+    if (name.rfind(kModelPrefix, 0) == 0) {
+      const std::string key = name.substr(kModelPrefix.size());
+      const auto it = current.find(key);
+      weights[key] = it == current.end() ? tensor : tensor.to(it->second.dtype());
+    }
+  const CheckpointInfo info = parse_info(path, file);
+  try {
+    model.load_state_dict(weights);
+  } catch (const Error& e) {
+    fail("load_model_weights", path, ": ", e.what());
+  }
+  return info;
+}
+
 }  // namespace flowgrad::nn

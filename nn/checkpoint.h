@@ -39,4 +39,9 @@ CheckpointInfo read_checkpoint_info(const std::string& path);
 CheckpointInfo load_checkpoint(const std::string& path, Module& model, Optimizer& optimizer,
                                const std::map<std::string, Generator*>& rngs);
 
+// Loads only the model's weights ("model.*") of a training checkpoint, e.g.
+// for evaluation or sampling, converted to the model's dtype. Names and
+// shapes are checked as by load_state_dict.
+CheckpointInfo load_model_weights(const std::string& path, Module& model);
+
 }  // namespace flowgrad::nn

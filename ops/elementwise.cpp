@@ -2,6 +2,9 @@
 // derivative used by its backward, with the formula in the comment above.
 #include "elementwise.h"
 
+#include <bit>
+#include <cstdint>
+
 #include <cmath>
 #include <numbers>
 #include <type_traits>
@@ -21,15 +24,35 @@ namespace {
 constexpr double kGeluC = 0.7978845608028654;  // sqrt(2 / pi)
 constexpr double kGeluA = 0.044715;
 
-// tanh for gelu. In float, 1 − 2/(1 + e^{2u}) costs one expf, a fraction of
-// tanhf, and its absolute error (~1e-7) is all that matters in ½x(1 + t).
-// It saturates correctly: e^{2u} = inf gives 1, e^{2u} = 0 gives −1.
+// e^x in float without a libm call, so that gelu's loops vectorise: x =
+// k·ln2 + r with |r| ≤ ln2/2 (ln2 split in two for an exact k·ln2_hi), e^r
+// by its Taylor series to r^7 (truncation < 1e-8 relative, under float's
+// 6e-8), and 2^k written into the exponent bits. Rounding x·log2(e) with the
+// 1.5·2^23 shift leaves k in the low mantissa bits of `shifted`, so no
+// float-to-int conversion is needed. x is clamped to [-87, 88]: e^x stays a
+// normal float.
+inline float exp_vectorisable(float x) {
+  x = x < -87.0f ? -87.0f : x;  // ternaries (not std::min/max references) are if-converted
+  x = x > 88.0f ? 88.0f : x;
+  constexpr float kShift = 12582912.0f;  // 1.5·2^23
+  const float shifted = x * 1.44269504f + kShift;
+  const float k = shifted - kShift;
+  const float r = (x - k * 0.693359375f) - k * -2.12194440e-4f;
+  const float p =
+      1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720 + r * (1.0f / 5040)))))));
+  const std::uint32_t k_bits = std::bit_cast<std::uint32_t>(shifted) - 0x4B400000u;  // k mod 2^32
+  return p * std::bit_cast<float>((k_bits + 127u) << 23);
+}
+
+// h = ½(1 + tanh u) = σ(2u), the factor gelu needs. In float, 1/(1 + e^{−2u})
+// costs one exponential (a fraction of tanhf) and, unlike 1 + tanh u, does
+// not cancel to 0 for negative u, so tiny gelu values keep their precision.
 template <class T>
-T gelu_tanh(T u) {
+T gelu_half_one_plus_tanh(T u) {
   if constexpr (std::is_same_v<T, float>) {
-    return 1.0f - 2.0f / (1.0f + std::exp(2.0f * u));
+    return 1.0f / (1.0f + exp_vectorisable(-2.0f * u));
   } else {
-    return std::tanh(u);
+    return T(0.5) * (1 + std::tanh(u));
   }
 }
 
@@ -132,12 +155,13 @@ Tensor relu(const Tensor& x) {
 
 // gelu: y = ½x(1 + t), t = tanh(u), u = c(x + 0.044715x³), c = √(2/π)
 //       dx = dy · (½(1 + t) + ½x(1 - t²) · c(1 + 3·0.044715x²))
-// tanh dominates the cost, so when a gradient is needed the forward pass
+// With h = ½(1 + t): y = x·h and dy/dx = h + 2x·h(1 − h) · c(1 + 3·0.044715x²).
+// h dominates the cost, so when a gradient is needed the forward pass
 // evaluates it once and saves dy/dx; the backward is then a multiply.
 Tensor gelu(const Tensor& x) {
   auto value = [](auto v) {
     using T = decltype(v);
-    return T(0.5) * v * (1 + gelu_tanh(T(kGeluC) * (v + T(kGeluA) * v * v * v)));
+    return v * gelu_half_one_plus_tanh(T(kGeluC) * (v + T(kGeluA) * v * v * v));
   };
   if (!autograd::any_requires_grad({x})) return kernels::map_unary(x, "gelu", value);
 
@@ -150,9 +174,9 @@ Tensor gelu(const Tensor& x) {
     parallel_for(x.numel(), kParallelGrain, [&](std::int64_t begin, std::int64_t end) {
       for (std::int64_t i = begin; i < end; ++i) {
         const T v = in[i];
-        const T t = gelu_tanh(T(kGeluC) * (v + T(kGeluA) * v * v * v));
-        out[i] = T(0.5) * v * (1 + t);
-        slope[i] = T(0.5) * (1 + t) + T(0.5) * v * (1 - t * t) * T(kGeluC) * (1 + 3 * T(kGeluA) * v * v);
+        const T h = gelu_half_one_plus_tanh(T(kGeluC) * (v + T(kGeluA) * v * v * v));
+        out[i] = v * h;
+        slope[i] = h + 2 * v * h * (1 - h) * T(kGeluC) * (1 + 3 * T(kGeluA) * v * v);
       }
     });
   });

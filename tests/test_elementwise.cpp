@@ -57,6 +57,23 @@ TEST_CASE("unary ops: float32 agrees with float64") {
   }
 }
 
+TEST_CASE("float32 gelu (exponential-based tanh) matches float64 over its whole range, value and slope") {
+  std::vector<double> grid;
+  for (double v = -30.0; v <= 30.0; v += 0.00731) grid.push_back(v);
+  for (double v : {-1e4, -100.0, -88.0, -44.0, -1e-30, 0.0, 1e-30, 44.0, 88.0, 100.0, 1e4}) grid.push_back(v);
+  const Tensor x = from_vector(grid);
+  require_close(gelu(x.to(kFloat32)), gelu(x), 1e-6, 1e-6);
+  // With a gradient needed the forward also saves the slope: same values, and the slope agrees.
+  const Tensor x32 = x.to(kFloat32).requires_grad_(), x64 = x.detach().requires_grad_();
+  Tensor y32 = gelu(x32), y64 = gelu(x64);
+  require_close(y32, y64, 1e-6, 1e-6);
+  sum(y32).backward();
+  sum(y64).backward();
+  require_close(x32.grad(), x64.grad(), 1e-5, 1e-6);
+  // NaN propagates instead of turning into a number.
+  REQUIRE(std::isnan(gelu(full({3}, std::nan(""), kFloat32)).to_vector<double>()[1]));
+}
+
 TEST_CASE("unary ops: gradients in every layout") {
   struct Case {
     const char* name;

@@ -129,11 +129,7 @@ LoadedModel load_model(const std::string& path, fg::DType dtype = fg::kFloat32) 
   auto [config, chars] = parse_checkpoint_config(nn::read_checkpoint_info(path).config);
   fg::Generator init_gen(0);
   LoadedModel loaded{std::make_unique<models::FlowformerLM>(config, init_gen, dtype), vocabulary_of(chars)};
-  fg::SafetensorsFile file = fg::load_safetensors_file(path);
-  std::map<std::string, fg::Tensor> weights;
-  for (const auto& [name, tensor] : file.tensors)
-    if (name.rfind("model.", 0) == 0) weights[name.substr(6)] = tensor.to(dtype);
-  loaded.model->load_state_dict(weights);
+  nn::load_model_weights(path, *loaded.model);
   loaded.model->eval();
   return loaded;
 }
