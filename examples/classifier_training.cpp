@@ -125,6 +125,10 @@ int train_classifier(nn::Module& model, const std::function<fg::Tensor(const Lab
                      " s of training");
     if (!o.out.empty()) append_log(out_dir / "log.csv", epoch + 1, train_loss, test_acc, seconds);
     save();
+    if (o.stop_at_epoch > 0 && epoch + 1 >= o.stop_at_epoch && step < total_steps) {
+      progress.message("stopped after epoch " + std::to_string(epoch + 1) + "; continue with --resume");
+      return 0;
+    }
   }
   if (g_interrupted) {
     save();

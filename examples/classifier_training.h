@@ -39,6 +39,7 @@ struct ClassifierTrainingOptions {
   std::uint64_t seed = 1;
   std::string out;     // directory for log.csv and checkpoint.safetensors ("" = none)
   std::string resume;  // checkpoint to continue from
+  std::int64_t stop_at_epoch = 0;  // stop (and save) after this epoch, to --resume later; 0: run all epochs
   std::int64_t eval_batch = 500;
   std::string unit = "img/s";  // what the progress line counts
 };

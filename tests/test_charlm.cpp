@@ -11,27 +11,11 @@ using namespace flowgrad::testing;
 
 namespace {
 
-struct Run {
-  int status;
-  std::string output;  // stdout and stderr
-};
-
-Run charlm(const std::string& arguments, const TempDir& dir) {
-  const std::string log = dir.file("output.txt");
-  const std::string command = std::string(CHARLM_PATH) + " " + arguments + " >" + log + " 2>&1";
-  const int status = std::system(command.c_str());
-  std::ifstream in(log);
-  std::stringstream text;
-  text << in.rdbuf();
-  return {status, text.str()};
+ProgramRun charlm(const std::string& arguments, const TempDir& dir) {
+  return run_program(CHARLM_PATH, arguments, dir);
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
+std::string read_file(const std::string& path) { return read_text_file(path); }
 
 const std::string kTiny =
     " --batch 4 --block 16 --layers 1 --heads 2 --embd 16 --eval-every 2 --eval-batches 2 --sample-chars 0 --threads 2";
@@ -42,10 +26,10 @@ TEST_CASE("charlm: a run stopped and resumed in a new process logs exactly the l
   TempDir dir;
   const std::string straight = dir.file("straight"), resumed = dir.file("resumed");
   REQUIRE(charlm("train --steps 6" + kTiny + " --out " + straight, dir).status == 0);
-  Run first_half = charlm("train --steps 6 --stop-at 3" + kTiny + " --out " + resumed, dir);
+  ProgramRun first_half = charlm("train --steps 6 --stop-at 3" + kTiny + " --out " + resumed, dir);
   REQUIRE(first_half.status == 0);
   REQUIRE_THAT(first_half.output, Catch::Contains("stopped at step 3"));
-  Run second_half = charlm("train --steps 6" + kTiny + " --out " + resumed + " --resume " + resumed +
+  ProgramRun second_half = charlm("train --steps 6" + kTiny + " --out " + resumed + " --resume " + resumed +
                                "/checkpoint.safetensors",
                            dir);
   REQUIRE(second_half.status == 0);
@@ -64,7 +48,7 @@ TEST_CASE("charlm: a run stopped and resumed in a new process logs exactly the l
 
   // Sampling from the checkpoint works and is reproducible from the seed.
   const std::string sample = "sample --checkpoint " + resumed + "/checkpoint.safetensors --prompt ROMEO --chars 40 --seed 3";
-  Run a = charlm(sample, dir), b = charlm(sample, dir);
+  ProgramRun a = charlm(sample, dir), b = charlm(sample, dir);
   REQUIRE(a.status == 0);
   REQUIRE(a.output == b.output);
   REQUIRE(a.output.rfind("ROMEO", 0) == 0);
@@ -73,18 +57,18 @@ TEST_CASE("charlm: a run stopped and resumed in a new process logs exactly the l
 
 TEST_CASE("charlm: bad input gets a clear error and a non-zero exit") {
   TempDir dir;
-  Run missing = charlm("train --steps 2 --data " + dir.file("nope.txt") + kTiny, dir);
+  ProgramRun missing = charlm("train --steps 2 --data " + dir.file("nope.txt") + kTiny, dir);
   REQUIRE(missing.status != 0);
   REQUIRE_THAT(missing.output, Catch::Contains("cannot read the data file"));
 
-  Run heads = charlm("train --steps 2 --batch 4 --block 16 --layers 1 --heads 3 --embd 16 --threads 2", dir);
+  ProgramRun heads = charlm("train --steps 2 --batch 4 --block 16 --layers 1 --heads 3 --embd 16 --threads 2", dir);
   REQUIRE(heads.status != 0);
   REQUIRE_THAT(heads.output, Catch::Contains("n_head"));
   REQUIRE(charlm("train --steps 0" + kTiny, dir).status != 0);
 
   REQUIRE(charlm("train --steps 2" + kTiny + " --out " + dir.file("run"), dir).status == 0);
   const std::string checkpoint = dir.file("run") + "/checkpoint.safetensors";
-  Run prompt = charlm("sample --checkpoint " + checkpoint + " --prompt 'caf\xc3\xa9' --chars 5", dir);
+  ProgramRun prompt = charlm("sample --checkpoint " + checkpoint + " --prompt 'caf\xc3\xa9' --chars 5", dir);
   REQUIRE(prompt.status != 0);
   REQUIRE_THAT(prompt.output, Catch::Contains("not in the model's vocabulary"));
 
@@ -93,11 +77,11 @@ TEST_CASE("charlm: bad input gets a clear error and a non-zero exit") {
     std::ofstream other(dir.file("other.txt"));
     other << std::string(200, 'a') << std::string(200, 'b');
   }
-  Run other = charlm("train --steps 4 --data " + dir.file("other.txt") + kTiny + " --resume " + checkpoint, dir);
+  ProgramRun other = charlm("train --steps 4 --data " + dir.file("other.txt") + kTiny + " --resume " + checkpoint, dir);
   REQUIRE(other.status != 0);
   REQUIRE_THAT(other.output, Catch::Contains("different character set"));
 
-  Run not_a_checkpoint = charlm("sample --checkpoint " + dir.file("other.txt"), dir);
+  ProgramRun not_a_checkpoint = charlm("sample --checkpoint " + dir.file("other.txt"), dir);
   REQUIRE(not_a_checkpoint.status != 0);
   REQUIRE_THAT(not_a_checkpoint.output, Catch::Contains("[load_safetensors]"));
 }
@@ -106,10 +90,10 @@ TEST_CASE("charlm: resuming with model flags that contradict the checkpoint is a
   TempDir dir;
   REQUIRE(charlm("train --steps 2" + kTiny + " --out " + dir.file("run"), dir).status == 0);
   const std::string resume = " --resume " + dir.file("run") + "/checkpoint.safetensors --sample-chars 0 --threads 2";
-  Run block = charlm("train --steps 4 --block 32" + resume, dir);
+  ProgramRun block = charlm("train --steps 4 --block 32" + resume, dir);
   REQUIRE(block.status != 0);
   REQUIRE_THAT(block.output, Catch::Contains("--block 32 does not match the checkpoint's 16"));
-  Run layers = charlm("train --steps 4 --layers 3" + resume, dir);
+  ProgramRun layers = charlm("train --steps 4 --layers 3" + resume, dir);
   REQUIRE(layers.status != 0);
   REQUIRE_THAT(layers.output, Catch::Contains("--layers 3"));
   // The same values, or no model flags at all, resume.

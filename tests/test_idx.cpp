@@ -1,7 +1,5 @@
 // The IDX reader (MNIST / Fashion-MNIST files): plain and gzip files, item
 // gathering, and every defect of an untrusted file as a clear error.
-#include <zlib.h>
-
 #include <filesystem>
 #include <fstream>
 
@@ -12,27 +10,10 @@ using namespace flowgrad::testing;
 
 namespace {
 
-// An IDX file of unsigned bytes: magic, big-endian dimensions, values.
-std::string idx_bytes(const std::vector<std::uint32_t>& dims, const std::vector<std::uint8_t>& values,
-                      std::uint8_t type = 0x08) {
-  std::string bytes{'\0', '\0', static_cast<char>(type), static_cast<char>(dims.size())};
-  for (std::uint32_t d : dims)
-    for (int shift : {24, 16, 8, 0}) bytes += static_cast<char>((d >> shift) & 0xFF);
-  bytes.append(values.begin(), values.end());
-  return bytes;
-}
-
 void write_plain(const std::string& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary);
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   REQUIRE(out);
-}
-
-void write_gzip(const std::string& path, const std::string& bytes) {
-  gzFile file = gzopen(path.c_str(), "wb");
-  REQUIRE(file != nullptr);
-  REQUIRE(gzwrite(file, bytes.data(), static_cast<unsigned>(bytes.size())) == static_cast<int>(bytes.size()));
-  REQUIRE(gzclose(file) == Z_OK);
 }
 
 std::vector<std::uint8_t> iota_bytes(std::size_t n) {
@@ -46,16 +27,16 @@ std::vector<std::uint8_t> iota_bytes(std::size_t n) {
 TEST_CASE("read_idx reads plain and gzip IDX files into their shape and bytes") {
   TempDir dir;
   const auto values = iota_bytes(3 * 4 * 5);
-  const std::string bytes = idx_bytes({3, 4, 5}, values);
+  const std::string bytes = idx_file_bytes({3, 4, 5}, values);
   write_plain(dir.file("a.idx"), bytes);
-  write_gzip(dir.file("a.idx.gz"), bytes);
+  write_gzip_file(dir.file("a.idx.gz"), bytes);
   for (const std::string name : {"a.idx", "a.idx.gz"}) {
     IdxArray array = read_idx(dir.file(name));
     CHECK(array.shape == std::vector<std::int64_t>{3, 4, 5});
     CHECK(array.values == values);
     CHECK(array.items() == 3);
   }
-  write_gzip(dir.file("labels.gz"), idx_bytes({4}, {9, 0, 255, 1}));
+  write_gzip_file(dir.file("labels.gz"), idx_file_bytes({4}, {9, 0, 255, 1}));
   Tensor labels = read_idx(dir.file("labels.gz")).to_tensor(kInt64);
   CHECK(labels.shape() == Shape{4});
   CHECK(labels.to_vector<std::int64_t>() == std::vector<std::int64_t>{9, 0, 255, 1});
@@ -77,28 +58,28 @@ TEST_CASE("IdxArray::gather returns the listed items in the listed order") {
 TEST_CASE("read_idx rejects broken files with a message naming the path and the defect") {
   TempDir dir;
   const auto values = iota_bytes(2 * 3);
-  const std::string good = idx_bytes({2, 3}, values);
+  const std::string good = idx_file_bytes({2, 3}, values);
   auto expect_error = [&](const std::string& name, const std::string& bytes, const std::string& defect,
                           bool gzip = false) {
     INFO(name);
     const std::string path = dir.file(name);
-    gzip ? write_gzip(path, bytes) : write_plain(path, bytes);
+    gzip ? write_gzip_file(path, bytes) : write_plain(path, bytes);
     CHECK_THROWS_WITH(read_idx(path), Catch::Contains("[read_idx]") && Catch::Contains(path) &&
                                           Catch::Contains(defect));
   };
   expect_error("empty", "", "too short");
   expect_error("magic", "\x01" + good.substr(1), "not an IDX file");
-  expect_error("int32", idx_bytes({2, 3}, values, 0x0C), "int32");
-  expect_error("float", idx_bytes({2, 3}, values, 0x0D), "only unsigned bytes");
-  expect_error("no-dims", idx_bytes({}, {}), "0 dimensions");
+  expect_error("int32", idx_file_bytes({2, 3}, values, 0x0C), "int32");
+  expect_error("float", idx_file_bytes({2, 3}, values, 0x0D), "only unsigned bytes");
+  expect_error("no-dims", idx_file_bytes({}, {}), "0 dimensions");
   expect_error("header", good.substr(0, 9), "ends inside the header");
   expect_error("truncated", good.substr(0, good.size() - 1), "truncated: 5 of the 6 elements");
   expect_error("truncated.gz", good.substr(0, good.size() - 2), "truncated: 4 of the 6", true);
   expect_error("trailing", good + "x", "trailing bytes");
-  expect_error("huge", idx_bytes({1u << 31, 1u << 31}, {}), "more than 2^40");
+  expect_error("huge", idx_file_bytes({1u << 31, 1u << 31}, {}), "more than 2^40");
   // A gzip stream cut short: zlib reports it, or the data stops early.
   std::string compressed_path = dir.file("cut.gz");
-  write_gzip(compressed_path, idx_bytes({200, 50}, iota_bytes(10000)));
+  write_gzip_file(compressed_path, idx_file_bytes({200, 50}, iota_bytes(10000)));
   std::string compressed;
   {
     std::ifstream in(compressed_path, std::ios::binary);

@@ -4,10 +4,14 @@
 #include <catch2/catch.hpp>
 
 #include <unistd.h>
+#include <zlib.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -87,5 +91,41 @@ class TempDir {
  private:
   std::filesystem::path path_;
 };
+
+// A program run as a user would, with stdout and stderr captured.
+struct ProgramRun {
+  int status;          // as std::system returns it (0 = success)
+  std::string output;  // stdout and stderr
+};
+
+inline std::string read_text_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+inline ProgramRun run_program(const std::string& program, const std::string& arguments, const TempDir& dir) {
+  const std::string log = dir.file("output.txt");
+  const int status = std::system((program + " " + arguments + " >" + log + " 2>&1").c_str());
+  return {status, read_text_file(log)};
+}
+
+// The bytes of an IDX file of unsigned bytes (type 0x08 unless given).
+inline std::string idx_file_bytes(const std::vector<std::uint32_t>& dims, const std::vector<std::uint8_t>& values,
+                                  std::uint8_t type = 0x08) {
+  std::string bytes{'\0', '\0', static_cast<char>(type), static_cast<char>(dims.size())};
+  for (std::uint32_t d : dims)
+    for (int shift : {24, 16, 8, 0}) bytes += static_cast<char>((d >> shift) & 0xFF);
+  bytes.append(values.begin(), values.end());
+  return bytes;
+}
+
+inline void write_gzip_file(const std::string& path, const std::string& bytes) {
+  gzFile file = gzopen(path.c_str(), "wb");
+  REQUIRE(file != nullptr);
+  REQUIRE(gzwrite(file, bytes.data(), static_cast<unsigned>(bytes.size())) == static_cast<int>(bytes.size()));
+  REQUIRE(gzclose(file) == Z_OK);
+}
 
 }  // namespace flowgrad::testing

@@ -34,11 +34,11 @@ namespace nn = fg::nn;
 struct TrainOptions {
   examples::ClassifierTrainingOptions training = [] {
     examples::ClassifierTrainingOptions defaults;
-    defaults.epochs = 6;
-    defaults.lr = 2e-3;
+    defaults.epochs = 9;
+    defaults.lr = 3e-3;
     return defaults;
   }();
-  std::int64_t patch = 4, layers = 4, heads = 4, embd = 64, train_limit = 0;
+  std::int64_t patch = 7, layers = 4, heads = 4, embd = 128, train_limit = 0;
   double dropout = 0.0;
   std::string attention = "flow", data = fashion::kDefaultDir;
   int threads = 0;
@@ -61,18 +61,19 @@ models::ImageClassifierConfig config_from_flags(const TrainOptions& o, std::int6
 }
 
 // The checkpoint's model; a model flag typed with another value is a mistake.
-models::ImageClassifierConfig resumed_config(const TrainOptions& o, const models::ImageClassifierConfig& typed) {
+models::ImageClassifierConfig resumed_config(const TrainOptions& o) {
   const auto stored = models::ImageClassifierConfig::from_string(nn::read_checkpoint_info(o.training.resume).config);
   const std::vector<std::tuple<std::string, std::int64_t, std::int64_t>> flags = {
-      {"--patch", typed.patch, stored.patch},
-      {"--layers", typed.encoder.n_layer, stored.encoder.n_layer},
-      {"--heads", typed.encoder.n_head, stored.encoder.n_head},
-      {"--embd", typed.encoder.n_embd, stored.encoder.n_embd}};
+      {"--patch", o.patch, stored.patch},
+      {"--layers", o.layers, stored.encoder.n_layer},
+      {"--heads", o.heads, stored.encoder.n_head},
+      {"--embd", o.embd, stored.encoder.n_embd}};
   for (const auto& [flag, given, in_checkpoint] : flags)
     if (o.model_flags_given.count(flag) && given != in_checkpoint)
       fg::fail("fashion", flag, " ", given, " does not match the checkpoint's ", in_checkpoint, " (",
                o.training.resume, "); drop the flag to resume that model");
-  if (o.model_flags_given.count("--attention") && typed.encoder.attention != stored.encoder.attention)
+  if (o.model_flags_given.count("--attention") &&
+      models::parse_attention_kind(o.attention) != stored.encoder.attention)
     fg::fail("fashion", "--attention ", o.attention, " does not match the checkpoint's ",
              models::attention_kind_name(stored.encoder.attention));
   return stored;
@@ -88,8 +89,8 @@ void check_image_size(const models::ImageClassifierConfig& config, const fashion
 int train(const TrainOptions& o) {
   if (o.threads > 0) fg::set_num_threads(o.threads);
   const fashion::FashionMnist data(o.data, o.train_limit);
-  const models::ImageClassifierConfig typed = config_from_flags(o, data.height(), data.width());
-  const models::ImageClassifierConfig config = o.training.resume.empty() ? typed : resumed_config(o, typed);
+  const models::ImageClassifierConfig config =
+      o.training.resume.empty() ? config_from_flags(o, data.height(), data.width()) : resumed_config(o);
   check_image_size(config, data, o.training.resume.empty() ? "these flags" : o.training.resume);
 
   fg::Generator init_gen(o.training.seed);
@@ -188,6 +189,7 @@ int main(int argc, char** argv) {
   train_cmd->add_option("--train-limit", t.train_limit, "use only the first N training images (0: all)");
   train_cmd->add_option("--out", t.training.out, "directory for log.csv and checkpoint.safetensors");
   train_cmd->add_option("--resume", t.training.resume, "checkpoint to continue from");
+  train_cmd->add_option("--stop-at-epoch", t.training.stop_at_epoch, "stop (and save) after this epoch");
   train_cmd->add_option("--attention", t.attention, "flow or softmax")->check(CLI::IsMember({"flow", "softmax"}))->capture_default_str();
   train_cmd->add_option("--data", t.data, "directory with the four IDX files")->capture_default_str();
 

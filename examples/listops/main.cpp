@@ -1,0 +1,247 @@
+// listops: Flowformer on ListOps, the long-sequence task of the Long Range
+// Arena, against softmax attention at the same budget.
+//
+//   listops train [--epochs N] [--batch B] [--layers L] [--heads H] [--embd C] [--lr LR]
+//                 [--train-size N] [--test-size N] [--min-length N] [--max-length N]
+//                 [--threads N] [--seed S] [--out DIR] [--resume FILE] [--attention flow|softmax]
+//   listops bench [--lengths 500,1000,2000] [--batch B] [--attention flow,softmax] [--steps N]
+//   listops show  [--count N] [--max-length N] [--seed S]
+//
+// train: a data set fixed by --seed (see listops_data.h), batches padded to
+// their longest sequence with key/query masks, a FlowformerEncoder with mean
+// pooling over the real tokens, test accuracy after every epoch, log.csv and
+// checkpoints as in examples/classifier_training.h.
+// bench: seconds per training step (forward, backward, AdamW) and peak
+// tensor memory at each length, full-length sequences, after a warm-up step.
+#include <CLI/CLI.hpp>
+
+#include <chrono>
+#include <iostream>
+#include <set>
+#include <sstream>
+
+#include "../../flowgrad.h"
+#include "../classifier_training.h"
+#include "listops_data.h"
+
+namespace {
+
+namespace fg = flowgrad;
+namespace models = fg::models;
+namespace nn = fg::nn;
+
+struct ModelFlags {
+  std::int64_t layers = 4, heads = 4, embd = 64;
+  double dropout = 0.1;
+  std::string attention = "flow";
+};
+
+struct TrainOptions {
+  examples::ClassifierTrainingOptions training = [] {
+    examples::ClassifierTrainingOptions defaults;
+    defaults.epochs = 3;
+    defaults.batch = 32;
+    defaults.lr = 1e-3;
+    defaults.unit = "seq/s";
+    defaults.eval_batch = 100;
+    return defaults;
+  }();
+  ModelFlags model;
+  std::int64_t train_size = 10000, test_size = 1000;
+  listops::GeneratorOptions data;
+  int threads = 0;
+  std::set<std::string> model_flags_given;
+};
+
+models::FlowformerConfig encoder_config(const ModelFlags& m, std::int64_t block_size) {
+  models::FlowformerConfig config;
+  config.vocab_size = listops::kVocabSize;
+  config.block_size = block_size;
+  config.n_layer = m.layers;
+  config.n_head = m.heads;
+  config.n_embd = m.embd;
+  config.dropout = m.dropout;
+  config.causal = false;
+  config.attention = models::parse_attention_kind(m.attention);
+  config.validate();
+  return config;
+}
+
+// The data set's definition, stored in checkpoints: a resumed run must regenerate the same data.
+std::string data_description(const TrainOptions& o) {
+  std::ostringstream out;
+  out << "train_size " << o.train_size << ", test_size " << o.test_size << ", lengths " << o.data.min_length << ".."
+      << o.data.max_length << ", seed " << o.training.seed;
+  return out.str();
+}
+
+// Checkpoint config: "data=<description>" then the encoder's key=value lines.
+std::pair<std::string, models::FlowformerConfig> parse_config(const std::string& text) {
+  const auto newline = text.find('\n');
+  if (text.rfind("data=", 0) != 0 || newline == std::string::npos)
+    fg::fail("listops", "the checkpoint was not written by listops train");
+  return {text.substr(5, newline - 5), models::FlowformerConfig::from_string(text.substr(newline + 1))};
+}
+
+int train(const TrainOptions& o) {
+  if (o.threads > 0) fg::set_num_threads(o.threads);
+  models::FlowformerConfig config = encoder_config(o.model, o.data.max_length);
+  if (!o.training.resume.empty()) {
+    const auto [data, stored] = parse_config(nn::read_checkpoint_info(o.training.resume).config);
+    if (data != data_description(o))
+      fg::fail("listops", o.training.resume, " was trained on another data set (", data, "); these flags give ",
+               data_description(o));
+    const std::vector<std::tuple<std::string, std::int64_t, std::int64_t>> flags = {
+        {"--layers", config.n_layer, stored.n_layer}, {"--heads", config.n_head, stored.n_head},
+        {"--embd", config.n_embd, stored.n_embd}};
+    for (const auto& [flag, given, in_checkpoint] : flags)
+      if (o.model_flags_given.count(flag) && given != in_checkpoint)
+        fg::fail("listops", flag, " ", given, " does not match the checkpoint's ", in_checkpoint);
+    if (o.model_flags_given.count("--attention") && config.attention != stored.attention)
+      fg::fail("listops", "--attention ", o.model.attention, " does not match the checkpoint's ",
+               models::attention_kind_name(stored.attention));
+    config = stored;
+  }
+  const auto start = std::chrono::steady_clock::now();
+  const listops::ListOpsData data(o.train_size, o.test_size, o.data, o.training.seed);
+  std::int64_t tokens = 0;
+  for (const auto& example : data.split(true)) tokens += static_cast<std::int64_t>(example.tokens.size());
+  fg::Generator init_gen(o.training.seed + 1);
+  auto dropout_gen = std::make_shared<fg::Generator>(o.training.seed + 2);
+  models::FlowformerEncoder model(config, 10, models::Pooling::Mean, init_gen, fg::kFloat32, dropout_gen);
+  std::printf("listops: %lld training sequences (mean length %.0f, %lld..%lld), %lld test, generated in %.1f s; "
+              "%s attention, %lld layers, %lld heads, width %lld, %lld parameters, %d threads\n",
+              static_cast<long long>(o.train_size), static_cast<double>(tokens) / static_cast<double>(o.train_size),
+              static_cast<long long>(o.data.min_length), static_cast<long long>(o.data.max_length),
+              static_cast<long long>(o.test_size),
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
+              models::attention_kind_name(config.attention).data(), static_cast<long long>(config.n_layer),
+              static_cast<long long>(config.n_head), static_cast<long long>(config.n_embd),
+              static_cast<long long>(model.parameter_count()), fg::get_num_threads());
+  return examples::train_classifier(
+      model, [&](const examples::LabelledBatch& batch) { return model.forward(batch.inputs, batch.mask); },
+      data.as_classification_data(), o.training, "data=" + data_description(o) + "\n" + config.to_string(),
+      {{"dropout", dropout_gen.get()}});
+}
+
+struct BenchOptions {
+  std::vector<std::int64_t> lengths{500, 1000, 2000};
+  std::vector<std::string> kinds{"flow", "softmax"};
+  std::int64_t batch = 4, steps = 3;
+  ModelFlags model;
+  int threads = 0;
+};
+
+int bench(const BenchOptions& o) {
+  if (o.threads > 0) fg::set_num_threads(o.threads);
+  if (o.batch < 1 || o.steps < 1) fg::fail("listops", "--batch and --steps must be positive");
+  std::printf("training step on full-length sequences: batch %lld, %lld layers, %lld heads, width %lld, %d threads; "
+              "median of %lld steps after a warm-up\n",
+              static_cast<long long>(o.batch), static_cast<long long>(o.model.layers),
+              static_cast<long long>(o.model.heads), static_cast<long long>(o.model.embd), fg::get_num_threads(),
+              static_cast<long long>(o.steps));
+  std::printf("%-8s %8s %12s %16s\n", "kind", "length", "s/step", "peak tensor MB");
+  for (const std::string& kind : o.kinds) {
+    for (std::int64_t length : o.lengths) {
+      ModelFlags flags = o.model;
+      flags.attention = kind;
+      fg::Generator gen(1);
+      models::FlowformerEncoder model(encoder_config(flags, length), 10, models::Pooling::Mean, gen);
+      nn::AdamW optimizer(nn::param_groups_for_decay(model.named_parameters(), 0.05), nn::AdamWOptions{});
+      const fg::Tensor tokens = fg::randint(1, listops::kVocabSize, {o.batch, length}, gen);
+      const fg::Tensor labels = fg::randint(0, 10, {o.batch}, gen);
+      std::vector<double> seconds;
+      fg::reset_peak_memory();
+      const std::size_t before = fg::memory_stats().current_bytes;
+      for (std::int64_t step = 0; step <= o.steps; ++step) {
+        const auto start = std::chrono::steady_clock::now();
+        fg::Tensor loss = fg::cross_entropy(model.forward(tokens), labels);
+        optimizer.zero_grad();
+        loss.backward();
+        optimizer.step();
+        if (step > 0) seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+      }
+      std::sort(seconds.begin(), seconds.end());
+      const double peak_mb = static_cast<double>(fg::memory_stats().peak_bytes - before) / 1e6;
+      std::printf("%-8s %8lld %12.3f %16.0f\n", kind.c_str(), static_cast<long long>(length), seconds[seconds.size() / 2],
+                  peak_mb);
+      std::fflush(stdout);
+    }
+  }
+  return 0;
+}
+
+int show(std::int64_t count, const listops::GeneratorOptions& options, std::uint64_t seed) {
+  fg::Generator gen(seed);
+  for (std::int64_t i = 0; i < count; ++i) {
+    const listops::Example example = listops::generate_example(options, gen);
+    std::printf("%lld tokens, answer %lld: %s\n", static_cast<long long>(example.tokens.size()),
+                static_cast<long long>(example.answer), listops::to_text(example.tokens).c_str());
+  }
+  return 0;
+}
+
+void add_model_flags(CLI::App* cmd, ModelFlags& m) {
+  cmd->add_option("--layers", m.layers, "transformer blocks")->capture_default_str();
+  cmd->add_option("--heads", m.heads, "attention heads")->capture_default_str();
+  cmd->add_option("--embd", m.embd, "embedding width (a multiple of --heads)")->capture_default_str();
+  cmd->add_option("--dropout", m.dropout, "dropout probability")->capture_default_str();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"listops: Flowformer on the ListOps long-sequence task"};
+  app.require_subcommand(1);
+  TrainOptions t;
+  auto* train_cmd = app.add_subcommand("train", "generate the data set and train a classifier");
+  add_model_flags(train_cmd, t.model);
+  train_cmd->add_option("--epochs", t.training.epochs, "passes over the training set")->capture_default_str();
+  train_cmd->add_option("--batch", t.training.batch, "sequences per step")->capture_default_str();
+  train_cmd->add_option("--lr", t.training.lr, "peak learning rate (warm-up, cosine decay)")->capture_default_str();
+  train_cmd->add_option("--train-size", t.train_size, "training sequences")->capture_default_str();
+  train_cmd->add_option("--test-size", t.test_size, "test sequences")->capture_default_str();
+  train_cmd->add_option("--min-length", t.data.min_length, "shortest sequence")->capture_default_str();
+  train_cmd->add_option("--max-length", t.data.max_length, "longest sequence (the position table)")->capture_default_str();
+  train_cmd->add_option("--threads", t.threads, "threads for oneTBB and OpenBLAS (0: FLOWGRAD_NUM_THREADS or all cores)");
+  train_cmd->add_option("--seed", t.training.seed, "seed of the data set and the model")->capture_default_str();
+  train_cmd->add_option("--out", t.training.out, "directory for log.csv and checkpoint.safetensors");
+  train_cmd->add_option("--resume", t.training.resume, "checkpoint to continue from");
+  train_cmd->add_option("--stop-at-epoch", t.training.stop_at_epoch, "stop (and save) after this epoch");
+  train_cmd->add_option("--attention", t.model.attention, "flow or softmax")
+      ->check(CLI::IsMember({"flow", "softmax"}))->capture_default_str();
+
+  BenchOptions b;
+  auto* bench_cmd = app.add_subcommand("bench", "time and memory of a training step per sequence length");
+  add_model_flags(bench_cmd, b.model);
+  bench_cmd->add_option("--lengths", b.lengths, "sequence lengths")->delimiter(',')->capture_default_str();
+  bench_cmd->add_option("--attention", b.kinds, "kinds to time")->delimiter(',')
+      ->check(CLI::IsMember({"flow", "softmax"}))->capture_default_str();
+  bench_cmd->add_option("--batch", b.batch, "sequences per step")->capture_default_str();
+  bench_cmd->add_option("--steps", b.steps, "timed steps")->capture_default_str();
+  bench_cmd->add_option("--threads", b.threads, "threads (0: default)");
+
+  std::int64_t count = 3;
+  listops::GeneratorOptions show_options;
+  show_options.min_length = 10;
+  show_options.max_length = 60;
+  std::uint64_t show_seed = 1;
+  auto* show_cmd = app.add_subcommand("show", "print a few generated expressions and their answers");
+  show_cmd->add_option("--count", count)->capture_default_str();
+  show_cmd->add_option("--min-length", show_options.min_length)->capture_default_str();
+  show_cmd->add_option("--max-length", show_options.max_length)->capture_default_str();
+  show_cmd->add_option("--seed", show_seed)->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  try {
+    if (train_cmd->parsed()) {
+      for (const char* flag : {"--layers", "--heads", "--embd", "--attention"})
+        if (train_cmd->count(flag) > 0) t.model_flags_given.insert(flag);
+      return train(t);
+    }
+    if (bench_cmd->parsed()) return bench(b);
+    return show(count, show_options, show_seed);
+  } catch (const std::exception& error) {
+    std::cerr << "listops: " << error.what() << '\n';
+    return 1;
+  }
+}

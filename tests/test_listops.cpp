@@ -1,0 +1,107 @@
+// examples/listops: the expression generator and evaluator, padded batches,
+// and the program end to end (training, resumption checks, the benchmark).
+#include "../examples/listops/listops_data.h"
+
+#include "test_util.h"
+
+using namespace flowgrad;
+using namespace flowgrad::testing;
+using namespace listops;
+
+namespace {
+
+std::int64_t d(int digit) { return kDigit0 + digit; }
+
+ProgramRun listops_run(const std::string& arguments, const TempDir& dir) {
+  return run_program(LISTOPS_PATH, arguments, dir);
+}
+
+}  // namespace
+
+TEST_CASE("ListOps expressions evaluate as the task defines them") {
+  // [MAX 4 3 [MIN 2 3 ] 1 0 [MED 1 5 8 9 2 ] ] = max(4, 3, 2, 1, 0, 5) = 5
+  REQUIRE(evaluate({kMax, d(4), d(3), kMin, d(2), d(3), kClose, d(1), d(0), kMed, d(1), d(5), d(8), d(9), d(2), kClose,
+                    kClose}) == 5);
+  REQUIRE(evaluate({kSumMod, d(7), d(8), kClose}) == 5);                 // 15 mod 10
+  REQUIRE(evaluate({kMed, d(3), d(8), d(1), d(4), kClose}) == 3);        // even count: floor((3 + 4) / 2)
+  REQUIRE(evaluate({kMin, kSumMod, d(9), d(9), kClose, d(9), kClose}) == 8);
+  REQUIRE(to_text({kMax, d(4), kClose}) == "[MAX 4 ]");
+  REQUIRE_THROWS_WITH(evaluate({kMax, d(1)}), Catch::Contains("[listops]") && Catch::Contains("not closed"));
+  REQUIRE_THROWS_WITH(evaluate({d(1)}), Catch::Contains("outside any list"));
+  REQUIRE_THROWS_WITH(evaluate({kMax, kClose}), Catch::Contains("closes no non-empty list"));
+  REQUIRE_THROWS_WITH(evaluate({kMax, d(1), kClose, d(2)}), Catch::Contains("after the end"));
+  REQUIRE_THROWS_WITH(evaluate({kMax, 99, kClose}), Catch::Contains("unknown token 99"));
+}
+
+TEST_CASE("the ListOps generator keeps its bounds, covers every answer, and a seed fixes the data set") {
+  GeneratorOptions options;
+  options.min_length = 40;
+  options.max_length = 120;
+  const ListOpsData a(300, 50, options, 7), b(300, 50, options, 7), c(300, 50, options, 8);
+  std::vector<int> answers(10, 0);
+  std::int64_t shortest = 1 << 30, longest = 0;
+  for (const Example& example : a.split(true)) {
+    const auto length = static_cast<std::int64_t>(example.tokens.size());
+    shortest = std::min(shortest, length);
+    longest = std::max(longest, length);
+    REQUIRE(evaluate(example.tokens) == example.answer);
+    ++answers[static_cast<std::size_t>(example.answer)];
+  }
+  REQUIRE(shortest >= 40);
+  REQUIRE(longest <= 120);
+  REQUIRE(longest - shortest > 40);  // lengths spread over the range
+  for (int count : answers) REQUIRE(count > 0);
+  auto same = [](const ListOpsData& x, const ListOpsData& y) {
+    for (bool train : {true, false})
+      for (std::size_t i = 0; i < x.split(train).size(); ++i)
+        if (x.split(train)[i].tokens != y.split(train)[i].tokens) return false;
+    return true;
+  };
+  REQUIRE(same(a, b));
+  REQUIRE_FALSE(same(a, c));
+
+  GeneratorOptions impossible;
+  impossible.min_length = 1;
+  REQUIRE_THROWS_WITH(ListOpsData(1, 1, impossible, 1), Catch::Contains("bad generator options"));
+}
+
+TEST_CASE("ListOps batches pad to the longest sequence and mask the padding") {
+  GeneratorOptions options;
+  options.min_length = 10;
+  options.max_length = 60;
+  const ListOpsData data(20, 5, options, 3);
+  const examples::LabelledBatch batch = data.batch(true, {4, 0, 9});
+  std::size_t longest = 0;
+  for (std::int64_t i : {4, 0, 9}) longest = std::max(longest, data.split(true)[static_cast<std::size_t>(i)].tokens.size());
+  REQUIRE(batch.inputs.shape() == Shape{3, static_cast<std::int64_t>(longest)});
+  const std::vector<std::int64_t> tokens = batch.inputs.to_vector<std::int64_t>();
+  const std::vector<double> mask = batch.mask.to_vector<double>();
+  for (std::size_t i = 0; i < tokens.size(); ++i) REQUIRE((mask[i] != 0) == (tokens[i] != kPad));
+  REQUIRE(batch.labels.to_vector<std::int64_t>() ==
+          std::vector<std::int64_t>{data.split(true)[4].answer, data.split(true)[0].answer, data.split(true)[9].answer});
+}
+
+TEST_CASE("listops: training runs, resumption checks the data set, the benchmark reports every length") {
+  TempDir dir;
+  const std::string data = " --train-size 64 --test-size 16 --min-length 10 --max-length 40 --batch 16 --threads 2";
+  const std::string small = data + " --layers 1 --heads 2 --embd 16";
+  ProgramRun run = listops_run("train --epochs 2" + small + " --out " + dir.file("run"), dir);
+  INFO(run.output);
+  REQUIRE(run.status == 0);
+  REQUIRE(std::count(run.output.begin(), run.output.end(), '%') == 2);  // an accuracy per epoch
+  const std::string log = read_text_file(dir.file("run/log.csv"));
+  REQUIRE(log.rfind("epoch,train_loss,test_acc,seconds\n1,", 0) == 0);
+
+  const std::string resume = " --resume " + dir.file("run/checkpoint.safetensors");
+  ProgramRun other_data = listops_run("train --epochs 3" + small + " --seed 2" + resume, dir);
+  REQUIRE(other_data.status != 0);
+  REQUIRE_THAT(other_data.output, Catch::Contains("another data set"));
+  ProgramRun other_model = listops_run("train --epochs 3" + data + " --layers 1 --heads 2 --embd 32" + resume, dir);
+  REQUIRE_THAT(other_model.output, Catch::Contains("--embd 32 does not match the checkpoint's 16"));
+  // Sequences longer than the position table are refused by the model.
+  ProgramRun bench = listops_run("bench --lengths 32,64 --batch 2 --steps 1 --layers 1 --heads 2 --embd 16", dir);
+  INFO(bench.output);
+  REQUIRE(bench.status == 0);
+  for (const char* row : {"flow           32", "flow           64", "softmax        32", "softmax        64"})
+    REQUIRE_THAT(bench.output, Catch::Contains(row));
+}
