@@ -15,6 +15,7 @@
 // tensor memory at each length, full-length sequences, after a warm-up step.
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <iostream>
 #include <set>
@@ -106,6 +107,10 @@ int train(const TrainOptions& o) {
   const listops::ListOpsData data(o.train_size, o.test_size, o.data, o.training.seed);
   std::int64_t tokens = 0;
   for (const auto& example : data.split(true)) tokens += static_cast<std::int64_t>(example.tokens.size());
+  std::vector<std::int64_t> answers(10, 0);
+  for (const auto& example : data.split(false)) ++answers[static_cast<std::size_t>(example.answer)];
+  const double majority = static_cast<double>(*std::max_element(answers.begin(), answers.end())) /
+                          static_cast<double>(o.test_size);
   fg::Generator init_gen(o.training.seed + 1);
   auto dropout_gen = std::make_shared<fg::Generator>(o.training.seed + 2);
   models::FlowformerEncoder model(config, 10, models::Pooling::Mean, init_gen, fg::kFloat32, dropout_gen);
@@ -118,6 +123,8 @@ int train(const TrainOptions& o) {
               models::attention_kind_name(config.attention).data(), static_cast<long long>(config.n_layer),
               static_cast<long long>(config.n_head), static_cast<long long>(config.n_embd),
               static_cast<long long>(model.parameter_count()), fg::get_num_threads());
+  std::printf("majority-class baseline (always the most frequent answer): %.1f %% of the test set\n",
+              100.0 * majority);
   return examples::train_classifier(
       model, [&](const examples::LabelledBatch& batch) { return model.forward(batch.inputs, batch.mask); },
       data.as_classification_data(), o.training, "data=" + data_description(o) + "\n" + config.to_string(),
