@@ -33,6 +33,7 @@
 
 #include "../../flowgrad.h"
 #include "../progress.h"
+#include "../resume_flags.h"
 #include "char_data.h"
 
 namespace {
@@ -221,16 +222,14 @@ int train(const TrainOptions& o) {
     auto [stored, chars] = parse_checkpoint_config(nn::read_checkpoint_info(o.resume).config);
     if (chars != vocab.chars())
       fg::fail("charlm", "the checkpoint ", o.resume, " was trained on a different character set than ", o.data);
-    const std::vector<std::tuple<std::string, std::int64_t, std::int64_t>> shape_flags = {
-        {"--block", config.block_size, stored.block_size}, {"--layers", config.n_layer, stored.n_layer},
-        {"--heads", config.n_head, stored.n_head}, {"--embd", config.n_embd, stored.n_embd}};
-    for (const auto& [flag, given, in_checkpoint] : shape_flags)
-      if (o.model_flags_given.count(flag) && given != in_checkpoint)
-        fg::fail("charlm", flag, " ", given, " does not match the checkpoint's ", in_checkpoint, " (", o.resume,
-                 "); drop the flag to resume that model");
-    if (o.model_flags_given.count("--attention") && config.attention != stored.attention)
-      fg::fail("charlm", "--attention ", o.attention, " does not match the checkpoint's ",
-               models::attention_kind_name(stored.attention));
+    examples::check_resumed_flags(
+        "charlm", o.model_flags_given,
+        {{"--block", std::to_string(config.block_size), std::to_string(stored.block_size)},
+         {"--layers", std::to_string(config.n_layer), std::to_string(stored.n_layer)},
+         {"--heads", std::to_string(config.n_head), std::to_string(stored.n_head)},
+         {"--embd", std::to_string(config.n_embd), std::to_string(stored.n_embd)},
+         {"--attention", o.attention, std::string(models::attention_kind_name(stored.attention))}},
+        o.resume);
     config = stored;
   }
   config.validate();

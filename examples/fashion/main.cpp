@@ -23,6 +23,7 @@
 #include "../../flowgrad.h"
 #include "../classifier_training.h"
 #include "../plot/plot.h"
+#include "../resume_flags.h"
 #include "fashion_data.h"
 
 namespace {
@@ -63,19 +64,14 @@ models::ImageClassifierConfig config_from_flags(const TrainOptions& o, std::int6
 // The checkpoint's model; a model flag typed with another value is a mistake.
 models::ImageClassifierConfig resumed_config(const TrainOptions& o) {
   const auto stored = models::ImageClassifierConfig::from_string(nn::read_checkpoint_info(o.training.resume).config);
-  const std::vector<std::tuple<std::string, std::int64_t, std::int64_t>> flags = {
-      {"--patch", o.patch, stored.patch},
-      {"--layers", o.layers, stored.encoder.n_layer},
-      {"--heads", o.heads, stored.encoder.n_head},
-      {"--embd", o.embd, stored.encoder.n_embd}};
-  for (const auto& [flag, given, in_checkpoint] : flags)
-    if (o.model_flags_given.count(flag) && given != in_checkpoint)
-      fg::fail("fashion", flag, " ", given, " does not match the checkpoint's ", in_checkpoint, " (",
-               o.training.resume, "); drop the flag to resume that model");
-  if (o.model_flags_given.count("--attention") &&
-      models::parse_attention_kind(o.attention) != stored.encoder.attention)
-    fg::fail("fashion", "--attention ", o.attention, " does not match the checkpoint's ",
-             models::attention_kind_name(stored.encoder.attention));
+  examples::check_resumed_flags(
+      "fashion", o.model_flags_given,
+      {{"--patch", std::to_string(o.patch), std::to_string(stored.patch)},
+       {"--layers", std::to_string(o.layers), std::to_string(stored.encoder.n_layer)},
+       {"--heads", std::to_string(o.heads), std::to_string(stored.encoder.n_head)},
+       {"--embd", std::to_string(o.embd), std::to_string(stored.encoder.n_embd)},
+       {"--attention", o.attention, std::string(models::attention_kind_name(stored.encoder.attention))}},
+      o.training.resume);
   return stored;
 }
 

@@ -23,6 +23,7 @@
 
 #include "../../flowgrad.h"
 #include "../classifier_training.h"
+#include "../resume_flags.h"
 #include "listops_data.h"
 
 namespace {
@@ -92,15 +93,13 @@ int train(const TrainOptions& o) {
     if (data != data_description(o))
       fg::fail("listops", o.training.resume, " was trained on another data set (", data, "); these flags give ",
                data_description(o));
-    const std::vector<std::tuple<std::string, std::int64_t, std::int64_t>> flags = {
-        {"--layers", config.n_layer, stored.n_layer}, {"--heads", config.n_head, stored.n_head},
-        {"--embd", config.n_embd, stored.n_embd}};
-    for (const auto& [flag, given, in_checkpoint] : flags)
-      if (o.model_flags_given.count(flag) && given != in_checkpoint)
-        fg::fail("listops", flag, " ", given, " does not match the checkpoint's ", in_checkpoint);
-    if (o.model_flags_given.count("--attention") && config.attention != stored.attention)
-      fg::fail("listops", "--attention ", o.model.attention, " does not match the checkpoint's ",
-               models::attention_kind_name(stored.attention));
+    examples::check_resumed_flags(
+        "listops", o.model_flags_given,
+        {{"--layers", std::to_string(config.n_layer), std::to_string(stored.n_layer)},
+         {"--heads", std::to_string(config.n_head), std::to_string(stored.n_head)},
+         {"--embd", std::to_string(config.n_embd), std::to_string(stored.n_embd)},
+         {"--attention", o.model.attention, std::string(models::attention_kind_name(stored.attention))}},
+        o.training.resume);
     config = stored;
   }
   const auto start = std::chrono::steady_clock::now();
