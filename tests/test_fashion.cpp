@@ -98,6 +98,21 @@ TEST_CASE("fashion attention draws the attention matrix and the flows as PNG fil
   REQUIRE_THAT(index.output, Catch::Contains("--index 8") && Catch::Contains("0..7"));
 }
 
+TEST_CASE("fashion: --train-limit and --test-limit keep the first images of each split") {
+  TempDir dir;
+  const std::string data = " --data " + write_data_set(dir, "data", 28, 64, 40);
+  ProgramRun run = fashion("train --epochs 1 --train-limit 48 --test-limit 7" + kTiny + data + " --out " + dir.file("run"), dir);
+  INFO(run.output);
+  REQUIRE(run.status == 0);
+  REQUIRE_THAT(run.output, Catch::Contains("48 training and 7 test images") && Catch::Contains("step 3/3"));
+  const double accuracy = plot::read_csv(dir.file("run/log.csv")).rows.at(0).at(2);
+  REQUIRE(accuracy * 7 == Approx(std::round(accuracy * 7)).margin(1e-6));  // a count out of 7 images
+
+  ProgramRun negative = fashion("train --epochs 1 --test-limit -1" + kTiny + data, dir);
+  REQUIRE(negative.status != 0);
+  REQUIRE_THAT(negative.output, Catch::Contains("--test-limit must not be negative, got -1"));
+}
+
 TEST_CASE("fashion: bad input gets a clear error") {
   TempDir dir;
   ProgramRun missing = fashion("train --data " + dir.file("nowhere") + kTiny, dir);

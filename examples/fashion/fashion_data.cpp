@@ -27,7 +27,7 @@ void check_pair(const fg::IdxArray& images, const fg::IdxArray& labels, const st
 
 }  // namespace
 
-FashionMnist::FashionMnist(const std::string& dir, std::int64_t train_limit)
+FashionMnist::FashionMnist(const std::string& dir, std::int64_t train_limit, std::int64_t test_limit)
     : train_images_(read_part(dir, "train-images-idx3-ubyte.gz")),
       train_labels_(read_part(dir, "train-labels-idx1-ubyte.gz")),
       test_images_(read_part(dir, "t10k-images-idx3-ubyte.gz")),
@@ -37,8 +37,12 @@ FashionMnist::FashionMnist(const std::string& dir, std::int64_t train_limit)
   if (train_images_.shape[1] != test_images_.shape[1] || train_images_.shape[2] != test_images_.shape[2])
     fg::fail("fashion", "training images are ", fg::shape_str(train_images_.shape), " but test images ",
              fg::shape_str(test_images_.shape));
-  if (train_limit < 0) fg::fail("fashion", "--train-limit must not be negative, got ", train_limit);
-  train_size_ = train_limit > 0 ? std::min(train_limit, train_images_.items()) : train_images_.items();
+  auto limited = [](std::int64_t limit, std::int64_t items, const char* flag) {
+    if (limit < 0) fg::fail("fashion", flag, " must not be negative, got ", limit);
+    return limit > 0 ? std::min(limit, items) : items;
+  };
+  train_size_ = limited(train_limit, train_images_.items(), "--train-limit");
+  test_size_ = limited(test_limit, test_images_.items(), "--test-limit");
 }
 
 examples::LabelledBatch FashionMnist::batch(bool train, const std::vector<std::int64_t>& indices) const {
@@ -58,7 +62,7 @@ std::int64_t FashionMnist::test_label(std::int64_t index) const {
 }
 
 examples::ClassificationData FashionMnist::as_classification_data() const {
-  return {train_size_, test_images_.items(),
+  return {train_size_, test_size_,
           [this](bool train, const std::vector<std::int64_t>& indices) { return batch(train, indices); }};
 }
 

@@ -18,8 +18,9 @@ inline constexpr const char* kClassNames[10] = {"T-shirt/top", "Trouser", "Pullo
 class FashionMnist {
  public:
   // Reads the four files; a missing directory or file names the command
-  // that installs the data set. train_limit > 0 keeps the first images only.
-  explicit FashionMnist(const std::string& dir, std::int64_t train_limit = 0);
+  // that installs the data set. A limit > 0 keeps that many first images of
+  // its split (test_limit: a quicker, noisier test accuracy).
+  explicit FashionMnist(const std::string& dir, std::int64_t train_limit = 0, std::int64_t test_limit = 0);
 
   std::int64_t height() const { return train_images_.shape[1]; }
   std::int64_t width() const { return train_images_.shape[2]; }
@@ -33,7 +34,7 @@ class FashionMnist {
 
  private:
   fg::IdxArray train_images_, train_labels_, test_images_, test_labels_;
-  std::int64_t train_size_ = 0;
+  std::int64_t train_size_ = 0, test_size_ = 0;
 };
 
 }  // namespace fashion

@@ -2,7 +2,7 @@
 // what its Flow-Attention does.
 //
 //   fashion train [--epochs N] [--batch B] [--patch P] [--layers L] [--heads H] [--embd C]
-//                 [--lr LR] [--threads N] [--seed S] [--train-limit N] [--out DIR] [--resume FILE]
+//                 [--lr LR] [--threads N] [--seed S] [--train-limit N] [--test-limit N] [--out DIR] [--resume FILE]
 //                 [--attention flow|softmax] [--data DIR]
 //   fashion attention --checkpoint FILE [--index I] [--layer L] [--head H] --out PICTURE.png
 //
@@ -39,7 +39,7 @@ struct TrainOptions {
     defaults.lr = 3e-3;
     return defaults;
   }();
-  std::int64_t patch = 7, layers = 4, heads = 4, embd = 128, train_limit = 0;
+  std::int64_t patch = 7, layers = 4, heads = 4, embd = 128, train_limit = 0, test_limit = 0;
   double dropout = 0.0;
   std::string attention = "flow", data = fashion::kDefaultDir;
   int threads = 0;
@@ -84,7 +84,7 @@ void check_image_size(const models::ImageClassifierConfig& config, const fashion
 
 int train(const TrainOptions& o) {
   if (o.threads > 0) fg::set_num_threads(o.threads);
-  const fashion::FashionMnist data(o.data, o.train_limit);
+  const fashion::FashionMnist data(o.data, o.train_limit, o.test_limit);
   const models::ImageClassifierConfig config =
       o.training.resume.empty() ? config_from_flags(o, data.height(), data.width()) : resumed_config(o);
   check_image_size(config, data, o.training.resume.empty() ? "these flags" : o.training.resume);
@@ -183,6 +183,7 @@ int main(int argc, char** argv) {
   train_cmd->add_option("--threads", t.threads, "threads for oneTBB and OpenBLAS (0: FLOWGRAD_NUM_THREADS or all cores)");
   train_cmd->add_option("--seed", t.training.seed, "random seed")->capture_default_str();
   train_cmd->add_option("--train-limit", t.train_limit, "use only the first N training images (0: all)");
+  train_cmd->add_option("--test-limit", t.test_limit, "score only the first N test images (0: all)");
   train_cmd->add_option("--out", t.training.out, "directory for log.csv and checkpoint.safetensors");
   train_cmd->add_option("--resume", t.training.resume, "checkpoint to continue from");
   train_cmd->add_option("--stop-at-epoch", t.training.stop_at_epoch, "stop (and save) after this epoch");
