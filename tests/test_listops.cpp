@@ -81,7 +81,7 @@ TEST_CASE("ListOps batches pad to the longest sequence and mask the padding") {
           std::vector<std::int64_t>{data.split(true)[4].answer, data.split(true)[0].answer, data.split(true)[9].answer});
 }
 
-TEST_CASE("listops: training runs, resumption checks the data set, the benchmark reports every length") {
+TEST_CASE("listops: training runs, resumption checks the data set and model, the benchmark reports every length") {
   TempDir dir;
   const std::string data = " --train-size 64 --test-size 16 --min-length 10 --max-length 40 --batch 16 --threads 2";
   const std::string small = data + " --layers 1 --heads 2 --embd 16";
@@ -100,6 +100,18 @@ TEST_CASE("listops: training runs, resumption checks the data set, the benchmark
   REQUIRE_THAT(other_data.output, Catch::Contains("another data set"));
   ProgramRun other_model = listops_run("train --epochs 3" + data + " --layers 1 --heads 2 --embd 32" + resume, dir);
   REQUIRE_THAT(other_model.output, Catch::Contains("--embd 32 does not match the checkpoint's 16"));
+  // Class-token pooling is stored in the checkpoint and kept on resume.
+  ProgramRun cls = listops_run("train --epochs 1 --pooling cls" + small + " --out " + dir.file("cls"), dir);
+  REQUIRE(cls.status == 0);
+  REQUIRE_THAT(cls.output, Catch::Contains("cls pooling"));
+  const std::string cls_resume = " --resume " + dir.file("cls/checkpoint.safetensors");
+  ProgramRun mean = listops_run("train --epochs 2 --pooling mean" + small + cls_resume, dir);
+  REQUIRE(mean.status != 0);
+  REQUIRE_THAT(mean.output, Catch::Contains("--pooling mean does not match the checkpoint's cls"));
+  ProgramRun resumed = listops_run("train --epochs 2" + small + cls_resume + " --out " + dir.file("cls"), dir);
+  INFO(resumed.output);
+  REQUIRE(resumed.status == 0);
+  REQUIRE_THAT(resumed.output, Catch::Contains("cls pooling") && Catch::Contains("epoch 2: train loss"));
   // Sequences longer than the position table are refused by the model.
   ProgramRun bench = listops_run("bench --lengths 32,64 --batch 2 --steps 1 --layers 1 --heads 2 --embd 16", dir);
   INFO(bench.output);

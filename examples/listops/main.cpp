@@ -4,12 +4,13 @@
 //   listops train [--epochs N] [--batch B] [--layers L] [--heads H] [--embd C] [--lr LR]
 //                 [--train-size N] [--test-size N] [--min-length N] [--max-length N]
 //                 [--threads N] [--seed S] [--out DIR] [--resume FILE] [--attention flow|softmax]
+//                 [--pooling mean|cls]
 //   listops bench [--lengths 500,1000,2000] [--batch B] [--attention flow,softmax] [--steps N]
 //   listops show  [--count N] [--max-length N] [--seed S]
 //
 // train: a data set fixed by --seed (see listops_data.h), batches padded to
 // their longest sequence with key/query masks, a FlowformerEncoder with mean
-// pooling over the real tokens, test accuracy after every epoch, log.csv and
+// pooling over the real tokens or a class token (--pooling), test accuracy after every epoch, log.csv and
 // checkpoints as in examples/classifier_training.h.
 // bench: seconds per training step (forward, backward, AdamW) and peak
 // tensor memory at each length, full-length sequences, after a warm-up step.
@@ -36,7 +37,14 @@ struct ModelFlags {
   std::int64_t layers = 4, heads = 4, embd = 64;
   double dropout = 0.1;
   std::string attention = "flow";
+  std::string pooling = "mean";  // or "cls": a class token at position 0
 };
+
+models::Pooling parse_pooling(const std::string& name) {
+  if (name == "mean") return models::Pooling::Mean;
+  if (name == "cls") return models::Pooling::ClassToken;
+  fg::fail("listops", "--pooling must be mean or cls, got '", name, "'");
+}
 
 struct TrainOptions {
   examples::ClassifierTrainingOptions training = [] {
@@ -77,19 +85,34 @@ std::string data_description(const TrainOptions& o) {
   return out.str();
 }
 
-// Checkpoint config: "data=<description>" then the encoder's key=value lines.
-std::pair<std::string, models::FlowformerConfig> parse_config(const std::string& text) {
-  const auto newline = text.find('\n');
-  if (text.rfind("data=", 0) != 0 || newline == std::string::npos)
+struct StoredConfig {
+  std::string data, pooling;
+  models::FlowformerConfig encoder;
+};
+
+std::string config_text(const std::string& data, const std::string& pooling, const models::FlowformerConfig& encoder) {
+  return "data=" + data + "\npooling=" + pooling + "\n" + encoder.to_string();
+}
+
+// The inverse of config_text.
+StoredConfig parse_config(const std::string& text) {
+  std::istringstream lines(text);
+  std::string data, pooling;
+  std::getline(lines, data);
+  std::getline(lines, pooling);
+  if (data.rfind("data=", 0) != 0 || pooling.rfind("pooling=", 0) != 0)
     fg::fail("listops", "the checkpoint was not written by listops train");
-  return {text.substr(5, newline - 5), models::FlowformerConfig::from_string(text.substr(newline + 1))};
+  std::ostringstream rest;
+  rest << lines.rdbuf();
+  return {data.substr(5), pooling.substr(8), models::FlowformerConfig::from_string(rest.str())};
 }
 
 int train(const TrainOptions& o) {
   if (o.threads > 0) fg::set_num_threads(o.threads);
   models::FlowformerConfig config = encoder_config(o.model, o.data.max_length);
+  std::string pooling = o.model.pooling;
   if (!o.training.resume.empty()) {
-    const auto [data, stored] = parse_config(nn::read_checkpoint_info(o.training.resume).config);
+    const auto [data, stored_pooling, stored] = parse_config(nn::read_checkpoint_info(o.training.resume).config);
     if (data != data_description(o))
       fg::fail("listops", o.training.resume, " was trained on another data set (", data, "); these flags give ",
                data_description(o));
@@ -98,9 +121,11 @@ int train(const TrainOptions& o) {
         {{"--layers", std::to_string(config.n_layer), std::to_string(stored.n_layer)},
          {"--heads", std::to_string(config.n_head), std::to_string(stored.n_head)},
          {"--embd", std::to_string(config.n_embd), std::to_string(stored.n_embd)},
-         {"--attention", o.model.attention, std::string(models::attention_kind_name(stored.attention))}},
+         {"--attention", o.model.attention, std::string(models::attention_kind_name(stored.attention))},
+         {"--pooling", o.model.pooling, stored_pooling}},
         o.training.resume);
     config = stored;
+    pooling = stored_pooling;
   }
   const auto start = std::chrono::steady_clock::now();
   const listops::ListOpsData data(o.train_size, o.test_size, o.data, o.training.seed);
@@ -112,21 +137,21 @@ int train(const TrainOptions& o) {
                           static_cast<double>(o.test_size);
   fg::Generator init_gen(o.training.seed + 1);
   auto dropout_gen = std::make_shared<fg::Generator>(o.training.seed + 2);
-  models::FlowformerEncoder model(config, 10, models::Pooling::Mean, init_gen, fg::kFloat32, dropout_gen);
+  models::FlowformerEncoder model(config, 10, parse_pooling(pooling), init_gen, fg::kFloat32, dropout_gen);
   std::printf("listops: %lld training sequences (mean length %.0f, %lld..%lld), %lld test, generated in %.1f s; "
-              "%s attention, %lld layers, %lld heads, width %lld, %lld parameters, %d threads\n",
+              "%s attention, %s pooling, %lld layers, %lld heads, width %lld, %lld parameters, %d threads\n",
               static_cast<long long>(o.train_size), static_cast<double>(tokens) / static_cast<double>(o.train_size),
               static_cast<long long>(o.data.min_length), static_cast<long long>(o.data.max_length),
               static_cast<long long>(o.test_size),
               std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
-              models::attention_kind_name(config.attention).data(), static_cast<long long>(config.n_layer),
+              models::attention_kind_name(config.attention).data(), pooling.c_str(), static_cast<long long>(config.n_layer),
               static_cast<long long>(config.n_head), static_cast<long long>(config.n_embd),
               static_cast<long long>(model.parameter_count()), fg::get_num_threads());
   std::printf("majority-class baseline (always the most frequent answer): %.1f %% of the test set\n",
               100.0 * majority);
   return examples::train_classifier(
       model, [&](const examples::LabelledBatch& batch) { return model.forward(batch.inputs, batch.mask); },
-      data.as_classification_data(), o.training, "data=" + data_description(o) + "\n" + config.to_string(),
+      data.as_classification_data(), o.training, config_text(data_description(o), pooling, config),
       {{"dropout", dropout_gen.get()}});
 }
 
@@ -152,7 +177,7 @@ int bench(const BenchOptions& o) {
       ModelFlags flags = o.model;
       flags.attention = kind;
       fg::Generator gen(1);
-      models::FlowformerEncoder model(encoder_config(flags, length), 10, models::Pooling::Mean, gen);
+      models::FlowformerEncoder model(encoder_config(flags, length), 10, parse_pooling(flags.pooling), gen);
       nn::AdamW optimizer(nn::param_groups_for_decay(model.named_parameters(), 0.05), nn::AdamWOptions{});
       const fg::Tensor tokens = fg::randint(1, listops::kVocabSize, {o.batch, length}, gen);
       const fg::Tensor labels = fg::randint(0, 10, {o.batch}, gen);
@@ -192,6 +217,8 @@ void add_model_flags(CLI::App* cmd, ModelFlags& m) {
   cmd->add_option("--heads", m.heads, "attention heads")->capture_default_str();
   cmd->add_option("--embd", m.embd, "embedding width (a multiple of --heads)")->capture_default_str();
   cmd->add_option("--dropout", m.dropout, "dropout probability")->capture_default_str();
+  cmd->add_option("--pooling", m.pooling, "mean (over the real tokens) or cls (a class token)")
+      ->check(CLI::IsMember({"mean", "cls"}))->capture_default_str();
 }
 
 }  // namespace
@@ -240,7 +267,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     if (train_cmd->parsed()) {
-      for (const char* flag : {"--layers", "--heads", "--embd", "--attention"})
+      for (const char* flag : {"--layers", "--heads", "--embd", "--attention", "--pooling"})
         if (train_cmd->count(flag) > 0) t.model_flags_given.insert(flag);
       return train(t);
     }
