@@ -20,7 +20,7 @@ inline void check_resumed_flags(const char* program, const std::set<std::string>
   for (const ResumedFlag& flag : flags)
     if (typed.count(flag.name) && flag.given != flag.stored)
       flowgrad::fail(program, flag.name, " ", flag.given, " does not match the checkpoint's ", flag.stored, " (",
-                     checkpoint, "); drop the flag to resume that model");
+                     checkpoint, "); drop the flag to continue with that model");
 }
 
 }  // namespace examples

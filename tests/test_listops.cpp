@@ -119,3 +119,39 @@ TEST_CASE("listops: training runs, resumption checks the data set and model, the
   for (const char* row : {"flow           32", "flow           64", "softmax        32", "softmax        64"})
     REQUIRE_THAT(bench.output, Catch::Contains(row));
 }
+
+TEST_CASE("listops: --init starts a longer-sequence stage from a shorter stage's weights") {
+  TempDir dir;
+  const std::string small = " --train-size 64 --test-size 16 --batch 16 --layers 1 --heads 2 --embd 16 --threads 2";
+  ProgramRun short_stage =
+      listops_run("train --epochs 1 --min-length 10 --max-length 40 --positions 80" + small + " --out " + dir.file("a"), dir);
+  INFO(short_stage.output);
+  REQUIRE(short_stage.status == 0);
+  const std::string init = " --init " + dir.file("a/checkpoint.safetensors");
+  // At learning rate 0 the new stage keeps the weights it started from.
+  ProgramRun long_stage =
+      listops_run("train --epochs 1 --lr 0 --min-length 40 --max-length 80" + small + init + " --out " + dir.file("b"), dir);
+  INFO(long_stage.output);
+  REQUIRE(long_stage.status == 0);
+  REQUIRE_THAT(long_stage.output, Catch::Contains("model weights from") && Catch::Contains("40..80"));
+  const auto before = load_safetensors(dir.file("a/checkpoint.safetensors"));
+  const auto after = load_safetensors(dir.file("b/checkpoint.safetensors"));
+  int compared = 0;
+  for (const auto& [name, tensor] : before) {
+    if (name.rfind("model.", 0) != 0) continue;
+    REQUIRE(after.count(name) == 1);
+    REQUIRE(after.at(name).to_vector<double>() == tensor.to_vector<double>());
+    ++compared;
+  }
+  REQUIRE(compared > 5);
+
+  ProgramRun too_long = listops_run("train --epochs 1 --min-length 40 --max-length 100" + small + init, dir);
+  REQUIRE(too_long.status != 0);
+  REQUIRE_THAT(too_long.output, Catch::Contains("has 80 positions but --max-length is 100"));
+  ProgramRun both = listops_run("train --epochs 1 --max-length 80" + small + init + " --resume " +
+                                dir.file("a/checkpoint.safetensors"), dir);
+  REQUIRE_THAT(both.output, Catch::Contains("--init") && Catch::Contains("--resume"));
+  REQUIRE(both.status != 0);
+  ProgramRun short_table = listops_run("train --epochs 1 --max-length 80 --positions 30" + small, dir);
+  REQUIRE_THAT(short_table.output, Catch::Contains("--positions 30 is shorter than --max-length 80"));
+}

@@ -4,7 +4,7 @@
 //   listops train [--epochs N] [--batch B] [--layers L] [--heads H] [--embd C] [--lr LR]
 //                 [--train-size N] [--test-size N] [--min-length N] [--max-length N]
 //                 [--threads N] [--seed S] [--out DIR] [--resume FILE] [--attention flow|softmax]
-//                 [--pooling mean|cls]
+//                 [--pooling mean|cls] [--positions N] [--init FILE]
 //   listops bench [--lengths 500,1000,2000] [--batch B] [--attention flow,softmax] [--steps N]
 //   listops show  [--count N] [--max-length N] [--seed S]
 //
@@ -58,6 +58,8 @@ struct TrainOptions {
   }();
   ModelFlags model;
   std::int64_t train_size = 10000, test_size = 1000;
+  std::int64_t positions = 0;  // position table; 0: --max-length
+  std::string init;            // checkpoint whose model weights start a new run
   listops::GeneratorOptions data;
   int threads = 0;
   std::set<std::string> model_flags_given;
@@ -109,21 +111,34 @@ StoredConfig parse_config(const std::string& text) {
 
 int train(const TrainOptions& o) {
   if (o.threads > 0) fg::set_num_threads(o.threads);
-  models::FlowformerConfig config = encoder_config(o.model, o.data.max_length);
+  const bool resuming = !o.training.resume.empty();
+  if (resuming && !o.init.empty())
+    fg::fail("listops", "--init starts a new run from another run's weights and --resume continues a run; give one");
+  const std::int64_t positions = o.positions > 0 ? o.positions : o.data.max_length;
+  if (positions < o.data.max_length)
+    fg::fail("listops", "--positions ", positions, " is shorter than --max-length ", o.data.max_length);
+  models::FlowformerConfig config = encoder_config(o.model, positions);
   std::string pooling = o.model.pooling;
-  if (!o.training.resume.empty()) {
-    const auto [data, stored_pooling, stored] = parse_config(nn::read_checkpoint_info(o.training.resume).config);
-    if (data != data_description(o))
-      fg::fail("listops", o.training.resume, " was trained on another data set (", data, "); these flags give ",
+  // The model of a resumed run, or of the run --init starts from (a curriculum's earlier stage).
+  const std::string& source = resuming ? o.training.resume : o.init;
+  if (!source.empty()) {
+    auto [data, stored_pooling, stored] = parse_config(nn::read_checkpoint_info(source).config);
+    if (resuming && data != data_description(o))
+      fg::fail("listops", source, " was trained on another data set (", data, "); these flags give ",
                data_description(o));
+    if (stored.block_size < o.data.max_length)
+      fg::fail("listops", source, " has ", stored.block_size, " positions but --max-length is ", o.data.max_length,
+               "; train the earlier stage with --positions ", o.data.max_length);
     examples::check_resumed_flags(
         "listops", o.model_flags_given,
         {{"--layers", std::to_string(config.n_layer), std::to_string(stored.n_layer)},
          {"--heads", std::to_string(config.n_head), std::to_string(stored.n_head)},
          {"--embd", std::to_string(config.n_embd), std::to_string(stored.n_embd)},
          {"--attention", o.model.attention, std::string(models::attention_kind_name(stored.attention))},
-         {"--pooling", o.model.pooling, stored_pooling}},
-        o.training.resume);
+         {"--pooling", o.model.pooling, stored_pooling},
+         {"--positions", std::to_string(positions), std::to_string(stored.block_size)}},
+        source);
+    if (!resuming) stored.dropout = o.model.dropout;  // a new run's regularisation
     config = stored;
     pooling = stored_pooling;
   }
@@ -138,6 +153,7 @@ int train(const TrainOptions& o) {
   fg::Generator init_gen(o.training.seed + 1);
   auto dropout_gen = std::make_shared<fg::Generator>(o.training.seed + 2);
   models::FlowformerEncoder model(config, 10, parse_pooling(pooling), init_gen, fg::kFloat32, dropout_gen);
+  if (!o.init.empty()) nn::load_model_weights(o.init, model);
   std::printf("listops: %lld training sequences (mean length %.0f, %lld..%lld), %lld test, generated in %.1f s; "
               "%s attention, %s pooling, %lld layers, %lld heads, width %lld, %lld parameters, %d threads\n",
               static_cast<long long>(o.train_size), static_cast<double>(tokens) / static_cast<double>(o.train_size),
@@ -147,6 +163,7 @@ int train(const TrainOptions& o) {
               models::attention_kind_name(config.attention).data(), pooling.c_str(), static_cast<long long>(config.n_layer),
               static_cast<long long>(config.n_head), static_cast<long long>(config.n_embd),
               static_cast<long long>(model.parameter_count()), fg::get_num_threads());
+  if (!o.init.empty()) std::printf("model weights from %s\n", o.init.c_str());
   std::printf("majority-class baseline (always the most frequent answer): %.1f %% of the test set\n",
               100.0 * majority);
   return examples::train_classifier(
@@ -235,7 +252,9 @@ int main(int argc, char** argv) {
   train_cmd->add_option("--train-size", t.train_size, "training sequences")->capture_default_str();
   train_cmd->add_option("--test-size", t.test_size, "test sequences")->capture_default_str();
   train_cmd->add_option("--min-length", t.data.min_length, "shortest sequence")->capture_default_str();
-  train_cmd->add_option("--max-length", t.data.max_length, "longest sequence (the position table)")->capture_default_str();
+  train_cmd->add_option("--max-length", t.data.max_length, "longest sequence")->capture_default_str();
+  train_cmd->add_option("--positions", t.positions, "position table size (default: --max-length; larger for a curriculum)");
+  train_cmd->add_option("--init", t.init, "start from the model weights of this checkpoint (new optimiser and schedule)");
   train_cmd->add_option("--threads", t.threads, "threads for oneTBB and OpenBLAS (0: FLOWGRAD_NUM_THREADS or all cores)");
   train_cmd->add_option("--seed", t.training.seed, "seed of the data set and the model")->capture_default_str();
   train_cmd->add_option("--out", t.training.out, "directory for log.csv and checkpoint.safetensors");
@@ -267,7 +286,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     if (train_cmd->parsed()) {
-      for (const char* flag : {"--layers", "--heads", "--embd", "--attention", "--pooling"})
+      for (const char* flag : {"--layers", "--heads", "--embd", "--attention", "--pooling", "--positions"})
         if (train_cmd->count(flag) > 0) t.model_flags_given.insert(flag);
       return train(t);
     }
