@@ -63,6 +63,10 @@ double accuracy(nn::Module& model, const std::function<fg::Tensor(const Labelled
   return n > 0 ? static_cast<double>(correct) / static_cast<double>(n) : 0.0;
 }
 
+std::int64_t training_steps(std::int64_t train_size, const ClassifierTrainingOptions& options) {
+  return (train_size + options.batch - 1) / options.batch * options.epochs;
+}
+
 int train_classifier(nn::Module& model, const std::function<fg::Tensor(const LabelledBatch&)>& classify,
                      const ClassificationData& data, const ClassifierTrainingOptions& o, const std::string& config,
                      const std::map<std::string, fg::Generator*>& rngs) {
@@ -71,7 +75,7 @@ int train_classifier(nn::Module& model, const std::function<fg::Tensor(const Lab
   if (data.train_size < 1 || data.test_size < 1)
     fg::fail("train_classifier", "empty data: ", data.train_size, " training and ", data.test_size, " test examples");
   const std::int64_t steps_per_epoch = (data.train_size + o.batch - 1) / o.batch;
-  const std::int64_t total_steps = steps_per_epoch * o.epochs;
+  const std::int64_t total_steps = training_steps(data.train_size, o);
   const auto warmup = std::min(total_steps, static_cast<std::int64_t>(o.warmup_epochs * static_cast<double>(steps_per_epoch)));
   nn::AdamW optimizer(nn::param_groups_for_decay(model.named_parameters(), o.weight_decay),
                       nn::AdamWOptions{.lr = o.lr, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8,

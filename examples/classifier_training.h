@@ -44,6 +44,9 @@ struct ClassifierTrainingOptions {
   std::string unit = "img/s";  // what the progress line counts
 };
 
+// Optimiser steps of a whole run: ceil(train_size / batch) per epoch.
+std::int64_t training_steps(std::int64_t train_size, const ClassifierTrainingOptions& options);
+
 // Trains `model` (its logits come from `classify`); `config` is stored in
 // every checkpoint. Returns the process exit code: 0 when done, 130 when
 // interrupted (after saving). `rngs` are saved and restored with the

@@ -2,6 +2,8 @@
 // and the program end to end (training, resumption checks, the benchmark).
 #include "../examples/listops/listops_data.h"
 
+#include <map>
+
 #include "test_util.h"
 
 using namespace flowgrad;
@@ -154,4 +156,69 @@ TEST_CASE("listops: --init starts a longer-sequence stage from a shorter stage's
   REQUIRE(both.status != 0);
   ProgramRun short_table = listops_run("train --epochs 1 --max-length 80 --positions 30" + small, dir);
   REQUIRE_THAT(short_table.output, Catch::Contains("--positions 30 is shorter than --max-length 80"));
+}
+
+TEST_CASE("listops: curriculum runs the stages as train --init would, resumes a stopped stage, skips finished ones") {
+  TempDir dir;
+  const std::string small = " --train-size 64 --test-size 16 --batch 16 --layers 1 --heads 2 --embd 16 --threads 2";
+  const std::string stages = " --stages 10-30:2:3e-3,30-60:1:1e-3";
+  auto model_tensors = [](const std::string& checkpoint) {
+    std::map<std::string, std::vector<double>> tensors;
+    for (const auto& [name, tensor] : load_safetensors(checkpoint))
+      if (name.rfind("model.", 0) == 0) tensors[name] = tensor.to_vector<double>();
+    REQUIRE(tensors.size() > 5);
+    return tensors;
+  };
+
+  ProgramRun straight = listops_run("curriculum" + stages + small + " --out " + dir.file("a"), dir);
+  INFO(straight.output);
+  REQUIRE(straight.status == 0);
+  REQUIRE_THAT(straight.output, Catch::Contains("stage 1 of 2: lengths 10..30, 2 epochs") &&
+                                    Catch::Contains("stage 2 of 2: lengths 30..60, 1 epochs") &&
+                                    Catch::Contains("model weights from " + dir.file("a/stage-1/checkpoint.safetensors")) &&
+                                    Catch::Contains("curriculum done: stage 1 "));
+  // One log line per epoch of each stage.
+  REQUIRE(read_text_file(dir.file("a/stage-1/log.csv")).find("\n2,") != std::string::npos);
+  REQUIRE(read_text_file(dir.file("a/stage-2/log.csv")).find("\n2,") == std::string::npos);
+
+  // The same stages as two train commands (the position table sized for the longest stage).
+  ProgramRun first = listops_run("train --min-length 10 --max-length 30 --positions 60 --epochs 2 --lr 3e-3" + small +
+                                 " --out " + dir.file("b/stage-1"), dir);
+  REQUIRE(first.status == 0);
+  ProgramRun second = listops_run("train --min-length 30 --max-length 60 --epochs 1 --lr 1e-3 --init " +
+                                  dir.file("b/stage-1/checkpoint.safetensors") + small + " --out " + dir.file("b/stage-2"), dir);
+  REQUIRE(second.status == 0);
+  REQUIRE(model_tensors(dir.file("b/stage-2/checkpoint.safetensors")) ==
+          model_tensors(dir.file("a/stage-2/checkpoint.safetensors")));
+
+  // Stage 1 stopped after its first epoch: the curriculum continues it, then runs stage 2.
+  ProgramRun stopped = listops_run("train --min-length 10 --max-length 30 --positions 60 --epochs 2 --lr 3e-3 "
+                                   "--stop-at-epoch 1" + small + " --out " + dir.file("c/stage-1"), dir);
+  REQUIRE(stopped.status == 0);
+  ProgramRun continued = listops_run("curriculum" + stages + small + " --out " + dir.file("c"), dir);
+  INFO(continued.output);
+  REQUIRE(continued.status == 0);
+  REQUIRE_THAT(continued.output, Catch::Contains("resumed from " + dir.file("c/stage-1/checkpoint.safetensors")));
+  REQUIRE(model_tensors(dir.file("c/stage-2/checkpoint.safetensors")) ==
+          model_tensors(dir.file("a/stage-2/checkpoint.safetensors")));
+
+  // Run again: nothing left to train, nothing rewritten.
+  const std::string log_before = read_text_file(dir.file("a/stage-2/log.csv"));
+  ProgramRun again = listops_run("curriculum" + stages + small + " --out " + dir.file("a"), dir);
+  INFO(again.output);
+  REQUIRE(again.status == 0);
+  REQUIRE(again.output.find("finished earlier") != again.output.rfind("finished earlier"));  // both stages
+  REQUIRE(again.output.find("epoch 1: train loss") == std::string::npos);
+  REQUIRE(read_text_file(dir.file("a/stage-2/log.csv")) == log_before);
+
+  ProgramRun other_lengths = listops_run("curriculum --stages 12-30:2:3e-3,30-60:1:1e-3" + small + " --out " +
+                                         dir.file("a"), dir);
+  REQUIRE(other_lengths.status != 0);
+  REQUIRE_THAT(other_lengths.output, Catch::Contains("another data set") && Catch::Contains("use another --out"));
+  for (const char* bad : {"10-30:2", "10-30:2:3e-3,", "30-10:1:1e-3", "10-30:0:1e-3", "10-30:1:1e-3x"}) {
+    ProgramRun refused = listops_run(std::string("curriculum --stages ") + bad + small + " --out " + dir.file("d"), dir);
+    INFO(bad << ": " << refused.output);
+    REQUIRE(refused.status != 0);
+    REQUIRE_THAT(refused.output, Catch::Contains("--stages"));
+  }
 }

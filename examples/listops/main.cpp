@@ -5,6 +5,8 @@
 //                 [--train-size N] [--test-size N] [--min-length N] [--max-length N]
 //                 [--threads N] [--seed S] [--out DIR] [--resume FILE] [--attention flow|softmax]
 //                 [--pooling mean|cls] [--positions N] [--init FILE]
+//   listops curriculum [--stages 20-100:4:3e-3,100-500:3:1e-3] [--out runs/listops] [the flags of train
+//                      other than the lengths, --epochs, --lr, --init, --resume]
 //   listops bench [--lengths 500,1000,2000] [--batch B] [--attention flow,softmax] [--steps N]
 //   listops show  [--count N] [--max-length N] [--seed S]
 //
@@ -17,12 +19,16 @@
 // (--positions), then a run on the long ones started from its weights
 // (--init); from scratch, 100..500 tokens stay at the majority class for
 // at least 3 epochs.
+// curriculum: those stages in one command (stage K in DIR/stage-K); run it
+// again to resume where it stopped.
 // bench: seconds per training step (forward, backward, AdamW) and peak
 // tensor memory at each length, full-length sequences, after a warm-up step.
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <set>
 #include <sstream>
@@ -177,6 +183,95 @@ int train(const TrainOptions& o) {
       {{"dropout", dropout_gen.get()}});
 }
 
+// One stage of a curriculum: lengths, epochs and peak learning rate.
+struct Stage {
+  std::int64_t min_length = 0, max_length = 0, epochs = 0;
+  double lr = 0.0;
+};
+
+// "20-100:4:3e-3,100-500:3:1e-3" -> stages; anything else is an error naming the stage.
+std::vector<Stage> parse_stages(const std::string& text) {
+  std::vector<Stage> stages;
+  if (!text.empty() && text.back() == ',') fg::fail("listops", "--stages '", text, "' ends with a comma");
+  std::istringstream items(text);
+  for (std::string item; std::getline(items, item, ',');) {
+    Stage stage;
+    char dash = 0, colon1 = 0, colon2 = 0;
+    std::istringstream fields(item);
+    fields >> stage.min_length >> dash >> stage.max_length >> colon1 >> stage.epochs >> colon2 >> stage.lr;
+    if (!fields || fields.peek() != std::char_traits<char>::eof() || dash != '-' || colon1 != ':' || colon2 != ':')
+      fg::fail("listops", "--stages: '", item, "' is not MIN-MAX:EPOCHS:LR (e.g. 20-100:4:3e-3)");
+    if (stage.min_length < 1 || stage.max_length < stage.min_length || stage.epochs < 1 || stage.lr < 0)
+      fg::fail("listops", "--stages: '", item, "' needs 1 <= MIN <= MAX, EPOCHS >= 1 and LR >= 0");
+    stages.push_back(stage);
+  }
+  if (stages.empty()) fg::fail("listops", "--stages is empty");
+  return stages;
+}
+
+// The test accuracy of a run's last epoch, from its log.csv.
+double last_test_accuracy(const std::string& log_csv) {
+  std::ifstream in(log_csv);
+  std::vector<std::string> fields;
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty() || line.rfind("epoch,", 0) == 0) continue;
+    fields.clear();
+    std::istringstream row(line);
+    for (std::string field; std::getline(row, field, ',');) fields.push_back(field);
+  }
+  if (fields.size() != 4) fg::fail("listops", log_csv, " has no epoch line (epoch,train_loss,test_acc,seconds)");
+  return std::stod(fields[2]);
+}
+
+// Runs `train` once per stage in DIR/stage-K, each starting from the
+// previous stage's weights, with one position table for the longest stage.
+// Running the same command again resumes the unfinished stage and skips
+// the finished ones.
+int curriculum(const TrainOptions& base, const std::string& stages_text) {
+  const std::vector<Stage> stages = parse_stages(stages_text);
+  if (base.training.out.empty()) fg::fail("listops", "curriculum needs --out DIR for the stages' checkpoints");
+  std::int64_t positions = base.positions;
+  for (const Stage& stage : stages) positions = std::max(positions, stage.max_length);
+  auto stage_dir = [&](std::size_t k) { return base.training.out + "/stage-" + std::to_string(k + 1); };
+  std::string previous;  // the last stage's checkpoint
+  for (std::size_t k = 0; k < stages.size(); ++k) {
+    TrainOptions o = base;
+    o.data.min_length = stages[k].min_length;
+    o.data.max_length = stages[k].max_length;
+    o.training.epochs = stages[k].epochs;
+    o.training.lr = stages[k].lr;
+    o.positions = positions;
+    o.training.out = stage_dir(k);
+    const std::string checkpoint = o.training.out + "/checkpoint.safetensors";
+    std::printf("== stage %zu of %zu: lengths %lld..%lld, %lld epochs, lr %g, %s\n", k + 1, stages.size(),
+                static_cast<long long>(o.data.min_length), static_cast<long long>(o.data.max_length),
+                static_cast<long long>(o.training.epochs), o.training.lr, o.training.out.c_str());
+    std::fflush(stdout);
+    if (std::filesystem::exists(checkpoint)) {
+      const nn::CheckpointInfo info = nn::read_checkpoint_info(checkpoint);
+      if (const std::string data = parse_config(info.config).data; data != data_description(o))
+        fg::fail("listops", checkpoint, " was trained on another data set (", data, "); stage ", k + 1, " gives ",
+                 data_description(o), ": use another --out");
+      if (info.step >= examples::training_steps(o.train_size, o.training)) {
+        std::printf("finished earlier: test accuracy %.1f %%\n", 100.0 * last_test_accuracy(o.training.out + "/log.csv"));
+        previous = checkpoint;
+        continue;
+      }
+      o.training.resume = checkpoint;
+    } else {
+      o.init = previous;
+    }
+    if (const int status = train(o); status != 0) return status;
+    previous = checkpoint;
+  }
+  std::printf("curriculum done:");
+  for (std::size_t k = 0; k < stages.size(); ++k)
+    std::printf(" stage %zu %.1f %%%s", k + 1,
+                100.0 * last_test_accuracy(stage_dir(k) + "/log.csv"),
+                k + 1 < stages.size() ? "," : "\n");
+  return 0;
+}
+
 struct BenchOptions {
   std::vector<std::int64_t> lengths{500, 1000, 2000};
   std::vector<std::string> kinds{"flow", "softmax"};
@@ -243,6 +338,21 @@ void add_model_flags(CLI::App* cmd, ModelFlags& m) {
       ->check(CLI::IsMember({"mean", "cls"}))->capture_default_str();
 }
 
+// The flags of train and curriculum alike: model, data set size, batch, threads, seed, output.
+void add_run_flags(CLI::App* cmd, TrainOptions& t) {
+  add_model_flags(cmd, t.model);
+  cmd->add_option("--attention", t.model.attention, "flow or softmax")
+      ->check(CLI::IsMember({"flow", "softmax"}))->capture_default_str();
+  cmd->add_option("--batch", t.training.batch, "sequences per step")->capture_default_str();
+  cmd->add_option("--train-size", t.train_size, "training sequences")->capture_default_str();
+  cmd->add_option("--test-size", t.test_size, "test sequences")->capture_default_str();
+  cmd->add_option("--positions", t.positions, "position table size (default: the longest length)");
+  cmd->add_option("--threads", t.threads, "threads for oneTBB and OpenBLAS (0: FLOWGRAD_NUM_THREADS or all cores)");
+  cmd->add_option("--seed", t.training.seed, "seed of the data set and the model")->capture_default_str();
+  cmd->add_option("--out", t.training.out, "directory for log.csv and checkpoint.safetensors")
+      ->capture_default_str();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -250,23 +360,22 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   TrainOptions t;
   auto* train_cmd = app.add_subcommand("train", "generate the data set and train a classifier");
-  add_model_flags(train_cmd, t.model);
+  add_run_flags(train_cmd, t);
   train_cmd->add_option("--epochs", t.training.epochs, "passes over the training set")->capture_default_str();
-  train_cmd->add_option("--batch", t.training.batch, "sequences per step")->capture_default_str();
   train_cmd->add_option("--lr", t.training.lr, "peak learning rate (warm-up, cosine decay)")->capture_default_str();
-  train_cmd->add_option("--train-size", t.train_size, "training sequences")->capture_default_str();
-  train_cmd->add_option("--test-size", t.test_size, "test sequences")->capture_default_str();
   train_cmd->add_option("--min-length", t.data.min_length, "shortest sequence")->capture_default_str();
   train_cmd->add_option("--max-length", t.data.max_length, "longest sequence")->capture_default_str();
-  train_cmd->add_option("--positions", t.positions, "position table size (default: --max-length; larger for a curriculum)");
   train_cmd->add_option("--init", t.init, "start from the model weights of this checkpoint (new optimiser and schedule)");
-  train_cmd->add_option("--threads", t.threads, "threads for oneTBB and OpenBLAS (0: FLOWGRAD_NUM_THREADS or all cores)");
-  train_cmd->add_option("--seed", t.training.seed, "seed of the data set and the model")->capture_default_str();
-  train_cmd->add_option("--out", t.training.out, "directory for log.csv and checkpoint.safetensors");
   train_cmd->add_option("--resume", t.training.resume, "checkpoint to continue from");
   train_cmd->add_option("--stop-at-epoch", t.training.stop_at_epoch, "stop (and save) after this epoch");
-  train_cmd->add_option("--attention", t.model.attention, "flow or softmax")
-      ->check(CLI::IsMember({"flow", "softmax"}))->capture_default_str();
+
+  TrainOptions c;
+  c.training.out = "runs/listops";
+  std::string stages = "20-100:4:3e-3,100-500:3:1e-3";
+  auto* curriculum_cmd = app.add_subcommand(
+      "curriculum", "train in stages of growing length, each from the last one's weights (run again to resume)");
+  add_run_flags(curriculum_cmd, c);
+  curriculum_cmd->add_option("--stages", stages, "MIN-MAX:EPOCHS:LR,... in order")->capture_default_str();
 
   BenchOptions b;
   auto* bench_cmd = app.add_subcommand("bench", "time and memory of a training step per sequence length");
@@ -290,11 +399,11 @@ int main(int argc, char** argv) {
   show_cmd->add_option("--seed", show_seed)->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
-    if (train_cmd->parsed()) {
+    for (auto [cmd, options] : {std::pair{train_cmd, &t}, std::pair{curriculum_cmd, &c}})
       for (const char* flag : {"--layers", "--heads", "--embd", "--attention", "--pooling", "--positions"})
-        if (train_cmd->count(flag) > 0) t.model_flags_given.insert(flag);
-      return train(t);
-    }
+        if (cmd->count(flag) > 0) options->model_flags_given.insert(flag);
+    if (train_cmd->parsed()) return train(t);
+    if (curriculum_cmd->parsed()) return curriculum(c, stages);
     if (bench_cmd->parsed()) return bench(b);
     return show(count, show_options, show_seed);
   } catch (const std::exception& error) {
