@@ -215,6 +215,9 @@ TEST_CASE("listops: curriculum runs the stages as train --init would, resumes a 
                                          dir.file("a"), dir);
   REQUIRE(other_lengths.status != 0);
   REQUIRE_THAT(other_lengths.output, Catch::Contains("another data set") && Catch::Contains("use another --out"));
+  ProgramRun short_table = listops_run("curriculum" + stages + " --positions 50" + small + " --out " + dir.file("d"), dir);
+  REQUIRE(short_table.status != 0);
+  REQUIRE_THAT(short_table.output, Catch::Contains("--positions 50 is shorter than the longest stage's 60 tokens"));
   for (const char* bad : {"10-30:2", "10-30:2:3e-3,", "30-10:1:1e-3", "10-30:0:1e-3", "10-30:1:1e-3x"}) {
     ProgramRun refused = listops_run(std::string("curriculum --stages ") + bad + small + " --out " + dir.file("d"), dir);
     INFO(bad << ": " << refused.output);

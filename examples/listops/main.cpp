@@ -230,8 +230,11 @@ double last_test_accuracy(const std::string& log_csv) {
 int curriculum(const TrainOptions& base, const std::string& stages_text) {
   const std::vector<Stage> stages = parse_stages(stages_text);
   if (base.training.out.empty()) fg::fail("listops", "curriculum needs --out DIR for the stages' checkpoints");
-  std::int64_t positions = base.positions;
-  for (const Stage& stage : stages) positions = std::max(positions, stage.max_length);
+  std::int64_t longest = 0;
+  for (const Stage& stage : stages) longest = std::max(longest, stage.max_length);
+  if (base.positions > 0 && base.positions < longest)
+    fg::fail("listops", "--positions ", base.positions, " is shorter than the longest stage's ", longest, " tokens");
+  const std::int64_t positions = std::max(base.positions, longest);
   auto stage_dir = [&](std::size_t k) { return base.training.out + "/stage-" + std::to_string(k + 1); };
   std::string previous;  // the last stage's checkpoint
   for (std::size_t k = 0; k < stages.size(); ++k) {
