@@ -28,13 +28,13 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <set>
 #include <sstream>
 
 #include "../../flowgrad.h"
 #include "../classifier_training.h"
+#include "../plot/plot.h"
 #include "../resume_flags.h"
 #include "listops_data.h"
 
@@ -211,16 +211,9 @@ std::vector<Stage> parse_stages(const std::string& text) {
 
 // The test accuracy of a run's last epoch, from its log.csv.
 double last_test_accuracy(const std::string& log_csv) {
-  std::ifstream in(log_csv);
-  std::vector<std::string> fields;
-  for (std::string line; std::getline(in, line);) {
-    if (line.empty() || line.rfind("epoch,", 0) == 0) continue;
-    fields.clear();
-    std::istringstream row(line);
-    for (std::string field; std::getline(row, field, ',');) fields.push_back(field);
-  }
-  if (fields.size() != 4) fg::fail("listops", log_csv, " has no epoch line (epoch,train_loss,test_acc,seconds)");
-  return std::stod(fields[2]);
+  const plot::Table log = plot::read_csv(log_csv);
+  if (log.rows.empty()) fg::fail("listops", log_csv, " has no epoch line");
+  return log.rows.back()[static_cast<std::size_t>(log.column("test_acc"))];
 }
 
 // Runs `train` once per stage in DIR/stage-K, each starting from the
