@@ -4,6 +4,7 @@
 
 #include "core/dtype.h"
 #include "core/error.h"
+#include "core/file_io.h"
 #include "core/idx.h"
 #include "core/parallel.h"
 #include "core/random.h"

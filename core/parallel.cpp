@@ -3,6 +3,8 @@
 #include <cblas.h>
 
 #include <atomic>
+#include <charconv>
+#include <cstring>
 #include <cstdlib>
 #include <memory>
 #include <mutex>
@@ -26,11 +28,12 @@ struct ThreadSettings {
 int threads_from_environment() {
   const char* value = std::getenv("FLOWGRAD_NUM_THREADS");
   if (value != nullptr && *value != '\0') {
-    char* end = nullptr;
-    long n = std::strtol(value, &end, 10);
-    if (*end != '\0' || n < 1 || n > 1024)
-      fail("FLOWGRAD_NUM_THREADS", "expected a positive integer, got \"", value, "\"");
-    return static_cast<int>(n);
+    int n = 0;
+    const char* end = value + std::strlen(value);
+    const auto [stop, error] = std::from_chars(value, end, n);
+    if (error != std::errc() || stop != end || n < 1 || n > kMaxThreads)
+      fail("FLOWGRAD_NUM_THREADS", "expected an integer from 1 to ", kMaxThreads, ", got \"", value, "\"");
+    return n;
   }
   unsigned hardware = std::thread::hardware_concurrency();
   return hardware == 0 ? 1 : static_cast<int>(hardware);
@@ -56,7 +59,7 @@ ThreadSettings& settings() {
 }  // namespace
 
 void set_num_threads(int n) {
-  if (n < 1) fail("set_num_threads", "expected n >= 1, got ", n);
+  if (n < 1 || n > kMaxThreads) fail("set_num_threads", "expected n from 1 to ", kMaxThreads, ", got ", n);
   ThreadSettings& s = settings();
   std::lock_guard lock(s.mutex);
   apply(s, n);

@@ -14,7 +14,11 @@
 
 namespace flowgrad {
 
-void set_num_threads(int n);
+// The most threads one setting allows (set_num_threads, FLOWGRAD_NUM_THREADS,
+// the programs' --threads): more is a typo, not a machine.
+constexpr int kMaxThreads = 1024;
+
+void set_num_threads(int n);  // 1 <= n <= kMaxThreads
 int get_num_threads();
 
 // Below this many elements an elementwise loop runs on the calling thread.

@@ -1,9 +1,5 @@
 #include "serialize.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <atomic>
 #include <bit>
@@ -12,11 +8,14 @@
 #include <filesystem>
 #include <limits>
 #include <optional>
+#include <set>
 #include <string_view>
 #include <system_error>
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include "file_io.h"
 
 namespace flowgrad {
 namespace {
@@ -29,19 +28,6 @@ static_assert(std::endian::native == std::endian::little,
 using Json = nlohmann::json;
 
 constexpr std::int64_t kInt64Max = std::numeric_limits<std::int64_t>::max();
-
-std::string errno_message(int error) { return std::generic_category().message(error); }
-
-// The op and path every error message of one load or save names.
-struct FileContext {
-  std::string_view op;
-  const std::string& path;
-
-  template <class... Parts>
-  [[noreturn]] void fail(const Parts&... parts) const {
-    flowgrad::fail(op, "'", path, "': ", parts...);
-  }
-};
 
 // Header text quoted in an error message: shortened, non-printables escaped.
 std::string preview(std::string_view text, std::size_t max_chars = 80) {
@@ -71,154 +57,47 @@ void encode_le(std::uint64_t value, std::size_t count, std::string& out) {
   for (std::size_t i = 0; i < count; ++i) out += static_cast<char>((value >> (8 * i)) & 0xff);
 }
 
-// Element count of a shape read from a file. Rejects shapes whose count or
-// strides do not fit in int64 (zeros do not excuse huge other dims: the
-// strides of [0, 2^40, 2^40] would still overflow).
-std::int64_t checked_numel(const FileContext& ctx, const Shape& shape) {
-  std::int64_t bound = 1;
-  for (std::int64_t size : shape)
-    if (__builtin_mul_overflow(bound, std::max<std::int64_t>(size, 1), &bound))
-      ctx.fail("shape ", shape_str(shape), " has more elements than int64 can count");
-  return shape_numel(shape);
-}
-
-// numel * element size, or fails when that does not fit in 64 bits.
+// numel * element size of a shape read from a file, or fails when the shape
+// is beyond the maximum tensor size (zeros do not excuse huge other dims:
+// the strides of [0, 2^40, 2^40] would still be out of range).
 std::uint64_t checked_nbytes(const FileContext& ctx, const Shape& shape, DType dtype) {
-  std::uint64_t nbytes = 0;
-  if (__builtin_mul_overflow(static_cast<std::uint64_t>(checked_numel(ctx, shape)),
-                             dtype_size(dtype), &nbytes))
-    ctx.fail("shape ", shape_str(shape), " of ", dtype_name(dtype), " needs more than 2^64 bytes");
-  return nbytes;
+  if (!is_valid_tensor_shape(shape))
+    ctx.fail("shape ", shape_str(shape), " exceeds the maximum tensor size of 2^40 elements");
+  return static_cast<std::uint64_t>(shape_numel(shape)) * dtype_size(dtype);
 }
 
-// Owns a POSIX file descriptor.
-struct FileDescriptor {
-  int fd = -1;
-  FileDescriptor() = default;
-  FileDescriptor(const FileDescriptor&) = delete;
-  FileDescriptor& operator=(const FileDescriptor&) = delete;
-  ~FileDescriptor() {
-    if (fd >= 0) ::close(fd);
-  }
-  // Closes now and reports the result (close can report delayed write errors).
-  int close() {
-    int result = ::close(fd);
-    fd = -1;
-    return result;
-  }
-};
-
-// A regular file opened for reading whose size is known up front, so every
-// length taken from its contents can be checked before it is used.
-class InputFile {
- public:
-  InputFile(std::string_view op, const std::string& path) : ctx_{op, path} {
-    do {
-      file_.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    } while (file_.fd < 0 && errno == EINTR);
-    if (file_.fd < 0) ctx_.fail("cannot open: ", errno_message(errno));
-    struct stat info {};
-    if (::fstat(file_.fd, &info) != 0) ctx_.fail("cannot stat: ", errno_message(errno));
-    if (!S_ISREG(info.st_mode)) ctx_.fail("not a regular file");
-    size_ = static_cast<std::uint64_t>(info.st_size);
-  }
-
-  const FileContext& context() const { return ctx_; }
-  std::uint64_t size() const { return size_; }
-
-  // Reads exactly `count` bytes at `offset`; callers have checked the range
-  // against size(), so a short read means the file shrank meanwhile.
-  void read(std::uint64_t offset, void* destination, std::uint64_t count, std::string_view what) {
-    auto* out = static_cast<char*>(destination);
-    while (count > 0) {
-      std::size_t chunk = static_cast<std::size_t>(std::min<std::uint64_t>(count, 1u << 30));
-      ssize_t got = ::pread(file_.fd, out, chunk, static_cast<off_t>(offset));
-      if (got < 0 && errno == EINTR) continue;
-      if (got < 0) ctx_.fail("reading ", what, " failed: ", errno_message(errno));
-      if (got == 0) ctx_.fail("file is truncated: it ends inside ", what, " at byte ", offset);
-      out += got;
-      offset += static_cast<std::uint64_t>(got);
-      count -= static_cast<std::uint64_t>(got);
+// Parses JSON text, refusing an object that holds a key twice (nlohmann
+// keeps the last one silently; the safetensors reference refuses it).
+Json parse_json_strict(const FileContext& ctx, const std::string& text) {
+  std::vector<std::set<std::string>> keys;  // of each open object
+  std::string duplicate;
+  int duplicate_depth = 0;
+  const Json::parser_callback_t record_keys = [&](int depth, Json::parse_event_t event, Json& parsed) {
+    if (event == Json::parse_event_t::object_start) {
+      keys.emplace_back();
+    } else if (event == Json::parse_event_t::object_end) {
+      keys.pop_back();
+    } else if (event == Json::parse_event_t::key && duplicate.empty()) {
+      std::string key = parsed.get<std::string>();
+      if (!keys.back().insert(key).second) {
+        duplicate = std::move(key);
+        duplicate_depth = depth;
+      }
     }
+    return true;
+  };
+  Json header;
+  try {
+    header = Json::parse(text, record_keys);
+  } catch (const Json::exception& e) {
+    ctx.fail("header is not valid JSON: ", e.what());
   }
-
- private:
-  FileContext ctx_;
-  FileDescriptor file_;
-  std::uint64_t size_ = 0;
-};
-
-// Writes to a temporary file next to `path` and renames it over `path` on
-// commit(). Until then `path` is untouched; the destructor deletes the
-// temporary when commit() was not reached (an exception is propagating).
-class AtomicFileWriter {
- public:
-  AtomicFileWriter(std::string_view op, const std::string& path) : ctx_{op, path} {
-    if (path.empty()) ctx_.fail("the path is empty");
-    static std::atomic<std::uint64_t> counter{0};
-    const std::string stem = path + ".tmp." + std::to_string(::getpid()) + ".";
-    for (int attempt = 0;; ++attempt) {
-      temp_path_ = stem + std::to_string(counter++);
-      file_.fd = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-      if (file_.fd >= 0) break;
-      const int error = errno;
-      // A leftover of an earlier process with our pid, or an interrupted open.
-      if ((error == EEXIST && attempt < 100) || error == EINTR) continue;
-      temp_path_.clear();  // nothing of ours to delete
-      if (error == ENOENT)
-        ctx_.fail("the directory '", directory(), "' does not exist");
-      ctx_.fail("cannot create a temporary file in '", directory(), "': ", errno_message(error));
-    }
+  if (!duplicate.empty()) {
+    if (duplicate_depth == 1) ctx.fail("the header names tensor '", preview(duplicate), "' twice");
+    ctx.fail("the header holds key '", preview(duplicate), "' twice in one object");
   }
-
-  AtomicFileWriter(const AtomicFileWriter&) = delete;
-  AtomicFileWriter& operator=(const AtomicFileWriter&) = delete;
-
-  ~AtomicFileWriter() {
-    if (!committed_ && !temp_path_.empty()) ::unlink(temp_path_.c_str());
-  }
-
-  void write(const void* data, std::uint64_t count) {
-    const auto* in = static_cast<const char*>(data);
-    while (count > 0) {
-      std::size_t chunk = static_cast<std::size_t>(std::min<std::uint64_t>(count, 1u << 30));
-      ssize_t written = ::write(file_.fd, in, chunk);
-      if (written < 0 && errno == EINTR) continue;
-      if (written < 0)
-        ctx_.fail("writing the temporary file '", temp_path_, "' failed: ", errno_message(errno));
-      in += written;
-      count -= static_cast<std::uint64_t>(written);
-    }
-  }
-  void write(std::string_view bytes) { write(bytes.data(), bytes.size()); }
-
-  // Makes the data durable, then replaces `path` with it in one step.
-  void commit() {
-    if (::fsync(file_.fd) != 0)
-      ctx_.fail("fsync of the temporary file '", temp_path_, "' failed: ", errno_message(errno));
-    if (file_.close() != 0)
-      ctx_.fail("closing the temporary file '", temp_path_, "' failed: ", errno_message(errno));
-    if (::rename(temp_path_.c_str(), ctx_.path.c_str()) != 0)
-      ctx_.fail("cannot rename the temporary file '", temp_path_, "' into place: ",
-                errno_message(errno));
-    committed_ = true;
-    // Best effort: persist the rename itself. The new file is in place either way.
-    FileDescriptor dir;
-    dir.fd = ::open(directory().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dir.fd >= 0) ::fsync(dir.fd);
-  }
-
- private:
-  std::string directory() const {
-    std::filesystem::path parent = std::filesystem::path(ctx_.path).parent_path();
-    return parent.empty() ? std::string(".") : parent.string();
-  }
-
-  FileContext ctx_;
-  std::string temp_path_;
-  FileDescriptor file_;
-  bool committed_ = false;
-};
+  return header;
+}
 
 // Writes the elements of `t` in row-major order, copying only when `t` is not
 // contiguous.
@@ -605,8 +484,9 @@ void save_safetensors(const std::string& path, const std::map<std::string, Tenso
   out.commit();
 }
 
-SafetensorsFile load_safetensors_file(const std::string& path) {
-  InputFile file("load_safetensors", path);
+namespace {
+
+SafetensorsFile read_safetensors(ByteSource& file) {
   const FileContext& ctx = file.context();
   if (file.size() < 8)
     ctx.fail("file has ", file.size(), " bytes, too few for the 8-byte header length");
@@ -624,12 +504,7 @@ SafetensorsFile load_safetensors_file(const std::string& path) {
   const std::uint64_t buffer_start = 8 + header_length;
   const std::uint64_t buffer_size = file.size() - buffer_start;
 
-  Json header;
-  try {
-    header = Json::parse(text);
-  } catch (const Json::exception& e) {
-    ctx.fail("header is not valid JSON: ", e.what());
-  }
+  const Json header = parse_json_strict(ctx, text);
   if (!header.is_object()) ctx.fail("header must be a JSON object, got a ", header.type_name());
 
   SafetensorsFile result;
@@ -651,6 +526,18 @@ SafetensorsFile load_safetensors_file(const std::string& path) {
     result.tensors.emplace(entry.name, std::move(t));
   }
   return result;
+}
+
+}  // namespace
+
+SafetensorsFile load_safetensors_file(const std::string& path) {
+  FileSource file("load_safetensors", path);
+  return read_safetensors(file);
+}
+
+SafetensorsFile parse_safetensors(std::string_view bytes, const std::string& name) {
+  MemorySource source("parse_safetensors", bytes, name);
+  return read_safetensors(source);
 }
 
 std::map<std::string, Tensor> load_safetensors(const std::string& path) {
@@ -697,8 +584,9 @@ void save_npy(const std::string& path, const Tensor& t) {
   out.commit();
 }
 
-Tensor load_npy(const std::string& path) {
-  InputFile file("load_npy", path);
+namespace {
+
+Tensor read_npy(ByteSource& file) {
   const FileContext& ctx = file.context();
   if (file.size() < 10)
     ctx.fail("file has ", file.size(), " bytes, too few for a .npy preamble (10)");
@@ -736,6 +624,18 @@ Tensor load_npy(const std::string& path) {
   Tensor t = empty(header.shape, header.dtype);
   file.read(data_start, t.storage()->data(), nbytes, "the data");
   return t;
+}
+
+}  // namespace
+
+Tensor load_npy(const std::string& path) {
+  FileSource file("load_npy", path);
+  return read_npy(file);
+}
+
+Tensor parse_npy(std::string_view bytes, const std::string& name) {
+  MemorySource source("parse_npy", bytes, name);
+  return read_npy(source);
 }
 
 }  // namespace flowgrad

@@ -5,11 +5,14 @@
 // before anything is allocated or read, and any defect throws a flowgrad::Error
 // naming the operation, the path and the problem.
 // Savers write a temporary file next to `path`, fsync it and rename it into
-// place, so a failed save leaves the previous file at `path` untouched.
+// place, so a failed save leaves the previous file at `path` untouched
+// (core/file_io.h; temporaries left by a killed process are deleted by the
+// next save to the same path). Tensors are limited to kMaxTensorElements.
 #pragma once
 
 #include <map>
 #include <string>
+#include <string_view>
 
 #include "tensor.h"
 
@@ -33,11 +36,14 @@ void save_safetensors(const std::string& path, const std::map<std::string, Tenso
                       const std::map<std::string, std::string>& metadata = {});
 std::map<std::string, Tensor> load_safetensors(const std::string& path);
 SafetensorsFile load_safetensors_file(const std::string& path);  // tensors and metadata
+// The same from bytes in memory; `name` stands for the path in messages.
+SafetensorsFile parse_safetensors(std::string_view bytes, const std::string& name = "<memory>");
 
 // ---- NumPy .npy ----
 // Writes format 1.0 (2.0 if the header is too long for it), C order, dtype
 // '<f4', '<f8' or '<i8'. Reads versions 1.0, 2.0 and 3.0 of those dtypes.
 void save_npy(const std::string& path, const Tensor& t);
 Tensor load_npy(const std::string& path);
+Tensor parse_npy(std::string_view bytes, const std::string& name = "<memory>");
 
 }  // namespace flowgrad

@@ -1,5 +1,6 @@
 #include "shape.h"
 
+#include <algorithm>
 #include <sstream>
 
 #include "error.h"
@@ -10,6 +11,36 @@ std::int64_t shape_numel(const Shape& shape) {
   std::int64_t n = 1;
   for (std::int64_t size : shape) n *= size;
   return n;
+}
+
+bool is_valid_tensor_shape(const Shape& shape) {
+  std::int64_t bound = 1;  // product with zeros counted as ones
+  for (std::int64_t size : shape)
+    if (size < 0 || __builtin_mul_overflow(bound, std::max<std::int64_t>(size, 1), &bound) ||
+        bound > kMaxTensorElements)
+      return false;
+  return true;
+}
+
+std::int64_t checked_numel(const Shape& shape, std::string_view op) {
+  if (!is_valid_tensor_shape(shape)) {
+    for (std::int64_t size : shape)
+      if (size < 0) fail(op, "negative size in shape ", shape_str(shape));
+    fail(op, "shape ", shape_str(shape), " exceeds the maximum tensor size of 2^40 elements");
+  }
+  return shape_numel(shape);
+}
+
+std::int64_t checked_mul(std::int64_t a, std::int64_t b, std::string_view op, std::string_view what) {
+  std::int64_t product = 0;
+  if (__builtin_mul_overflow(a, b, &product)) fail(op, what, ": ", a, " x ", b, " overflows int64");
+  return product;
+}
+
+std::int64_t checked_add(std::int64_t a, std::int64_t b, std::string_view op, std::string_view what) {
+  std::int64_t sum = 0;
+  if (__builtin_add_overflow(a, b, &sum)) fail(op, what, ": ", a, " + ", b, " overflows int64");
+  return sum;
 }
 
 Strides contiguous_strides(const Shape& shape) {
@@ -93,8 +124,9 @@ Shape infer_reshape(const Shape& shape, Shape target, std::string_view op) {
       infer_at = static_cast<int>(i);
     } else if (target[i] < 0) {
       fail(op, "invalid size ", target[i], " in target shape ", shape_str(target));
-    } else {
-      known *= target[i];
+    } else if (__builtin_mul_overflow(known, target[i], &known)) {
+      fail(op, "shape ", shape_str(target), " is invalid for input of shape ", shape_str(shape),
+           " (its element count overflows int64)");
     }
   }
   if (infer_at >= 0) {

@@ -1,7 +1,15 @@
 #include "storage.h"
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <bit>
+#include <charconv>
+#include <cstdio>
+#include <cstring>
 #include <cstdlib>
+#include <fstream>
+#include <limits>
 #include <mutex>
 #include <new>
 #include <string>
@@ -102,10 +110,13 @@ class BufferCache {
 #else
     const char* value = std::getenv("FLOWGRAD_CACHE_MB");
     if (value == nullptr || *value == '\0') return std::size_t{1024} << 20;
-    char* end = nullptr;
-    const long long megabytes = std::strtoll(value, &end, 10);
-    if (*end != '\0' || megabytes < 0)
-      fail("FLOWGRAD_CACHE_MB", "expected a non-negative integer, got \"", value, "\"");
+    // Up to 2^30 MB (1 PiB): larger values are typos, and would overflow the byte count.
+    constexpr std::uint64_t kMaxMegabytes = std::uint64_t{1} << 30;
+    std::uint64_t megabytes = 0;
+    const char* end = value + std::strlen(value);
+    const auto [stop, error] = std::from_chars(value, end, megabytes);
+    if (error != std::errc() || stop != end || megabytes > kMaxMegabytes)
+      fail("FLOWGRAD_CACHE_MB", "expected an integer from 0 to ", kMaxMegabytes, ", got \"", value, "\"");
     return static_cast<std::size_t>(megabytes) << 20;
 #endif
   }
@@ -136,5 +147,31 @@ MemoryStats memory_stats() {
 void reset_peak_memory() { g_peak_bytes.store(g_current_bytes.load()); }
 
 void empty_cache() { BufferCache::instance().release_cached(); }
+
+std::uint64_t available_memory_bytes() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page_size = ::sysconf(_SC_PAGE_SIZE);
+  std::uint64_t bytes = pages > 0 && page_size > 0 ? static_cast<std::uint64_t>(pages) * static_cast<std::uint64_t>(page_size)
+                                                   : std::numeric_limits<std::uint64_t>::max();
+  std::ifstream limit_file("/sys/fs/cgroup/memory.max");
+  std::uint64_t limit = 0;
+  if (limit_file >> limit && limit > 0) bytes = std::min(bytes, limit);  // "max" (no limit) fails to parse
+  return bytes;
+}
+
+std::string format_bytes(double bytes) {
+  char text[48];
+  if (bytes >= 1e15) {
+    std::snprintf(text, sizeof text, "%.2g bytes", bytes);
+  } else {
+    const char* units[] = {"bytes", "kB", "MB", "GB", "TB"};
+    int unit = 0;
+    while (bytes >= 1000 && unit < 4) {
+      bytes /= 1000;
+      ++unit;
+    }
+    std::snprintf(text, sizeof text, unit == 0 ? "%.0f %s" : "%.1f %s", bytes, units[unit]);
+  }
+  return text;
+}
 
 }  // namespace flowgrad

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 namespace flowgrad {
 
@@ -44,5 +45,12 @@ MemoryStats memory_stats();
 void reset_peak_memory();
 // Returns the cached buffers to the system allocator.
 void empty_cache();
+
+// Memory this process may use: the machine's physical memory, or the
+// container's limit (cgroup v2 memory.max) when that is lower. Models refuse
+// configurations whose parameters alone would not fit.
+std::uint64_t available_memory_bytes();
+// "1.5 GB", "312 MB", "4.2e+22 bytes": sizes in messages.
+std::string format_bytes(double bytes);
 
 }  // namespace flowgrad

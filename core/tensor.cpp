@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 #include <iomanip>
+#include <new>
 #include <ostream>
 #include <type_traits>
 
@@ -39,11 +40,14 @@ bool Tensor::shares_storage_with(const Tensor& other) const {
 }
 
 Tensor empty(const Shape& shape, DType dtype) {
-  for (std::int64_t size : shape)
-    if (size < 0) fail("empty", "negative size in shape ", shape_str(shape));
+  const std::size_t nbytes = static_cast<std::size_t>(checked_numel(shape, "empty")) * dtype_size(dtype);
   auto impl = std::make_shared<TensorImpl>();
-  impl->storage = std::make_shared<Storage>(static_cast<std::size_t>(shape_numel(shape)) *
-                                            dtype_size(dtype));
+  try {
+    impl->storage = std::make_shared<Storage>(nbytes);
+  } catch (const std::bad_alloc&) {
+    fail("empty", "out of memory: cannot allocate ", nbytes, " bytes for a ", dtype_name(dtype),
+         " tensor of shape ", shape_str(shape));
+  }
   impl->shape = shape;
   impl->strides = contiguous_strides(shape);
   impl->dtype = dtype;
@@ -69,7 +73,10 @@ Tensor ones_like(const Tensor& like) { return ones(like.shape(), like.dtype()); 
 Tensor arange(double start, double end, double step, DType dtype) {
   if (step == 0.0 || !std::isfinite(start) || !std::isfinite(end) || !std::isfinite(step))
     fail("arange", "invalid range start=", start, " end=", end, " step=", step);
-  auto count = static_cast<std::int64_t>(std::ceil((end - start) / step));
+  const double steps = std::ceil((end - start) / step);
+  if (!(steps <= static_cast<double>(kMaxTensorElements)))  // also catches nan
+    fail("arange", "[", start, ", ", end, ") in steps of ", step, " has more than 2^40 elements");
+  const auto count = static_cast<std::int64_t>(steps);
   Tensor t = empty({std::max<std::int64_t>(count, 0)}, dtype);
   dispatch_all(dtype, [&]<class T>() {
     T* out = t.data<T>();
@@ -105,13 +112,15 @@ Tensor make_view(const Tensor& base, Shape shape, Strides strides, std::int64_t 
   if (shape.size() != strides.size())
     fail("make_view", "shape ", shape_str(shape), " and strides ", shape_str(strides),
          " differ in length");
+  checked_numel(shape, "make_view");
   // Every reachable element must lie inside the storage.
   std::int64_t lowest = offset;
   std::int64_t highest = offset;
   if (shape_numel(shape) > 0) {
     for (std::size_t d = 0; d < shape.size(); ++d) {
-      std::int64_t reach = strides[d] * (shape[d] - 1);
-      (reach < 0 ? lowest : highest) += reach;
+      const std::int64_t reach = checked_mul(strides[d], shape[d] - 1, "make_view", "stride x size");
+      std::int64_t& end = reach < 0 ? lowest : highest;
+      end = checked_add(end, reach, "make_view", "offset of the last element");
     }
     std::int64_t capacity =
         static_cast<std::int64_t>(base.storage()->nbytes() / dtype_size(base.dtype()));

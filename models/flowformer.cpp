@@ -43,6 +43,19 @@ void FlowformerConfig::validate() const {
   if (n_embd <= 0) fail(op, "n_embd must be positive, got ", n_embd);
   if (n_embd % n_head != 0) fail(op, "n_embd=", n_embd, " must be a multiple of n_head=", n_head);
   if (!(dropout >= 0.0 && dropout < 1.0)) fail(op, "dropout must be in [0, 1), got ", dropout);
+  // The largest weights: the tables [vocab_size or block_size, n_embd] and the MLP's [4 n_embd, n_embd].
+  if (!is_valid_tensor_shape({vocab_size, n_embd}) || !is_valid_tensor_shape({block_size, n_embd}) ||
+      n_embd > kMaxTensorElements / 4 || !is_valid_tensor_shape({4 * n_embd, n_embd}))
+    fail(op, "vocab_size=", vocab_size, ", block_size=", block_size, ", n_embd=", n_embd,
+         " give a weight of more than 2^40 elements (the maximum tensor size)");
+}
+
+double FlowformerConfig::trunk_parameter_count(std::int64_t positions) const {
+  const auto C = static_cast<double>(n_embd);
+  // Per block: 2 LayerNorms (4C), 4 projections C x C with bias, MLP C -> 4C -> C with biases.
+  const double block = 4 * C + 4 * (C * C + C) + (4 * C * C + 4 * C) + (4 * C * C + C);
+  return static_cast<double>(vocab_size) * C + static_cast<double>(positions) * C +
+         static_cast<double>(n_layer) * block + 2 * C;
 }
 
 std::string FlowformerConfig::to_string() const {
@@ -203,6 +216,7 @@ FlowformerLM::FlowformerLM(const FlowformerConfig& config, Generator& init_gen, 
     : config_(config), dtype_(dtype) {
   config.validate();
   if (config.vocab_size <= 0) fail("FlowformerLM", "vocab_size must be positive, got ", config.vocab_size);
+  nn::check_parameters_fit("FlowformerLM", parameter_count_for(config), dtype);
   if (!config.causal) fail("FlowformerLM", "a language model needs causal attention (config.causal=false)");
   // The generator is made now but seeded after the weights are drawn.
   const bool own_dropout_gen = !dropout_gen;
@@ -212,6 +226,11 @@ FlowformerLM::FlowformerLM(const FlowformerConfig& config, Generator& init_gen, 
   lm_head = register_module("lm_head", std::make_shared<nn::Linear>(config.n_embd, config.vocab_size, false,
                                                                     init_gen, 0.02, dtype));
   if (own_dropout_gen) dropout_gen_->manual_seed(init_gen.next_u64());
+}
+
+double FlowformerLM::parameter_count_for(const FlowformerConfig& config) {
+  return config.trunk_parameter_count(config.block_size) +
+         static_cast<double>(config.n_embd) * static_cast<double>(config.vocab_size);  // lm_head, no bias
 }
 
 Tensor FlowformerLM::forward(const Tensor& tokens) const {
@@ -357,6 +376,7 @@ FlowformerEncoder::FlowformerEncoder(const FlowformerConfig& config, std::int64_
   config.validate();
   if (config.causal) fail("FlowformerEncoder", "an encoder needs normal attention (config.causal=true)");
   if (num_classes <= 0) fail("FlowformerEncoder", "num_classes must be positive, got ", num_classes);
+  nn::check_parameters_fit("FlowformerEncoder", parameter_count_for(config, num_classes, pooling), dtype);
   const bool own_dropout_gen = !dropout_gen;
   auto dropout_generator = own_dropout_gen ? std::make_shared<Generator>() : std::move(dropout_gen);
   // The class token takes position 0, so block_size real tokens still fit.
@@ -368,6 +388,14 @@ FlowformerEncoder::FlowformerEncoder(const FlowformerConfig& config, std::int64_
   head = register_module(
       "head", std::make_shared<nn::Linear>(config.n_embd, num_classes, true, init_gen, 0.02, dtype));
   if (own_dropout_gen) dropout_generator->manual_seed(init_gen.next_u64());
+}
+
+double FlowformerEncoder::parameter_count_for(const FlowformerConfig& config, std::int64_t num_classes,
+                                              Pooling pooling) {
+  const bool class_token = pooling == Pooling::ClassToken;
+  const auto C = static_cast<double>(config.n_embd);
+  return config.trunk_parameter_count(config.block_size + (class_token ? 1 : 0)) + (class_token ? C : 0.0) +
+         (C + 1) * static_cast<double>(num_classes);  // head with bias
 }
 
 Tensor FlowformerEncoder::forward(const Tensor& tokens, const Tensor& mask) const {

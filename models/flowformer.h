@@ -32,8 +32,13 @@ struct FlowformerConfig {
   // The character-level configuration "mini" of the spec.
   static FlowformerConfig mini(std::int64_t vocab_size);
 
-  // Throws a flowgrad::Error "[FlowformerConfig] ..." naming the bad field.
+  // Throws a flowgrad::Error "[FlowformerConfig] ..." naming the bad field
+  // (sizes must also give weight matrices within kMaxTensorElements).
   void validate() const;
+  // Parameters of the trunk (embeddings, blocks, final LayerNorm) with
+  // `positions` rows of position embedding. A double, so that it can be
+  // computed for any sizes (from flags or files) before anything is built.
+  double trunk_parameter_count(std::int64_t positions) const;
   // "key=value" lines, one per field, for a checkpoint's metadata;
   // from_string reads them back (unknown keys or malformed lines throw,
   // missing keys keep their defaults) and validates.
@@ -107,6 +112,8 @@ class FlowformerLM : public nn::Module {
   // when it is null, from a generator seeded by init_gen after the weights.
   FlowformerLM(const FlowformerConfig& config, Generator& init_gen, DType dtype = kFloat32,
                std::shared_ptr<Generator> dropout_gen = nullptr);
+  // parameter_count() of a model with this configuration, without building it.
+  static double parameter_count_for(const FlowformerConfig& config);
 
   // tokens int64 [B, T], T <= block_size -> logits [B, T, vocab_size].
   Tensor forward(const Tensor& tokens) const;
@@ -175,6 +182,7 @@ class FlowformerEncoder : public nn::Module {
   FlowformerEncoder(const FlowformerConfig& config, std::int64_t num_classes, Pooling pooling,
                     Generator& init_gen, DType dtype = kFloat32,
                     std::shared_ptr<Generator> dropout_gen = nullptr);
+  static double parameter_count_for(const FlowformerConfig& config, std::int64_t num_classes, Pooling pooling);
 
   // tokens int64 [B, T] -> class logits [B, num_classes]. mask [B, T]
   // (nonzero = real token) excludes padding from attention and pooling.

@@ -46,6 +46,11 @@ Tensor patchify(const Tensor& images, std::int64_t patch) {
       .reshape({B, rows * cols, C * patch * patch});
 }
 
+std::int64_t ImageClassifierConfig::num_patches() const {
+  if (patch < 1) fail(kConfigOp, "patch must be positive, got ", patch);
+  return checked_mul(image_height / patch, image_width / patch, kConfigOp, "number of patches");
+}
+
 void ImageClassifierConfig::validate() const {
   if (image_height < 1 || image_width < 1 || channels < 1)
     fail(kConfigOp, "image size and channels must be positive, got ", image_height, "x", image_width, "x",
@@ -54,6 +59,9 @@ void ImageClassifierConfig::validate() const {
     fail(kConfigOp, "patch ", patch, " must be positive and divide the image size ", image_height, "x",
          image_width);
   if (num_classes < 1) fail(kConfigOp, "num_classes must be positive, got ", num_classes);
+  if (!is_valid_tensor_shape({image_height, image_width, channels}))
+    fail(kConfigOp, "images of ", image_height, "x", image_width, "x", channels,
+         " exceed the maximum tensor size of 2^40 elements");
   encoder.validate();
   if (encoder.vocab_size != 0 || encoder.causal)
     fail(kConfigOp, "the encoder must take embedded inputs (vocab_size 0) with normal attention");
@@ -114,12 +122,20 @@ FlowformerImageClassifier::FlowformerImageClassifier(const ImageClassifierConfig
                                                      DType dtype, std::shared_ptr<Generator> dropout_gen)
     : config_(config) {
   config.validate();
+  nn::check_parameters_fit("FlowformerImageClassifier", parameter_count_for(config), dtype);
   const std::int64_t patch_features = config.channels * config.patch * config.patch;
   patch_embedding = register_module(
       "patch_embedding", std::make_shared<nn::Linear>(patch_features, config.encoder.n_embd, true, init_gen, 0.02, dtype));
   encoder = register_module("encoder", std::make_shared<FlowformerEncoder>(config.encoder, config.num_classes,
                                                                            config.pooling, init_gen, dtype,
                                                                            std::move(dropout_gen)));
+}
+
+double FlowformerImageClassifier::parameter_count_for(const ImageClassifierConfig& config) {
+  const double patch_features = static_cast<double>(config.channels) * static_cast<double>(config.patch) *
+                                static_cast<double>(config.patch);
+  return (patch_features + 1) * static_cast<double>(config.encoder.n_embd) +  // patch embedding with bias
+         FlowformerEncoder::parameter_count_for(config.encoder, config.num_classes, config.pooling);
 }
 
 void FlowformerImageClassifier::check_images(const Tensor& images) const {

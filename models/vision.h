@@ -27,7 +27,8 @@ struct ImageClassifierConfig {
   // vocab_size 0, causal false; block_size is set to the number of patches.
   FlowformerConfig encoder;
 
-  std::int64_t num_patches() const { return (image_height / patch) * (image_width / patch); }
+  // (image_height / patch) * (image_width / patch); throws when that overflows.
+  std::int64_t num_patches() const;
   // Checks sizes and the divisibility of the image by the patch, and that
   // `encoder` is a features-only non-causal configuration with block_size
   // num_patches(); throws "[ImageClassifierConfig] ..." naming the field.
@@ -50,6 +51,7 @@ class FlowformerImageClassifier : public nn::Module {
  public:
   FlowformerImageClassifier(const ImageClassifierConfig& config, Generator& init_gen, DType dtype = kFloat32,
                             std::shared_ptr<Generator> dropout_gen = nullptr);
+  static double parameter_count_for(const ImageClassifierConfig& config);
   // images [B, H, W] (or [B, C, H, W] for C > 1) of the configured size -> logits [B, num_classes].
   Tensor forward(const Tensor& images) const;
   // The embedded patch sequence [B, num_patches, n_embd] the encoder sees.

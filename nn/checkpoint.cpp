@@ -1,6 +1,8 @@
 #include "checkpoint.h"
 
+#include <algorithm>
 #include <charconv>
+#include <cmath>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -37,13 +39,46 @@ CheckpointInfo parse_info(const std::string& path, const SafetensorsFile& file) 
 
 }  // namespace
 
+std::map<std::string, Tensor> training_state(const Module& model, const Optimizer& optimizer) {
+  std::map<std::string, Tensor> tensors;
+  for (const auto& [name, tensor] : model.state_dict()) tensors[kModelPrefix + name] = tensor;
+  for (const auto& [name, tensor] : optimizer.state_dict()) tensors[kOptimPrefix + name] = tensor;
+  return tensors;
+}
+
+namespace {
+
+std::optional<NonFiniteValue> nonfinite_in(const std::string& name, const Tensor& tensor) {
+  if (!tensor.defined() || !is_floating(tensor.dtype())) return std::nullopt;
+  const Tensor dense = tensor.contiguous();
+  return dispatch_floating(dense.dtype(), "find_nonfinite", [&]<class T>() -> std::optional<NonFiniteValue> {
+    const T* values = dense.data<T>();
+    const T* end = values + dense.numel();
+    const T* found = std::find_if(values, end, [](T v) { return !std::isfinite(v); });
+    if (found == end) return std::nullopt;
+    return NonFiniteValue{name, found - values, static_cast<double>(*found)};
+  });
+}
+
+}  // namespace
+
+std::optional<NonFiniteValue> find_nonfinite(const std::map<std::string, Tensor>& tensors) {
+  for (const auto& [name, tensor] : tensors)
+    if (auto found = nonfinite_in(name, tensor)) return found;
+  return std::nullopt;
+}
+
+std::optional<NonFiniteValue> find_nonfinite(const NamedTensors& tensors) {
+  for (const auto& [name, tensor] : tensors)
+    if (auto found = nonfinite_in(name, tensor)) return found;
+  return std::nullopt;
+}
+
 void save_checkpoint(const std::string& path, const Module& model, const Optimizer& optimizer,
                      std::int64_t step, const std::map<std::string, const Generator*>& rngs,
                      const std::string& config) {
   if (step < 0) fail("save_checkpoint", "step must be >= 0, got ", step);
-  std::map<std::string, Tensor> tensors;
-  for (const auto& [name, tensor] : model.state_dict()) tensors[kModelPrefix + name] = tensor;
-  for (const auto& [name, tensor] : optimizer.state_dict()) tensors[kOptimPrefix + name] = tensor;
+  const std::map<std::string, Tensor> tensors = training_state(model, optimizer);
   nlohmann::json rng_states = nlohmann::json::object();
   for (const auto& [name, gen] : rngs) {
     if (!gen) fail("save_checkpoint", "generator \"", name, "\" is null");
@@ -60,9 +95,17 @@ CheckpointInfo read_checkpoint_info(const std::string& path) {
   return parse_info(path, load_safetensors_file(path));
 }
 
+CheckpointInfo read_checkpoint_info(const SafetensorsFile& file, const std::string& name) {
+  return parse_info(name, file);
+}
+
 CheckpointInfo load_checkpoint(const std::string& path, Module& model, Optimizer& optimizer,
                                const std::map<std::string, Generator*>& rngs) {
-  const SafetensorsFile file = load_safetensors_file(path);
+  return load_checkpoint(load_safetensors_file(path), path, model, optimizer, rngs);
+}
+
+CheckpointInfo load_checkpoint(const SafetensorsFile& file, const std::string& path, Module& model,
+                               Optimizer& optimizer, const std::map<std::string, Generator*>& rngs) {
   const CheckpointInfo info = parse_info(path, file);
 
   std::map<std::string, Tensor> model_state, optim_state;

@@ -16,6 +16,14 @@ void check_name(const std::string& name, const char* what) {
 
 }  // namespace
 
+void check_parameters_fit(std::string_view op, double parameters, DType dtype) {
+  const double bytes = parameters * static_cast<double>(dtype_size(dtype));
+  const auto available = static_cast<double>(available_memory_bytes());
+  if (!(bytes <= available))
+    fail(op, "the model would have ", parameters, " parameters, ", format_bytes(bytes), " in ", dtype_name(dtype),
+         ", more than the ", format_bytes(available), " of memory available");
+}
+
 Tensor Module::register_parameter(const std::string& name, Tensor value) {
   check_name(name, "parameter");
   for (const auto& [existing, tensor] : parameters_)

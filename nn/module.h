@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -19,6 +20,12 @@
 namespace flowgrad::nn {
 
 using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
+
+// Throws "[op] ..." when `parameters` elements of `dtype` would not fit in
+// available_memory_bytes(): a model that cannot be built is refused before
+// its first allocation instead of exhausting the machine. `parameters` is a
+// double so that counts computed from any sizes never overflow.
+void check_parameters_fit(std::string_view op, double parameters, DType dtype);
 
 class Module {
  public:

@@ -521,6 +521,10 @@ Problem check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Fl
     fail(op, "keys ", shape_str(k.shape()), " and values ", shape_str(v.shape()),
          " differ in the sequence length S");
   if (S == 0) fail(op, "keys ", shape_str(k.shape()), " hold no key (S = 0)");
+  // Flows are sums over the D features: with none every flow is 0 and the
+  // normalisations divide 0 by 0. M = 0 leaves nothing to aggregate.
+  if (D == 0) fail(op, "queries ", shape_str(q.shape()), " and keys ", shape_str(k.shape()), " have no feature (D = 0)");
+  if (M == 0) fail(op, "values ", shape_str(v.shape()), " have no feature (M = 0)");
   if (o.causal && L != S)
     fail(op, "causal attention needs L == S; got queries ", shape_str(q.shape()), " and keys ",
          shape_str(k.shape()));

@@ -230,6 +230,15 @@ TEST_CASE("Flow-Attention argument errors name the op and the shapes") {
   REQUIRE_THROWS_WITH(flow_attention(q, q, q, FlowAttentionOptions{}.set_causal(true), ones({1, 4})),
                       Catch::Contains("normal attention only"));
   REQUIRE_THROWS_WITH(flow_attention(q, zeros({1, 2, 0, 3}), zeros({1, 2, 0, 2})), Catch::Contains("S = 0"));
+  // No features: every flow would be 0/0 (NaN everywhere) or nothing to aggregate.
+  for (const bool causal : {false, true}) {
+    const auto options = FlowAttentionOptions{}.set_causal(causal);
+    REQUIRE_THROWS_WITH(flow_attention(zeros({1, 2, 4, 0}), zeros({1, 2, 4, 0}), zeros({1, 2, 4, 2}), options),
+                        Catch::Contains("[flow_attention]") && Catch::Contains("D = 0") &&
+                            Catch::Contains("[1, 2, 4, 0]"));
+    REQUIRE_THROWS_WITH(flow_attention(zeros({1, 2, 4, 3}), zeros({1, 2, 4, 3}), zeros({1, 2, 4, 0}), options),
+                        Catch::Contains("M = 0"));
+  }
   REQUIRE_THROWS_WITH(flow_attention(q, k, v, FlowAttentionOptions{}.set_clamp(1.0, -1.0)), Catch::Contains("clamp"));
   REQUIRE_THROWS_WITH(flow_attention_trace(q, zeros({1, 2, 5, 4}), v), Catch::Contains("[flow_attention]"));
 }

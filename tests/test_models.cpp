@@ -139,6 +139,47 @@ TEST_CASE("FlowformerConfig: to_string / from_string round trip and errors") {
 // Parameters and initialisation
 // ---------------------------------------------------------------------------
 
+TEST_CASE("parameter_count_for predicts parameter_count without building the model") {
+  Generator gen(4);
+  for (const FlowformerConfig& config : {tiny_config(), tiny_config(AttentionKind::Softmax, 5, 3, 1, 1, 4),
+                                         FlowformerConfig::mini(65)}) {
+    REQUIRE(FlowformerLM::parameter_count_for(config) ==
+            static_cast<double>(FlowformerLM(config, gen).parameter_count()));
+    FlowformerConfig encoder = config;
+    encoder.causal = false;
+    for (const Pooling pooling : {Pooling::Mean, Pooling::ClassToken})
+      REQUIRE(FlowformerEncoder::parameter_count_for(encoder, 7, pooling) ==
+              static_cast<double>(FlowformerEncoder(encoder, 7, pooling, gen).parameter_count()));
+  }
+}
+
+TEST_CASE("sizes that cannot be built are refused before anything is allocated") {
+  Generator gen(5);
+  // Issue 11: --layers 9223372036854775807 (and a checkpoint with n_layer=1000000) grew memory without end.
+  FlowformerConfig deep = tiny_config();
+  deep.n_layer = std::numeric_limits<std::int64_t>::max();
+  REQUIRE_THROWS_WITH(FlowformerLM(deep, gen),
+                      Catch::Contains("[FlowformerLM] the model would have") && Catch::Contains("parameters") &&
+                          Catch::Contains("of memory available"));
+  FlowformerConfig wide = FlowformerConfig::mini(65);
+  wide.n_layer = 1000000;
+  wide.causal = false;
+  REQUIRE_THROWS_WITH(FlowformerEncoder(wide, 10, Pooling::Mean, gen), Catch::Contains("[FlowformerEncoder] the model"));
+  // Weights beyond the maximum tensor size are a configuration error (block_size 2^63-1 once
+  // overflowed in the shape arithmetic of the position table).
+  FlowformerConfig long_block = tiny_config();
+  long_block.block_size = std::numeric_limits<std::int64_t>::max();
+  REQUIRE_THROWS_WITH(long_block.validate(),
+                      Catch::Contains("[FlowformerConfig]") && Catch::Contains("block_size=9223372036854775807") &&
+                          Catch::Contains("2^40"));
+  REQUIRE_THROWS_WITH(FlowformerConfig::from_string("vocab_size=9223372036854775807\n"),
+                      Catch::Contains("vocab_size=9223372036854775807"));
+  FlowformerConfig huge_width = tiny_config();
+  huge_width.n_embd = huge_width.n_head = std::int64_t{1} << 61;
+  REQUIRE_THROWS_WITH(huge_width.validate(), Catch::Contains("2^40"));
+  REQUIRE(FlowformerLM::parameter_count_for(deep) > 1e18);  // computed without overflow
+}
+
 TEST_CASE("FlowformerLM parameter names and shapes match the reference state_dict") {
   Generator gen(1);
   const FlowformerConfig config = tiny_config();  // vocab 11, block 8, 2 layers, n_embd 8

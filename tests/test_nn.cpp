@@ -873,6 +873,53 @@ TEST_CASE("Checkpoint: the file holds model.*, optim.* and metadata") {
   REQUIRE(file.metadata.at("rng").find("\"dropout\"") != std::string::npos);
 }
 
+TEST_CASE("Checkpoint: training_state names what the file holds; find_nonfinite finds the first bad value") {
+  TempDir dir;
+  Run run(2);
+  run.train_step(0);
+  const auto state = training_state(run.model, run.optimizer);
+  const std::string path = dir.file("ckpt.safetensors");
+  save_checkpoint(path, run.model, run.optimizer, 1, {{"dropout", run.dropout_gen.get()}}, "cfg");
+  const SafetensorsFile file = load_safetensors_file(path);
+  REQUIRE(file.tensors.size() == state.size());
+  for (const auto& [name, tensor] : state) REQUIRE(file.tensors.count(name));
+  REQUIRE_FALSE(find_nonfinite(state));
+  REQUIRE_FALSE(find_nonfinite(run.model.named_parameters()));
+
+  // One corrupted optimizer value (issue 11: it resumed to "validation loss -nan").
+  Tensor exp_avg = state.at("optim.state.0.exp_avg_sq");
+  exp_avg.data<float>()[3] = std::numeric_limits<float>::infinity();
+  const auto bad = find_nonfinite(training_state(run.model, run.optimizer));
+  REQUIRE(bad);
+  REQUIRE(bad->name == "optim.state.0.exp_avg_sq");
+  REQUIRE(bad->index == 3);
+  REQUIRE(std::isinf(bad->value));
+  // Non-contiguous and float64 tensors, and int64 ones (never non-finite).
+  Tensor t = zeros({3, 4}, kFloat64);
+  t.data<double>()[6] = std::nan("");  // row 1, column 2
+  const auto in_view = find_nonfinite(std::map<std::string, Tensor>{{"i", arange(3)}, {"t", t.transpose(0, 1)}});
+  REQUIRE(in_view);
+  REQUIRE(in_view->name == "t");
+  REQUIRE(in_view->index == 2 * 3 + 1);  // row-major in the transposed view
+}
+
+TEST_CASE("Checkpoint: a file already in memory loads as the file does") {
+  TempDir dir;
+  Run run(2), from_bytes(7);
+  run.train_step(0);
+  const std::string path = dir.file("ckpt.safetensors");
+  save_checkpoint(path, run.model, run.optimizer, 1, {{"dropout", run.dropout_gen.get()}}, "cfg");
+  const SafetensorsFile file = parse_safetensors(read_text_file(path), "upload");
+  REQUIRE(read_checkpoint_info(file, "upload").config == "cfg");
+  REQUIRE(load_checkpoint(file, "upload", from_bytes.model, from_bytes.optimizer,
+                          {{"dropout", from_bytes.dropout_gen.get()}}).step == 1);
+  REQUIRE(bitwise_equal(from_bytes.model.head->weight, run.model.head->weight));
+  SafetensorsFile no_step = file;
+  no_step.metadata.erase("step");
+  REQUIRE_THROWS_WITH(read_checkpoint_info(no_step, "upload"),
+                      Catch::Contains("[load_checkpoint] upload") && Catch::Contains("\"step\""));
+}
+
 TEST_CASE("Checkpoint: loading a mismatched file names the tensor and changes nothing") {
   TempDir dir;
   Run run(3);

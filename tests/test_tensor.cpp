@@ -1,3 +1,6 @@
+#include <cmath>
+#include <limits>
+
 #include "test_util.h"
 
 using namespace flowgrad;
@@ -146,4 +149,44 @@ TEST_CASE("one thread setting; our kernels' results do not depend on the thread 
   // thread counts, so matmul is only compared at a fixed count above.)
   REQUIRE(with_one == with_two);
   REQUIRE_THROWS_WITH(set_num_threads(0), Catch::Contains("[set_num_threads]"));
+}
+
+TEST_CASE("sizes beyond the maximum tensor size are errors that name the op and the shape, never overflow") {
+  // 2^40 elements with zeros counted as ones: [0, 2^40, 2^40] has no element but impossible strides.
+  const std::int64_t big = std::int64_t{1} << 40;
+  REQUIRE(is_valid_tensor_shape({big}));
+  REQUIRE_FALSE(is_valid_tensor_shape({big + 1}));
+  REQUIRE_FALSE(is_valid_tensor_shape({0, big, big}));
+  REQUIRE_FALSE(is_valid_tensor_shape({std::int64_t{1} << 62, 4}));  // the product wraps in int64
+  REQUIRE_FALSE(is_valid_tensor_shape({2, -1}));
+  REQUIRE_THROWS_WITH(empty({std::int64_t{1} << 62, 4}),
+                      Catch::Contains("[empty]") && Catch::Contains("[4611686018427387904, 4]") &&
+                          Catch::Contains("maximum tensor size of 2^40"));
+  REQUIRE_THROWS_WITH(zeros({0, big, big}), Catch::Contains("[empty]"));
+  REQUIRE_THROWS_WITH(empty({3, -2}), Catch::Contains("[empty]") && Catch::Contains("negative size"));
+  REQUIRE_THROWS_WITH(arange(0.0, 1e300), Catch::Contains("[arange]") && Catch::Contains("2^40"));
+  REQUIRE_THROWS_WITH(arange(0.0, std::nan(""), 1.0), Catch::Contains("[arange]"));
+  // Within the bound, but more memory than any machine here has: a clear error, not std::bad_alloc.
+  REQUIRE_THROWS_WITH(empty({big}, kFloat64),
+                      Catch::Contains("[empty] out of memory") && Catch::Contains("8796093022208 bytes") &&
+                          Catch::Contains("[1099511627776]"));
+  // Views: element counts and reach are checked too.
+  Tensor one = zeros({1});
+  REQUIRE_THROWS_WITH(one.expand({big, big}), Catch::Contains("maximum tensor size"));
+  REQUIRE_THROWS_WITH(make_view(one, {2, 2}, {std::int64_t{1} << 62, std::int64_t{1} << 62}, 0),
+                      Catch::Contains("[make_view]") && Catch::Contains("overflows"));
+  REQUIRE_THROWS_WITH(one.reshape({std::int64_t{1} << 40, std::int64_t{1} << 40, 0}), Catch::Contains("[reshape]"));
+  REQUIRE_THROWS_WITH(zeros({6}).reshape({std::int64_t{1} << 62, 8, -1}),
+                      Catch::Contains("[reshape]") && Catch::Contains("overflows"));
+  // Programs multiply sizes from flags through these.
+  REQUIRE(checked_mul(3, 4, "op", "a x b") == 12);
+  REQUIRE_THROWS_WITH(checked_mul(std::int64_t{1} << 62, 4, "charlm", "--batch x --block"),
+                      Catch::Contains("[charlm] --batch x --block: 4611686018427387904 x 4 overflows int64"));
+  REQUIRE_THROWS_WITH(checked_add(std::numeric_limits<std::int64_t>::max(), 1, "op", "sum"), Catch::Contains("overflows"));
+}
+
+TEST_CASE("thread counts above kMaxThreads are refused") {
+  REQUIRE_THROWS_WITH(set_num_threads(kMaxThreads + 1),
+                      Catch::Contains("[set_num_threads]") && Catch::Contains("1 to 1024") && Catch::Contains("1025"));
+  REQUIRE(get_num_threads() == 2);  // unchanged
 }

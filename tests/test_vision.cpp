@@ -73,6 +73,22 @@ TEST_CASE("ImageClassifierConfig: sizes derived from the image, validated, round
   REQUIRE_THROWS_WITH(ImageClassifierConfig::from_string("patch=x\n"), Catch::Contains("patch"));
 }
 
+TEST_CASE("ImageClassifierConfig: image sizes whose patch count overflows are refused") {
+  // Issue 11: an IDX data set [0, 2^32-1, 2^32-1] with --patch 1 overflowed the patch count.
+  const std::int64_t side = 0xFFFFFFFF;
+  REQUIRE_THROWS_WITH(image_classifier_config(side, side, 1, 10, small_encoder()),
+                      Catch::Contains("[ImageClassifierConfig]") && Catch::Contains("4294967295 x 4294967295") &&
+                          Catch::Contains("overflows"));
+  ImageClassifierConfig config = image_classifier_config(28, 28, 7, 10, small_encoder());
+  config.image_height = config.image_width = side;
+  config.patch = 1;
+  REQUIRE_THROWS_WITH(config.validate(), Catch::Contains("[ImageClassifierConfig]") && Catch::Contains("2^40"));
+  Generator gen(1);
+  const ImageClassifierConfig fine = image_classifier_config(28, 28, 7, 10, small_encoder());
+  REQUIRE(FlowformerImageClassifier::parameter_count_for(fine) ==
+          static_cast<double>(FlowformerImageClassifier(fine, gen).parameter_count()));
+}
+
 TEST_CASE("FlowformerImageClassifier: names, shapes, gradients, wrong image sizes") {
   const Pooling pooling = GENERATE(Pooling::Mean, Pooling::ClassToken);
   Generator gen(3);
