@@ -105,9 +105,16 @@ class BufferCache {
   ~BufferCache() { release_cached(); }
 
   static std::size_t limit_from_environment() {
+    const std::size_t requested = requested_limit();  // checked in every build
 #if defined(__SANITIZE_ADDRESS__)
+    static_cast<void>(requested);
     return 0;  // reuse would hide use-after-free from AddressSanitizer
 #else
+    return requested;
+#endif
+  }
+
+  static std::size_t requested_limit() {
     const char* value = std::getenv("FLOWGRAD_CACHE_MB");
     if (value == nullptr || *value == '\0') return std::size_t{1024} << 20;
     // Up to 2^30 MB (1 PiB): larger values are typos, and would overflow the byte count.
@@ -118,7 +125,6 @@ class BufferCache {
     if (error != std::errc() || stop != end || megabytes > kMaxMegabytes)
       fail("FLOWGRAD_CACHE_MB", "expected an integer from 0 to ", kMaxMegabytes, ", got \"", value, "\"");
     return static_cast<std::size_t>(megabytes) << 20;
-#endif
   }
 
   std::mutex mutex_;

@@ -4,9 +4,8 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
-#include <filesystem>
-#include <fstream>
 #include <numeric>
+#include <sstream>
 
 #include "progress.h"
 
@@ -14,7 +13,6 @@ namespace examples {
 
 namespace {
 
-namespace fs = std::filesystem;
 namespace nn = fg::nn;
 
 std::atomic<bool> g_interrupted{false};
@@ -28,15 +26,6 @@ std::vector<std::int64_t> epoch_order(std::int64_t n, std::uint64_t seed, std::i
     std::swap(order[static_cast<std::size_t>(i)],
               order[static_cast<std::size_t>(gen.next_u64() % static_cast<std::uint64_t>(i + 1))]);
   return order;
-}
-
-void append_log(const fs::path& path, std::int64_t epoch, double train_loss, double test_acc, double seconds) {
-  const bool fresh = !fs::exists(path);
-  std::ofstream out(path, std::ios::app);
-  if (fresh) out << "epoch,train_loss,test_acc,seconds\n";
-  out.precision(9);
-  out << epoch << ',' << train_loss << ',' << test_acc << ',' << seconds << '\n';
-  if (!out) fg::fail("train_classifier", "cannot append to ", path.string());
 }
 
 }  // namespace
@@ -64,7 +53,8 @@ double accuracy(nn::Module& model, const std::function<fg::Tensor(const Labelled
 }
 
 std::int64_t training_steps(std::int64_t train_size, const ClassifierTrainingOptions& options) {
-  return (train_size + options.batch - 1) / options.batch * options.epochs;
+  const std::int64_t steps_per_epoch = train_size / options.batch + (train_size % options.batch != 0 ? 1 : 0);
+  return fg::checked_mul(steps_per_epoch, options.epochs, "train_classifier", "steps per epoch x --epochs");
 }
 
 int train_classifier(nn::Module& model, const std::function<fg::Tensor(const LabelledBatch&)>& classify,
@@ -74,26 +64,20 @@ int train_classifier(nn::Module& model, const std::function<fg::Tensor(const Lab
     fg::fail("train_classifier", "--epochs and --batch must be positive, got ", o.epochs, " and ", o.batch);
   if (data.train_size < 1 || data.test_size < 1)
     fg::fail("train_classifier", "empty data: ", data.train_size, " training and ", data.test_size, " test examples");
-  const std::int64_t steps_per_epoch = (data.train_size + o.batch - 1) / o.batch;
   const std::int64_t total_steps = training_steps(data.train_size, o);
+  const std::int64_t steps_per_epoch = total_steps / o.epochs;
   const auto warmup = std::min(total_steps, static_cast<std::int64_t>(o.warmup_epochs * static_cast<double>(steps_per_epoch)));
   nn::AdamW optimizer(nn::param_groups_for_decay(model.named_parameters(), o.weight_decay),
                       nn::AdamWOptions{.lr = o.lr, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8,
                                        .weight_decay = o.weight_decay});
   const nn::WarmupCosineLR schedule(o.lr, o.lr * o.min_lr_ratio, warmup, total_steps);
+  TrainingRun run(o.program, o.run, "epoch,train_loss,test_acc,seconds");
   std::int64_t step = 0;
-  if (!o.resume.empty()) {
-    step = nn::load_checkpoint(o.resume, model, optimizer, rngs).step;
-    std::printf("resumed from %s at step %lld (epoch %lld)\n", o.resume.c_str(), static_cast<long long>(step),
+  if (!o.run.resume.empty()) {
+    step = run.resume(model, optimizer, rngs, steps_per_epoch);
+    std::printf("resumed from %s at step %lld (epoch %lld)\n", o.run.resume.c_str(), static_cast<long long>(step),
                 static_cast<long long>(step / steps_per_epoch + 1));
   }
-  const fs::path out_dir = o.out;
-  if (!o.out.empty()) fs::create_directories(out_dir);
-  auto save = [&] {
-    if (o.out.empty()) return;
-    const std::map<std::string, const fg::Generator*> const_rngs(rngs.begin(), rngs.end());
-    nn::save_checkpoint((out_dir / "checkpoint.safetensors").string(), model, optimizer, step, const_rngs, config);
-  };
 
   std::signal(SIGINT, [](int) { g_interrupted = true; });
   Progress progress(total_steps, step, 20, o.unit);
@@ -112,14 +96,16 @@ int train_classifier(nn::Module& model, const std::function<fg::Tensor(const Lab
       fg::Tensor loss = fg::cross_entropy(classify(batch), batch.labels);
       optimizer.zero_grad();
       loss.backward();
-      nn::clip_grad_norm_(model.parameters(), o.grad_clip);
+      const double loss_value = loss.item<double>();
+      run.check_step(step + 1, loss_value, nn::clip_grad_norm_(model.parameters(), o.grad_clip));
       optimizer.step();
       ++step;
+      run.check_parameters(step, model);
       const double step_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       seconds += step_seconds;
-      loss_sum += loss.item<double>();
+      loss_sum += loss_value;
       ++losses;
-      progress.update(step, loss.item<double>(), static_cast<double>(indices.size()) / step_seconds);
+      progress.update(step, loss_value, static_cast<double>(indices.size()) / step_seconds);
     }
     if (step % steps_per_epoch != 0) break;  // interrupted mid-epoch
     const double test_acc = accuracy(model, classify, data, false, o.eval_batch);
@@ -127,17 +113,20 @@ int train_classifier(nn::Module& model, const std::function<fg::Tensor(const Lab
     progress.message("epoch " + std::to_string(epoch + 1) + ": train loss " + std::to_string(train_loss) +
                      ", test accuracy " + std::to_string(100.0 * test_acc) + " %, " + std::to_string(seconds) +
                      " s of training");
-    if (!o.out.empty()) append_log(out_dir / "log.csv", epoch + 1, train_loss, test_acc, seconds);
-    save();
+    std::ostringstream row;
+    row.precision(9);
+    row << epoch + 1 << ',' << train_loss << ',' << test_acc << ',' << seconds;
+    run.log_row(row.str());
+    run.save(step, model, optimizer, rngs, config);
     if (o.stop_at_epoch > 0 && epoch + 1 >= o.stop_at_epoch && step < total_steps) {
       progress.message("stopped after epoch " + std::to_string(epoch + 1) + "; continue with --resume");
       return 0;
     }
   }
   if (g_interrupted) {
-    save();
+    run.save(step, model, optimizer, rngs, config);
     progress.message("interrupted: saved step " + std::to_string(step) +
-                     (o.out.empty() ? " (no --out: nothing written)" : " to " + (out_dir / "checkpoint.safetensors").string()));
+                     (run.writes_files() ? " to " + run.checkpoint_path() : " (no --out: nothing written)"));
     return 130;
   }
   return 0;

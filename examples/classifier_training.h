@@ -5,6 +5,8 @@
 // checkpoints after every epoch, at the end and on Ctrl-C (after finishing
 // the step), and exact resumption: epoch e's order is a function of the seed
 // and e alone, so a run resumed mid-epoch sees the batches it would have seen.
+// The files follow examples/training_run.h (no silent overwrite, log trimmed
+// on resume, checked writes, no non-finite state saved).
 #pragma once
 
 #include <cstdint>
@@ -14,6 +16,7 @@
 #include <vector>
 
 #include "../flowgrad.h"
+#include "training_run.h"
 
 namespace examples {
 
@@ -33,12 +36,12 @@ struct ClassificationData {
 };
 
 struct ClassifierTrainingOptions {
+  std::string program = "train_classifier";  // names the program in messages
   std::int64_t epochs = 10, batch = 128;
   double lr = 1e-3, min_lr_ratio = 0.1, weight_decay = 0.05, grad_clip = 1.0;
   double warmup_epochs = 0.5;  // linear warm-up length, in epochs
   std::uint64_t seed = 1;
-  std::string out;     // directory for log.csv and checkpoint.safetensors ("" = none)
-  std::string resume;  // checkpoint to continue from
+  RunOptions run;  // --out, --resume, --overwrite, --allow-nonfinite (examples/training_run.h)
   std::int64_t stop_at_epoch = 0;  // stop (and save) after this epoch, to --resume later; 0: run all epochs
   std::int64_t eval_batch = 500;
   std::string unit = "img/s";  // what the progress line counts

@@ -59,11 +59,12 @@ TEST_CASE("charlm: bad input gets a clear error and a non-zero exit") {
   TempDir dir;
   ProgramRun missing = charlm("train --steps 2 --data " + dir.file("nope.txt") + kTiny, dir);
   REQUIRE(missing.status != 0);
-  REQUIRE_THAT(missing.output, Catch::Contains("cannot read the data file"));
+  REQUIRE_THAT(missing.output, Catch::Contains("[charlm --data]") && Catch::Contains("nope.txt") &&
+                                   Catch::Contains("cannot open"));
 
   ProgramRun heads = charlm("train --steps 2 --batch 4 --block 16 --layers 1 --heads 3 --embd 16 --threads 2", dir);
   REQUIRE(heads.status != 0);
-  REQUIRE_THAT(heads.output, Catch::Contains("n_head"));
+  REQUIRE_THAT(heads.output, Catch::Contains("--heads 3 must divide --embd 16"));
   REQUIRE(charlm("train --steps 0" + kTiny, dir).status != 0);
 
   REQUIRE(charlm("train --steps 2" + kTiny + " --out " + dir.file("run"), dir).status == 0);

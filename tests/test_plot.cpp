@@ -41,4 +41,15 @@ TEST_CASE("read_csv reads logs with empty cells as NaN and reports malformed lin
   REQUIRE_THROWS_WITH(plot::read_csv(dir.file("bad.csv")), Catch::Contains("line 2") && Catch::Contains("\"x\""));
   std::ofstream(dir.file("short.csv")) << "a,b\n1\n";
   REQUIRE_THROWS_WITH(plot::read_csv(dir.file("short.csv")), Catch::Contains("1 cells for 2 columns"));
+
+  // Issue 11: CRLF line ends garbled the messages; they read as plain lines now.
+  const plot::Table crlf = plot::parse_csv("step,loss\r\n1,2.5\r\n2,\r\n", "crlf.csv");
+  REQUIRE(crlf.columns == std::vector<std::string>{"step", "loss"});
+  REQUIRE(crlf.rows.size() == 2);
+  REQUIRE(crlf.rows[0] == std::vector<double>{1, 2.5});
+  REQUIRE(std::isnan(crlf.rows[1][1]));
+  REQUIRE_THROWS_WITH(plot::parse_csv("a,b\r\n1,x\ry\r\n", "cr.csv"),
+                      Catch::Contains("cr.csv line 2: \"x\\x0dy\" is not a number"));
+  REQUIRE_THROWS_WITH(plot::parse_csv("", "empty.csv"), Catch::Contains("empty.csv has no header row"));
+  REQUIRE_THROWS_WITH(plot::read_csv(dir.file("missing.csv")), Catch::Contains("cannot open"));
 }

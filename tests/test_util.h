@@ -159,4 +159,30 @@ inline void write_gzip_file(const std::string& path, const std::string& bytes) {
   REQUIRE(gzclose(file) == Z_OK);
 }
 
+// A data set in the Fashion-MNIST layout (four gzip IDX files in DIR/name)
+// whose class is readable from the image: class c lights up row band c.
+// `size` x `size` images, `train` + `test` of them.
+inline std::string write_fashion_data_set(const TempDir& dir, const std::string& name, std::uint32_t size,
+                                          std::uint32_t train, std::uint32_t test) {
+  const std::string root = dir.file(name);
+  std::filesystem::create_directories(root);
+  Generator gen(5);
+  auto write_split = [&](const std::string& prefix, std::uint32_t n) {
+    std::vector<std::uint8_t> images(static_cast<std::size_t>(n) * size * size), labels(n);
+    for (std::uint32_t i = 0; i < n; ++i) {
+      labels[i] = static_cast<std::uint8_t>(gen.next_u64() % 10);
+      for (std::uint32_t p = 0; p < size * size; ++p) {
+        const bool lit = (p / size) * 10 / size == labels[i];
+        images[static_cast<std::size_t>(i) * size * size + p] =
+            static_cast<std::uint8_t>((lit ? 160 : 0) + gen.next_u64() % 60);
+      }
+    }
+    write_gzip_file(root + "/" + prefix + "-images-idx3-ubyte.gz", idx_file_bytes({n, size, size}, images));
+    write_gzip_file(root + "/" + prefix + "-labels-idx1-ubyte.gz", idx_file_bytes({n}, labels));
+  };
+  write_split("train", train);
+  write_split("t10k", test);
+  return root;
+}
+
 }  // namespace flowgrad::testing

@@ -1,8 +1,9 @@
 #include "char_data.h"
 
 #include <algorithm>
-#include <fstream>
+#include <optional>
 #include <sstream>
+#include <string_view>
 
 namespace charlm {
 
@@ -39,13 +40,63 @@ std::string Vocabulary::decode(const std::vector<std::int64_t>& ids) const {
   return text;
 }
 
+namespace {
+
+std::string to_hex(const std::string& bytes) {
+  static const char* digits = "0123456789abcdef";
+  std::string hex;
+  for (unsigned char c : bytes) {
+    hex.push_back(digits[c >> 4]);
+    hex.push_back(digits[c & 15]);
+  }
+  return hex;
+}
+
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  fg::fail("charlm", "the checkpoint's vocabulary holds '", c, "', not a lower-case hex digit");
+}
+
+std::string from_hex(std::string_view hex) {
+  if (hex.size() % 2 != 0) fg::fail("charlm", "the checkpoint's vocabulary has an odd number of hex digits");
+  std::string bytes;
+  for (std::size_t i = 0; i < hex.size(); i += 2)
+    bytes.push_back(static_cast<char>(hex_digit(hex[i]) * 16 + hex_digit(hex[i + 1])));
+  return bytes;
+}
+
+}  // namespace
+
+std::string checkpoint_config(const fg::models::FlowformerConfig& config, const Vocabulary& vocab) {
+  return config.to_string() + "vocabulary=" + to_hex(vocab.chars()) + "\n";
+}
+
+CheckpointConfig parse_checkpoint_config(const std::string& text) {
+  std::istringstream lines(text);
+  std::string line, model_lines;
+  std::optional<std::string> chars;
+  while (std::getline(lines, line)) {
+    if (line.rfind("vocabulary=", 0) == 0) {
+      if (chars) fg::fail("charlm", "the checkpoint's configuration holds two vocabularies");
+      chars = from_hex(std::string_view(line).substr(11));
+    } else {
+      model_lines += line + "\n";
+    }
+  }
+  if (!chars) fg::fail("charlm", "the checkpoint has no vocabulary: it was not written by charlm");
+  CheckpointConfig config{fg::models::FlowformerConfig::from_string(model_lines), Vocabulary(*chars)};
+  // Vocabulary() sorts and removes repeats: what charlm writes is unchanged by that.
+  if (config.vocab.chars() != *chars || config.vocab.size() != config.model.vocab_size)
+    fg::fail("charlm", "the checkpoint's vocabulary of ", chars->size(), " characters is not sorted and unique, or does "
+             "not match its vocab_size=", config.model.vocab_size);
+  return config;
+}
+
 std::string read_text_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fg::fail("charlm", "cannot read the data file '", path, "'");
-  std::ostringstream contents;
-  contents << in.rdbuf();
-  if (!in.good() && !in.eof()) fg::fail("charlm", "error while reading '", path, "'");
-  return contents.str();
+  std::string text = fg::read_file_contents("charlm --data", path);
+  if (text.empty()) fg::fail("charlm --data", "'", path, "' is empty");
+  return text;
 }
 
 Dataset::Dataset(const std::string& text, const Vocabulary& vocab) {
@@ -65,13 +116,15 @@ Batch Dataset::sample(bool train, std::int64_t batch, std::int64_t block, fg::Ge
   if (windows < 1)
     fg::fail("charlm", "the ", train ? "training" : "validation", " split has ", ids.size(),
              " characters, too few for a block of ", block);
-  std::vector<std::int64_t> tokens(static_cast<std::size_t>(batch * block)), targets(tokens.size());
+  Batch out{fg::empty({batch, block}, fg::kInt64), fg::empty({batch, block}, fg::kInt64)};
+  std::int64_t* tokens = out.tokens.data<std::int64_t>();
+  std::int64_t* targets = out.targets.data<std::int64_t>();
   for (std::int64_t b = 0; b < batch; ++b) {
-    const auto start = static_cast<std::size_t>(gen.next_u64() % static_cast<std::uint64_t>(windows));
-    std::copy_n(ids.begin() + static_cast<std::ptrdiff_t>(start), block, tokens.begin() + b * block);
-    std::copy_n(ids.begin() + static_cast<std::ptrdiff_t>(start) + 1, block, targets.begin() + b * block);
+    const auto start = static_cast<std::ptrdiff_t>(gen.next_u64() % static_cast<std::uint64_t>(windows));
+    std::copy_n(ids.begin() + start, block, tokens + b * block);
+    std::copy_n(ids.begin() + start + 1, block, targets + b * block);
   }
-  return {fg::from_vector(tokens, {batch, block}), fg::from_vector(targets, {batch, block})};
+  return out;
 }
 
 }  // namespace charlm

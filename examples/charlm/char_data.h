@@ -26,6 +26,18 @@ class Vocabulary {
   int index_[256];
 };
 
+// The configuration charlm stores in its checkpoints: the model's lines
+// (FlowformerConfig::to_string), then "vocabulary=<hex>", the characters in
+// id order. parse_checkpoint_config checks that the vocabulary is sorted,
+// without repeats, and as large as vocab_size.
+std::string checkpoint_config(const fg::models::FlowformerConfig& config, const Vocabulary& vocab);
+struct CheckpointConfig {
+  fg::models::FlowformerConfig model;
+  Vocabulary vocab;
+};
+CheckpointConfig parse_checkpoint_config(const std::string& text);
+
+// The whole file; a missing, unreadable or empty file is an error naming it.
 std::string read_text_file(const std::string& path);
 
 struct Batch {
@@ -41,6 +53,7 @@ class Dataset {
   // `batch` random windows of `block` + 1 characters from the split.
   Batch sample(bool train, std::int64_t batch, std::int64_t block, fg::Generator& gen) const;
   std::int64_t size(bool train) const;
+  const std::vector<std::int64_t>& ids(bool train) const { return train ? train_ : validation_; }
 
  private:
   std::vector<std::int64_t> train_, validation_;

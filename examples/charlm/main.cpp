@@ -22,23 +22,23 @@
 #include <atomic>
 #include <cmath>
 #include <csignal>
-#include <filesystem>
-#include <fstream>
 #include <iomanip>
-#include <set>
-#include <tuple>
 #include <iostream>
+#include <limits>
 #include <memory>
+#include <set>
 #include <sstream>
+#include <tuple>
 
 #include "../../flowgrad.h"
+#include "../flags.h"
 #include "../progress.h"
 #include "../resume_flags.h"
+#include "../training_run.h"
 #include "char_data.h"
 
 namespace {
 
-namespace fs = std::filesystem;
 namespace models = fg::models;
 namespace nn = fg::nn;
 
@@ -55,7 +55,8 @@ struct TrainOptions {
   std::int64_t warmup = 100;
   int threads = 0;  // 0: FLOWGRAD_NUM_THREADS or all cores
   std::uint64_t seed = 1337;
-  std::string out, resume, attention = "flow";
+  examples::RunOptions run;  // --out, --resume, --overwrite, --allow-nonfinite
+  std::string attention = "flow";
   std::int64_t eval_every = 100, eval_batches = 8, save_every = 500, sample_chars = 300;
   std::int64_t stop_at = 0;  // stop (and save) after this step; 0: run to --steps
   std::set<std::string> model_flags_given;  // which model-shape flags the user typed
@@ -75,49 +76,6 @@ struct LogitsOptions {
   int threads = 0;
 };
 
-// ---- the configuration stored in checkpoints ----
-
-std::string to_hex(const std::string& bytes) {
-  static const char* digits = "0123456789abcdef";
-  std::string hex;
-  for (unsigned char c : bytes) {
-    hex.push_back(digits[c >> 4]);
-    hex.push_back(digits[c & 15]);
-  }
-  return hex;
-}
-
-std::string from_hex(const std::string& hex) {
-  if (hex.size() % 2 != 0) fg::fail("charlm", "corrupt vocabulary in checkpoint");
-  std::string bytes;
-  for (std::size_t i = 0; i < hex.size(); i += 2) bytes.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
-  return bytes;
-}
-
-// The model configuration lines, then "vocabulary=<hex>" (the characters in id order).
-std::string checkpoint_config(const models::FlowformerConfig& config, const charlm::Vocabulary& vocab) {
-  return config.to_string() + "vocabulary=" + to_hex(vocab.chars()) + "\n";
-}
-
-std::pair<models::FlowformerConfig, std::string> parse_checkpoint_config(const std::string& text) {
-  std::istringstream lines(text);
-  std::string line, model_lines, vocabulary;
-  bool found = false;
-  while (std::getline(lines, line)) {
-    if (line.rfind("vocabulary=", 0) == 0) {
-      vocabulary = from_hex(line.substr(11));
-      found = true;
-    } else {
-      model_lines += line + "\n";
-    }
-  }
-  if (!found) fg::fail("charlm", "the checkpoint has no vocabulary: it was not written by charlm");
-  return {models::FlowformerConfig::from_string(model_lines), vocabulary};
-}
-
-// A Vocabulary whose ids follow `chars` exactly (sorted, as written by charlm).
-charlm::Vocabulary vocabulary_of(const std::string& chars) { return charlm::Vocabulary(chars); }
-
 // A trained model and its vocabulary, rebuilt from a charlm checkpoint, in eval mode.
 struct LoadedModel {
   std::unique_ptr<models::FlowformerLM> model;
@@ -127,9 +85,9 @@ struct LoadedModel {
 // The weights are stored in float32; a float64 model gets them converted
 // (for exact comparisons with other implementations).
 LoadedModel load_model(const std::string& path, fg::DType dtype = fg::kFloat32) {
-  auto [config, chars] = parse_checkpoint_config(nn::read_checkpoint_info(path).config);
+  auto [config, vocab] = charlm::parse_checkpoint_config(nn::read_checkpoint_info(path).config);
   fg::Generator init_gen(0);
-  LoadedModel loaded{std::make_unique<models::FlowformerLM>(config, init_gen, dtype), vocabulary_of(chars)};
+  LoadedModel loaded{std::make_unique<models::FlowformerLM>(config, init_gen, dtype), vocab};
   nn::load_model_weights(path, *loaded.model);
   loaded.model->eval();
   return loaded;
@@ -161,16 +119,15 @@ std::vector<std::int64_t> generate_text(const models::FlowformerLM& model, std::
 
 // ---- training ----
 
-double unigram_entropy(const charlm::Dataset& data, const charlm::Vocabulary& vocab, fg::Generator& gen) {
-  // Entropy (nats) of the character frequencies of a large training sample:
-  // the loss of the best model that ignores context.
-  charlm::Batch sample = data.sample(true, 256, 256, gen);
+// Entropy (nats) of the character frequencies of the training split: the
+// loss of the best model that ignores context.
+double unigram_entropy(const charlm::Dataset& data, const charlm::Vocabulary& vocab) {
   std::vector<double> counts(static_cast<std::size_t>(vocab.size()), 0.0);
-  std::vector<std::int64_t> ids = sample.targets.to_vector<std::int64_t>();
-  for (std::int64_t id : ids) counts[static_cast<std::size_t>(id)] += 1;
+  for (std::int64_t id : data.ids(true)) counts[static_cast<std::size_t>(id)] += 1;
+  const auto total = static_cast<double>(data.size(true));
   double entropy = 0;
   for (double c : counts)
-    if (c > 0) entropy -= c / static_cast<double>(ids.size()) * std::log(c / static_cast<double>(ids.size()));
+    if (c > 0) entropy -= c / total * std::log(c / total);
   return entropy;
 }
 
@@ -185,15 +142,12 @@ double estimate_loss(const models::FlowformerLM& model, const charlm::Dataset& d
   return total / static_cast<double>(batches);
 }
 
-void append_csv(const fs::path& path, std::int64_t step, double train_loss, double val_loss,
-                double tokens_per_second) {
-  const bool fresh = !fs::exists(path);
-  std::ofstream out(path, std::ios::app);
-  if (!out) fg::fail("charlm", "cannot write the log file ", path.string());
-  if (fresh) out << "step,train_loss,val_loss,tokens_per_s\n";
-  out << std::setprecision(9) << step << ',' << train_loss << ',';  // 9 digits: float32 exactly
-  if (!std::isnan(val_loss)) out << val_loss;
-  out << ',' << tokens_per_second << '\n';
+std::string log_row(std::int64_t step, double train_loss, double val_loss, double tokens_per_second) {
+  std::ostringstream row;
+  row << std::setprecision(9) << step << ',' << train_loss << ',';  // 9 digits: float32 exactly
+  if (!std::isnan(val_loss)) row << val_loss;
+  row << ',' << tokens_per_second;
+  return row.str();
 }
 
 int train(const TrainOptions& o) {
@@ -211,17 +165,11 @@ int train(const TrainOptions& o) {
   config.dropout = o.dropout;
   config.causal = true;
   config.attention = models::parse_attention_kind(o.attention);
-  if (o.steps < 1 || o.batch < 1 || o.eval_every < 1 || o.eval_batches < 1 || o.save_every < 1)
-    fg::fail("charlm", "--steps, --batch, --eval-every, --eval-batches and --save-every must be positive");
-
-  fg::Generator init_gen(o.seed), data_gen(o.seed + 1);
-  auto dropout_gen = std::make_shared<fg::Generator>(o.seed + 2);
-  std::int64_t step = 0;
-  if (!o.resume.empty()) {
+  if (!o.run.resume.empty()) {
     // The model is the checkpoint's; a model flag typed with another value is a mistake.
-    auto [stored, chars] = parse_checkpoint_config(nn::read_checkpoint_info(o.resume).config);
-    if (chars != vocab.chars())
-      fg::fail("charlm", "the checkpoint ", o.resume, " was trained on a different character set than ", o.data);
+    auto [stored, stored_vocab] = charlm::parse_checkpoint_config(nn::read_checkpoint_info(o.run.resume).config);
+    if (stored_vocab.chars() != vocab.chars())
+      fg::fail("charlm", "the checkpoint ", o.run.resume, " was trained on a different character set than ", o.data);
     examples::check_resumed_flags(
         "charlm", o.model_flags_given,
         {{"--block", std::to_string(config.block_size), std::to_string(stored.block_size)},
@@ -229,10 +177,23 @@ int train(const TrainOptions& o) {
          {"--heads", std::to_string(config.n_head), std::to_string(stored.n_head)},
          {"--embd", std::to_string(config.n_embd), std::to_string(stored.n_embd)},
          {"--attention", o.attention, std::string(models::attention_kind_name(stored.attention))}},
-        o.resume);
+        o.run.resume);
     config = stored;
+  } else {
+    examples::check_model_shape("charlm", config.n_embd, config.n_head);
   }
   config.validate();
+  for (const bool train_split : {true, false})
+    if (data.size(train_split) <= config.block_size)
+      fg::fail("charlm", "--data ", o.data, " has ", text.size(), " characters; its ",
+               train_split ? "90 % training" : "10 % validation", " split of ", data.size(train_split),
+               " is too short for --block ", config.block_size, " (it needs more than that many characters)");
+  const std::int64_t tokens_per_step = fg::checked_mul(o.batch, config.block_size, "charlm", "--batch x --block");
+  examples::check_training_memory("charlm", "--layers, --embd, --block, --batch", models::FlowformerLM::parameter_count_for(config),
+                                  tokens_per_step, config.n_layer, config.n_embd);
+
+  fg::Generator init_gen(o.seed), data_gen(o.seed + 1);
+  auto dropout_gen = std::make_shared<fg::Generator>(o.seed + 2);
   models::FlowformerLM model(config, init_gen, fg::kFloat32, dropout_gen);
   nn::AdamW optimizer(nn::param_groups_for_decay(model.named_parameters(), o.weight_decay),
                       nn::AdamWOptions{.lr = o.lr, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8,
@@ -240,19 +201,11 @@ int train(const TrainOptions& o) {
   nn::WarmupCosineLR schedule(o.lr, o.lr * o.min_lr_ratio, std::min(o.warmup, o.steps), o.steps);
   fg::Generator eval_gen(o.seed + 3);  // validation batches
   std::map<std::string, fg::Generator*> rngs{{"data", &data_gen}, {"dropout", dropout_gen.get()}, {"eval", &eval_gen}};
-  if (!o.resume.empty()) step = nn::load_checkpoint(o.resume, model, optimizer, rngs).step;
+  examples::TrainingRun run("charlm", o.run, "step,train_loss,val_loss,tokens_per_s");
+  std::int64_t step = o.run.resume.empty() ? 0 : run.resume(model, optimizer, rngs);
+  const std::string config_text = charlm::checkpoint_config(config, vocab);
 
-  fs::path out_dir = o.out;
-  if (!o.out.empty()) fs::create_directories(out_dir);
-  auto save = [&](std::int64_t at_step) {
-    if (o.out.empty()) return;
-    std::map<std::string, const fg::Generator*> const_rngs(rngs.begin(), rngs.end());
-    nn::save_checkpoint((out_dir / "checkpoint.safetensors").string(), model, optimizer, at_step, const_rngs,
-                        checkpoint_config(config, vocab));
-  };
-
-  fg::Generator baseline_gen(o.seed + 5);
-  const double baseline = unigram_entropy(data, vocab, baseline_gen);
+  const double baseline = unigram_entropy(data, vocab);
   std::printf("charlm: %lld characters (vocabulary %lld), %s attention, %lld layers, %lld heads, %lld embd, block %lld, "
               "batch %lld, %lld parameters, %d threads\n",
               static_cast<long long>(data.size(true) + data.size(false)), static_cast<long long>(vocab.size()),
@@ -260,12 +213,11 @@ int train(const TrainOptions& o) {
               static_cast<long long>(config.n_embd), static_cast<long long>(config.block_size),
               static_cast<long long>(o.batch), static_cast<long long>(model.parameter_count()), fg::get_num_threads());
   std::printf("unigram baseline (loss of a model that ignores context): %.3f nats\n", baseline);
-  if (step > 0) std::printf("resumed from %s at step %lld\n", o.resume.c_str(), static_cast<long long>(step));
+  if (step > 0) std::printf("resumed from %s at step %lld\n", o.run.resume.c_str(), static_cast<long long>(step));
 
   std::signal(SIGINT, [](int) { g_interrupted = true; });
   examples::Progress progress(o.steps, step);
   double val_loss = NAN;
-  const double tokens_per_step = static_cast<double>(o.batch * config.block_size);
   const std::int64_t last_step = o.stop_at > 0 ? std::min(o.stop_at, o.steps) : o.steps;
   while (step < last_step && !g_interrupted) {
     const auto start = std::chrono::steady_clock::now();
@@ -275,11 +227,13 @@ int train(const TrainOptions& o) {
     fg::Tensor loss = model.loss(batch.tokens, batch.targets);
     optimizer.zero_grad();
     loss.backward();
-    nn::clip_grad_norm_(model.parameters(), o.grad_clip);
+    const double train_loss = loss.item<double>();
+    run.check_step(step + 1, train_loss, nn::clip_grad_norm_(model.parameters(), o.grad_clip));
     optimizer.step();
     ++step;
+    run.check_parameters(step, model);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    const double train_loss = loss.item<double>();
+    const double tokens_per_second = static_cast<double>(tokens_per_step) / seconds;
 
     std::string extra;
     val_loss = NAN;
@@ -288,14 +242,14 @@ int train(const TrainOptions& o) {
       val_loss = estimate_loss(model, data, false, o.eval_batches, o.batch, config.block_size, eval_gen);
       extra = "val " + std::to_string(val_loss).substr(0, 6);
     }
-    progress.update(step, train_loss, tokens_per_step / seconds, extra);
-    if (!o.out.empty()) append_csv(out_dir / "log.csv", step, train_loss, val_loss, tokens_per_step / seconds);
-    if (step % o.save_every == 0) save(step);
+    progress.update(step, train_loss, tokens_per_second, extra);
+    run.log_row(log_row(step, train_loss, val_loss, tokens_per_second));
+    if (step % o.save_every == 0) run.save(step, model, optimizer, rngs, config_text);
   }
-  save(step);
+  run.save(step, model, optimizer, rngs, config_text);
   if (g_interrupted) {
     progress.message("interrupted: saved step " + std::to_string(step) +
-                     (o.out.empty() ? " (no --out: nothing written)" : " to " + (out_dir / "checkpoint.safetensors").string()));
+                     (run.writes_files() ? " to " + run.checkpoint_path() : " (no --out: nothing written)"));
     return 130;
   }
   if (step < o.steps) {
@@ -364,37 +318,42 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   TrainOptions t;
   CLI::App* train_cmd = app.add_subcommand("train", "train a model (defaults: the spec's \"mini\" configuration)");
+  const CLI::Validator count = examples::integer_in(1, examples::kMaxCount);
+  const CLI::Validator zero_or_count = examples::integer_in(0, examples::kMaxCount);
   train_cmd->add_option("--data", t.data, "text file to train on")->capture_default_str();
-  train_cmd->add_option("--steps", t.steps, "optimizer steps")->capture_default_str();
-  train_cmd->add_option("--batch", t.batch, "sequences per step")->capture_default_str();
-  train_cmd->add_option("--block", t.block, "sequence length (positions of the model)")->capture_default_str();
-  train_cmd->add_option("--layers", t.layers, "transformer blocks")->capture_default_str();
-  train_cmd->add_option("--heads", t.heads, "attention heads")->capture_default_str();
-  train_cmd->add_option("--embd", t.embd, "embedding width (a multiple of --heads)")->capture_default_str();
-  train_cmd->add_option("--dropout", t.dropout, "dropout probability")->capture_default_str();
-  train_cmd->add_option("--lr", t.lr, "peak learning rate (linear warm-up, cosine decay)")->capture_default_str();
-  train_cmd->add_option("--warmup", t.warmup, "warm-up steps")->capture_default_str();
-  train_cmd->add_option("--threads", t.threads, "threads for oneTBB and OpenBLAS (0: FLOWGRAD_NUM_THREADS or all cores)");
-  train_cmd->add_option("--seed", t.seed, "random seed")->capture_default_str();
-  train_cmd->add_option("--out", t.out, "directory for log.csv and checkpoint.safetensors");
-  train_cmd->add_option("--resume", t.resume, "checkpoint to continue from");
+  train_cmd->add_option("--steps", t.steps, "optimizer steps")->transform(count)->capture_default_str();
+  train_cmd->add_option("--batch", t.batch, "sequences per step")->transform(count)->capture_default_str();
+  train_cmd->add_option("--block", t.block, "sequence length (positions of the model)")->transform(count)->capture_default_str();
+  train_cmd->add_option("--layers", t.layers, "transformer blocks")->transform(count)->capture_default_str();
+  train_cmd->add_option("--heads", t.heads, "attention heads (at most --embd, dividing it)")->transform(count)->capture_default_str();
+  train_cmd->add_option("--embd", t.embd, "embedding width (a multiple of --heads)")->transform(count)->capture_default_str();
+  train_cmd->add_option("--dropout", t.dropout, "dropout probability")->check(examples::real_in(0, 1, true))->capture_default_str();
+  train_cmd->add_option("--lr", t.lr, "peak learning rate (linear warm-up, cosine decay)")
+      ->check(examples::real_in(0, std::numeric_limits<double>::max()))->capture_default_str();
+  train_cmd->add_option("--warmup", t.warmup, "warm-up steps")->transform(zero_or_count)->capture_default_str();
+  train_cmd->add_option("--threads", t.threads, "threads for oneTBB and OpenBLAS (0: FLOWGRAD_NUM_THREADS or all cores)")
+      ->transform(examples::thread_count());
+  train_cmd->add_option("--seed", t.seed, "random seed")->transform(examples::unsigned_value())->capture_default_str();
+  examples::add_run_flags(train_cmd, t.run);
   train_cmd->add_option("--attention", t.attention, "flow or softmax")->check(CLI::IsMember({"flow", "softmax"}))->capture_default_str();
-  train_cmd->add_option("--eval-every", t.eval_every, "steps between validation estimates")->capture_default_str();
-  train_cmd->add_option("--eval-batches", t.eval_batches, "batches per validation estimate")->capture_default_str();
-  train_cmd->add_option("--save-every", t.save_every, "steps between checkpoints")->capture_default_str();
+  train_cmd->add_option("--eval-every", t.eval_every, "steps between validation estimates")->transform(count)->capture_default_str();
+  train_cmd->add_option("--eval-batches", t.eval_batches, "batches per validation estimate")->transform(count)->capture_default_str();
+  train_cmd->add_option("--save-every", t.save_every, "steps between checkpoints")->transform(count)->capture_default_str();
   train_cmd->add_option("--stop-at", t.stop_at,
-                        "stop after this step and save; the schedule still spans --steps (resume later)");
-  train_cmd->add_option("--sample-chars", t.sample_chars, "characters to sample at the end")->capture_default_str();
+                        "stop after this step and save; the schedule still spans --steps (resume later)")
+      ->transform(count);
+  train_cmd->add_option("--sample-chars", t.sample_chars, "characters to sample at the end")->transform(zero_or_count)->capture_default_str();
   SampleOptions s;
   CLI::App* sample_cmd = app.add_subcommand("sample", "continue a prompt with a trained model");
   sample_cmd->add_option("--checkpoint", s.checkpoint, "checkpoint written by charlm train")->required();
   sample_cmd->add_option("--prompt", s.prompt, "text to continue");
-  sample_cmd->add_option("--chars", s.chars, "characters to generate")->capture_default_str();
-  sample_cmd->add_option("--temperature", s.temperature, "softmax temperature")->capture_default_str();
-  sample_cmd->add_option("--top-k", s.top_k, "sample among the k most likely (0: all)")->capture_default_str();
+  sample_cmd->add_option("--chars", s.chars, "characters to generate")->transform(zero_or_count)->capture_default_str();
+  sample_cmd->add_option("--temperature", s.temperature, "softmax temperature")
+      ->check(examples::real_in(std::numeric_limits<double>::min(), std::numeric_limits<double>::max()))->capture_default_str();
+  sample_cmd->add_option("--top-k", s.top_k, "sample among the k most likely (0: all)")->transform(zero_or_count)->capture_default_str();
   sample_cmd->add_flag("--greedy", s.greedy, "always take the most likely character");
-  sample_cmd->add_option("--seed", s.seed, "random seed")->capture_default_str();
-  sample_cmd->add_option("--threads", s.threads, "threads (0: default)");
+  sample_cmd->add_option("--seed", s.seed, "random seed")->transform(examples::unsigned_value())->capture_default_str();
+  sample_cmd->add_option("--threads", s.threads, "threads (0: default)")->transform(examples::thread_count());
   LogitsOptions l;
   CLI::App* logits_cmd = app.add_subcommand("logits", "write the logits of every prompt position to a safetensors file");
   logits_cmd->add_option("--checkpoint", l.checkpoint, "checkpoint written by charlm train")->required();
@@ -403,7 +362,7 @@ int main(int argc, char** argv) {
   logits_cmd->add_option("--dtype", l.dtype, "precision of the forward (weights are converted)")
       ->check(CLI::IsMember({"float32", "float64"}))
       ->capture_default_str();
-  logits_cmd->add_option("--threads", l.threads, "threads (0: default)");
+  logits_cmd->add_option("--threads", l.threads, "threads (0: default)")->transform(examples::thread_count());
   CLI11_PARSE(app, argc, argv);
   try {
     if (train_cmd->parsed()) {

@@ -18,10 +18,12 @@
 #include <CLI/CLI.hpp>
 
 #include <iostream>
+#include <limits>
 #include <set>
 
 #include "../../flowgrad.h"
 #include "../classifier_training.h"
+#include "../flags.h"
 #include "../plot/plot.h"
 #include "../resume_flags.h"
 #include "fashion_data.h"
@@ -35,6 +37,7 @@ namespace nn = fg::nn;
 struct TrainOptions {
   examples::ClassifierTrainingOptions training = [] {
     examples::ClassifierTrainingOptions defaults;
+    defaults.program = "fashion";
     defaults.epochs = 9;
     defaults.lr = 3e-3;
     return defaults;
@@ -58,12 +61,13 @@ models::ImageClassifierConfig config_from_flags(const TrainOptions& o, std::int6
   encoder.n_embd = o.embd;
   encoder.dropout = o.dropout;
   encoder.attention = models::parse_attention_kind(o.attention);
+  examples::check_model_shape("fashion", o.embd, o.heads);
   return models::image_classifier_config(height, width, o.patch, 10, encoder);
 }
 
 // The checkpoint's model; a model flag typed with another value is a mistake.
 models::ImageClassifierConfig resumed_config(const TrainOptions& o) {
-  const auto stored = models::ImageClassifierConfig::from_string(nn::read_checkpoint_info(o.training.resume).config);
+  const auto stored = models::ImageClassifierConfig::from_string(nn::read_checkpoint_info(o.training.run.resume).config);
   examples::check_resumed_flags(
       "fashion", o.model_flags_given,
       {{"--patch", std::to_string(o.patch), std::to_string(stored.patch)},
@@ -71,7 +75,7 @@ models::ImageClassifierConfig resumed_config(const TrainOptions& o) {
        {"--heads", std::to_string(o.heads), std::to_string(stored.encoder.n_head)},
        {"--embd", std::to_string(o.embd), std::to_string(stored.encoder.n_embd)},
        {"--attention", o.attention, std::string(models::attention_kind_name(stored.encoder.attention))}},
-      o.training.resume);
+      o.training.run.resume);
   return stored;
 }
 
@@ -86,8 +90,12 @@ int train(const TrainOptions& o) {
   if (o.threads > 0) fg::set_num_threads(o.threads);
   const fashion::FashionMnist data(o.data, o.train_limit, o.test_limit);
   const models::ImageClassifierConfig config =
-      o.training.resume.empty() ? config_from_flags(o, data.height(), data.width()) : resumed_config(o);
-  check_image_size(config, data, o.training.resume.empty() ? "these flags" : o.training.resume);
+      o.training.run.resume.empty() ? config_from_flags(o, data.height(), data.width()) : resumed_config(o);
+  check_image_size(config, data, o.training.run.resume.empty() ? "these flags" : o.training.run.resume);
+  examples::check_training_memory(
+      "fashion", "--layers, --embd, --patch, --batch", models::FlowformerImageClassifier::parameter_count_for(config),
+      fg::checked_mul(o.training.batch, config.num_patches(), "fashion", "--batch x patches per image"),
+      config.encoder.n_layer, config.encoder.n_embd);
 
   fg::Generator init_gen(o.training.seed);
   auto dropout_gen = std::make_shared<fg::Generator>(o.training.seed + 1);
@@ -171,31 +179,35 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   TrainOptions t;
   auto* train_cmd = app.add_subcommand("train", "train an image classifier");
-  train_cmd->add_option("--epochs", t.training.epochs, "passes over the training set")->capture_default_str();
-  train_cmd->add_option("--batch", t.training.batch, "images per step")->capture_default_str();
-  train_cmd->add_option("--patch", t.patch, "patch size (1: pixel level, 784 tokens)")->capture_default_str();
-  train_cmd->add_option("--layers", t.layers, "transformer blocks")->capture_default_str();
-  train_cmd->add_option("--heads", t.heads, "attention heads")->capture_default_str();
-  train_cmd->add_option("--embd", t.embd, "embedding width (a multiple of --heads)")->capture_default_str();
-  train_cmd->add_option("--dropout", t.dropout, "dropout probability")->capture_default_str();
-  train_cmd->add_option("--lr", t.training.lr, "peak learning rate (warm-up, cosine decay)")->capture_default_str();
-  train_cmd->add_option("--weight-decay", t.training.weight_decay, "AdamW decay of matrix weights")->capture_default_str();
-  train_cmd->add_option("--threads", t.threads, "threads for oneTBB and OpenBLAS (0: FLOWGRAD_NUM_THREADS or all cores)");
-  train_cmd->add_option("--seed", t.training.seed, "random seed")->capture_default_str();
-  train_cmd->add_option("--train-limit", t.train_limit, "use only the first N training images (0: all)");
-  train_cmd->add_option("--test-limit", t.test_limit, "score only the first N test images (0: all)");
-  train_cmd->add_option("--out", t.training.out, "directory for log.csv and checkpoint.safetensors");
-  train_cmd->add_option("--resume", t.training.resume, "checkpoint to continue from");
-  train_cmd->add_option("--stop-at-epoch", t.training.stop_at_epoch, "stop (and save) after this epoch");
+  const CLI::Validator count = examples::integer_in(1, examples::kMaxCount);
+  const CLI::Validator zero_or_count = examples::integer_in(0, examples::kMaxCount);
+  train_cmd->add_option("--epochs", t.training.epochs, "passes over the training set")->transform(count)->capture_default_str();
+  train_cmd->add_option("--batch", t.training.batch, "images per step")->transform(count)->capture_default_str();
+  train_cmd->add_option("--patch", t.patch, "patch size (1: pixel level, 784 tokens)")->transform(count)->capture_default_str();
+  train_cmd->add_option("--layers", t.layers, "transformer blocks")->transform(count)->capture_default_str();
+  train_cmd->add_option("--heads", t.heads, "attention heads (at most --embd, dividing it)")->transform(count)->capture_default_str();
+  train_cmd->add_option("--embd", t.embd, "embedding width (a multiple of --heads)")->transform(count)->capture_default_str();
+  train_cmd->add_option("--dropout", t.dropout, "dropout probability")->check(examples::real_in(0, 1, true))->capture_default_str();
+  train_cmd->add_option("--lr", t.training.lr, "peak learning rate (warm-up, cosine decay)")
+      ->check(examples::real_in(0, std::numeric_limits<double>::max()))->capture_default_str();
+  train_cmd->add_option("--weight-decay", t.training.weight_decay, "AdamW decay of matrix weights")
+      ->check(examples::real_in(0, std::numeric_limits<double>::max()))->capture_default_str();
+  train_cmd->add_option("--threads", t.threads, "threads for oneTBB and OpenBLAS (0: FLOWGRAD_NUM_THREADS or all cores)")
+      ->transform(examples::thread_count());
+  train_cmd->add_option("--seed", t.training.seed, "random seed")->transform(examples::unsigned_value())->capture_default_str();
+  train_cmd->add_option("--train-limit", t.train_limit, "use only the first N training images (0: all)")->transform(zero_or_count);
+  train_cmd->add_option("--test-limit", t.test_limit, "score only the first N test images (0: all)")->transform(zero_or_count);
+  examples::add_run_flags(train_cmd, t.training.run);
+  train_cmd->add_option("--stop-at-epoch", t.training.stop_at_epoch, "stop (and save) after this epoch")->transform(count);
   train_cmd->add_option("--attention", t.attention, "flow or softmax")->check(CLI::IsMember({"flow", "softmax"}))->capture_default_str();
   train_cmd->add_option("--data", t.data, "directory with the four IDX files")->capture_default_str();
 
   AttentionOptions a;
   auto* attention_cmd = app.add_subcommand("attention", "draw a trained model's Flow-Attention for a test image");
   attention_cmd->add_option("--checkpoint", a.checkpoint, "checkpoint written by fashion train")->required();
-  attention_cmd->add_option("--index", a.index, "test image")->capture_default_str();
-  attention_cmd->add_option("--layer", a.layer, "block (default: the last)");
-  attention_cmd->add_option("--head", a.head, "attention head")->capture_default_str();
+  attention_cmd->add_option("--index", a.index, "test image")->transform(zero_or_count)->capture_default_str();
+  attention_cmd->add_option("--layer", a.layer, "block (default: the last)")->transform(zero_or_count);
+  attention_cmd->add_option("--head", a.head, "attention head")->transform(zero_or_count)->capture_default_str();
   attention_cmd->add_option("--out", a.out, "PNG to write (bars go to NAME_flows.png)")->required();
   attention_cmd->add_option("--data", a.data, "directory with the four IDX files")->capture_default_str();
   CLI11_PARSE(app, argc, argv);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <numeric>
 #include <optional>
+#include <sstream>
 
 namespace listops {
 
@@ -91,6 +92,26 @@ Example generate_example(const GeneratorOptions& o, fg::Generator& gen) {
   }
   fg::fail("listops", "no expression of ", o.min_length, "..", o.max_length,
            " tokens in a million attempts; widen the length range");
+}
+
+std::string checkpoint_config(const std::string& data, const std::string& pooling,
+                              const fg::models::FlowformerConfig& encoder) {
+  return "data=" + data + "\npooling=" + pooling + "\n" + encoder.to_string();
+}
+
+CheckpointConfig parse_checkpoint_config(const std::string& text) {
+  std::istringstream lines(text);
+  std::string data, pooling;
+  std::getline(lines, data);
+  std::getline(lines, pooling);
+  if (data.rfind("data=", 0) != 0 || pooling.rfind("pooling=", 0) != 0)
+    fg::fail("listops", "the checkpoint was not written by listops train");
+  pooling = pooling.substr(8);
+  if (pooling != "mean" && pooling != "cls")
+    fg::fail("listops", "the checkpoint's pooling is \"", pooling.substr(0, 20), "\", not mean or cls");
+  std::ostringstream rest;
+  rest << lines.rdbuf();
+  return {data.substr(5), pooling, fg::models::FlowformerConfig::from_string(rest.str())};
 }
 
 ListOpsData::ListOpsData(std::int64_t train_size, std::int64_t test_size, const GeneratorOptions& options,

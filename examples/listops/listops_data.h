@@ -44,6 +44,16 @@ Example generate_example(const GeneratorOptions& options, fg::Generator& gen);
 std::int64_t evaluate(const std::vector<std::int64_t>& tokens);
 std::string to_text(const std::vector<std::int64_t>& tokens);  // "[MAX 4 3 ]"
 
+// The configuration listops stores in its checkpoints: "data=<the data
+// set's description>", "pooling=mean|cls", then the encoder's lines.
+struct CheckpointConfig {
+  std::string data, pooling;
+  fg::models::FlowformerConfig encoder;
+};
+std::string checkpoint_config(const std::string& data, const std::string& pooling,
+                              const fg::models::FlowformerConfig& encoder);
+CheckpointConfig parse_checkpoint_config(const std::string& text);  // throws "[listops] ..." when malformed
+
 class ListOpsData {
  public:
   ListOpsData(std::int64_t train_size, std::int64_t test_size, const GeneratorOptions& options, std::uint64_t seed);

@@ -29,11 +29,13 @@
 #include <chrono>
 #include <filesystem>
 #include <iostream>
+#include <limits>
 #include <set>
 #include <sstream>
 
 #include "../../flowgrad.h"
 #include "../classifier_training.h"
+#include "../flags.h"
 #include "../plot/plot.h"
 #include "../resume_flags.h"
 #include "listops_data.h"
@@ -60,6 +62,7 @@ models::Pooling parse_pooling(const std::string& name) {
 struct TrainOptions {
   examples::ClassifierTrainingOptions training = [] {
     examples::ClassifierTrainingOptions defaults;
+    defaults.program = "listops";
     defaults.epochs = 3;
     defaults.batch = 32;
     defaults.lr = 1e-3;
@@ -77,6 +80,7 @@ struct TrainOptions {
 };
 
 models::FlowformerConfig encoder_config(const ModelFlags& m, std::int64_t block_size) {
+  examples::check_model_shape("listops", m.embd, m.heads);
   models::FlowformerConfig config;
   config.vocab_size = listops::kVocabSize;
   config.block_size = block_size;
@@ -98,31 +102,9 @@ std::string data_description(const TrainOptions& o) {
   return out.str();
 }
 
-struct StoredConfig {
-  std::string data, pooling;
-  models::FlowformerConfig encoder;
-};
-
-std::string config_text(const std::string& data, const std::string& pooling, const models::FlowformerConfig& encoder) {
-  return "data=" + data + "\npooling=" + pooling + "\n" + encoder.to_string();
-}
-
-// The inverse of config_text.
-StoredConfig parse_config(const std::string& text) {
-  std::istringstream lines(text);
-  std::string data, pooling;
-  std::getline(lines, data);
-  std::getline(lines, pooling);
-  if (data.rfind("data=", 0) != 0 || pooling.rfind("pooling=", 0) != 0)
-    fg::fail("listops", "the checkpoint was not written by listops train");
-  std::ostringstream rest;
-  rest << lines.rdbuf();
-  return {data.substr(5), pooling.substr(8), models::FlowformerConfig::from_string(rest.str())};
-}
-
 int train(const TrainOptions& o) {
   if (o.threads > 0) fg::set_num_threads(o.threads);
-  const bool resuming = !o.training.resume.empty();
+  const bool resuming = !o.training.run.resume.empty();
   if (resuming && !o.init.empty())
     fg::fail("listops", "--init starts a new run from another run's weights and --resume continues a run; give one");
   const std::int64_t positions = o.positions > 0 ? o.positions : o.data.max_length;
@@ -131,9 +113,9 @@ int train(const TrainOptions& o) {
   models::FlowformerConfig config = encoder_config(o.model, positions);
   std::string pooling = o.model.pooling;
   // The model of a resumed run, or of the run --init starts from (a curriculum's earlier stage).
-  const std::string& source = resuming ? o.training.resume : o.init;
+  const std::string& source = resuming ? o.training.run.resume : o.init;
   if (!source.empty()) {
-    auto [data, stored_pooling, stored] = parse_config(nn::read_checkpoint_info(source).config);
+    auto [data, stored_pooling, stored] = listops::parse_checkpoint_config(nn::read_checkpoint_info(source).config);
     if (resuming && data != data_description(o))
       fg::fail("listops", source, " was trained on another data set (", data, "); these flags give ",
                data_description(o));
@@ -153,6 +135,18 @@ int train(const TrainOptions& o) {
     config = stored;
     pooling = stored_pooling;
   }
+  examples::check_training_memory(
+      "listops", "--layers, --embd, --positions or --max-length, --batch",
+      models::FlowformerEncoder::parameter_count_for(config, 10, parse_pooling(pooling)),
+      fg::checked_mul(o.training.batch, o.data.max_length, "listops", "--batch x --max-length"), config.n_layer,
+      config.n_embd);
+  // The data set holds at least min_length tokens per sequence, as int64.
+  const double data_bytes = 8.0 * static_cast<double>(o.data.min_length) *
+                            (static_cast<double>(o.train_size) + static_cast<double>(o.test_size));
+  if (data_bytes > static_cast<double>(fg::available_memory_bytes()))
+    fg::fail("listops", "--train-size ", o.train_size, " and --test-size ", o.test_size, " sequences of at least ",
+             o.data.min_length, " tokens need more than ", fg::format_bytes(data_bytes), "; ",
+             fg::format_bytes(static_cast<double>(fg::available_memory_bytes())), " of memory are available");
   const auto start = std::chrono::steady_clock::now();
   const listops::ListOpsData data(o.train_size, o.test_size, o.data, o.training.seed);
   std::int64_t tokens = 0;
@@ -179,7 +173,7 @@ int train(const TrainOptions& o) {
               100.0 * majority);
   return examples::train_classifier(
       model, [&](const examples::LabelledBatch& batch) { return model.forward(batch.inputs, batch.mask); },
-      data.as_classification_data(), o.training, config_text(data_description(o), pooling, config),
+      data.as_classification_data(), o.training, listops::checkpoint_config(data_description(o), pooling, config),
       {{"dropout", dropout_gen.get()}});
 }
 
@@ -222,13 +216,13 @@ double last_test_accuracy(const std::string& log_csv) {
 // the finished ones.
 int curriculum(const TrainOptions& base, const std::string& stages_text) {
   const std::vector<Stage> stages = parse_stages(stages_text);
-  if (base.training.out.empty()) fg::fail("listops", "curriculum needs --out DIR for the stages' checkpoints");
+  if (base.training.run.out.empty()) fg::fail("listops", "curriculum needs --out DIR for the stages' checkpoints");
   std::int64_t longest = 0;
   for (const Stage& stage : stages) longest = std::max(longest, stage.max_length);
   if (base.positions > 0 && base.positions < longest)
     fg::fail("listops", "--positions ", base.positions, " is shorter than the longest stage's ", longest, " tokens");
   const std::int64_t positions = std::max(base.positions, longest);
-  auto stage_dir = [&](std::size_t k) { return base.training.out + "/stage-" + std::to_string(k + 1); };
+  auto stage_dir = [&](std::size_t k) { return base.training.run.out + "/stage-" + std::to_string(k + 1); };
   std::string previous;  // the last stage's checkpoint
   for (std::size_t k = 0; k < stages.size(); ++k) {
     TrainOptions o = base;
@@ -237,25 +231,28 @@ int curriculum(const TrainOptions& base, const std::string& stages_text) {
     o.training.epochs = stages[k].epochs;
     o.training.lr = stages[k].lr;
     o.positions = positions;
-    o.training.out = stage_dir(k);
-    const std::string checkpoint = o.training.out + "/checkpoint.safetensors";
+    o.training.run.out = stage_dir(k);
+    const std::string checkpoint = o.training.run.out + "/checkpoint.safetensors";
     std::printf("== stage %zu of %zu: lengths %lld..%lld, %lld epochs, lr %g, %s\n", k + 1, stages.size(),
                 static_cast<long long>(o.data.min_length), static_cast<long long>(o.data.max_length),
-                static_cast<long long>(o.training.epochs), o.training.lr, o.training.out.c_str());
+                static_cast<long long>(o.training.epochs), o.training.lr, o.training.run.out.c_str());
     std::fflush(stdout);
-    if (std::filesystem::exists(checkpoint)) {
+    if (std::filesystem::exists(checkpoint) && !base.training.run.overwrite) {
       const nn::CheckpointInfo info = nn::read_checkpoint_info(checkpoint);
-      if (const std::string data = parse_config(info.config).data; data != data_description(o))
+      if (const std::string data = listops::parse_checkpoint_config(info.config).data; data != data_description(o))
         fg::fail("listops", checkpoint, " was trained on another data set (", data, "); stage ", k + 1, " gives ",
                  data_description(o), ": use another --out");
       if (info.step >= examples::training_steps(o.train_size, o.training)) {
-        std::printf("finished earlier: test accuracy %.1f %%\n", 100.0 * last_test_accuracy(o.training.out + "/log.csv"));
+        std::printf("finished earlier: test accuracy %.1f %%\n", 100.0 * last_test_accuracy(o.training.run.out + "/log.csv"));
         previous = checkpoint;
         continue;
       }
-      o.training.resume = checkpoint;
+      o.training.run.resume = checkpoint;
     } else {
       o.init = previous;
+      // The stage starts afresh: what its folder holds is a log of an attempt
+      // that never saved (killed early), or, with --overwrite, an older run.
+      o.training.run.overwrite = true;
     }
     if (const int status = train(o); status != 0) return status;
     previous = checkpoint;
@@ -325,11 +322,14 @@ int show(std::int64_t count, const listops::GeneratorOptions& options, std::uint
   return 0;
 }
 
+const CLI::Validator kCount = examples::integer_in(1, examples::kMaxCount);
+const CLI::Validator kLength = examples::integer_in(3, examples::kMaxCount);  // the shortest expression, "[SM 1 2 ]", has 4
+
 void add_model_flags(CLI::App* cmd, ModelFlags& m) {
-  cmd->add_option("--layers", m.layers, "transformer blocks")->capture_default_str();
-  cmd->add_option("--heads", m.heads, "attention heads")->capture_default_str();
-  cmd->add_option("--embd", m.embd, "embedding width (a multiple of --heads)")->capture_default_str();
-  cmd->add_option("--dropout", m.dropout, "dropout probability")->capture_default_str();
+  cmd->add_option("--layers", m.layers, "transformer blocks")->transform(kCount)->capture_default_str();
+  cmd->add_option("--heads", m.heads, "attention heads (at most --embd, dividing it)")->transform(kCount)->capture_default_str();
+  cmd->add_option("--embd", m.embd, "embedding width (a multiple of --heads)")->transform(kCount)->capture_default_str();
+  cmd->add_option("--dropout", m.dropout, "dropout probability")->check(examples::real_in(0, 1, true))->capture_default_str();
   cmd->add_option("--pooling", m.pooling, "mean (over the real tokens) or cls (a class token)")
       ->check(CLI::IsMember({"mean", "cls"}))->capture_default_str();
 }
@@ -339,14 +339,20 @@ void add_run_flags(CLI::App* cmd, TrainOptions& t) {
   add_model_flags(cmd, t.model);
   cmd->add_option("--attention", t.model.attention, "flow or softmax")
       ->check(CLI::IsMember({"flow", "softmax"}))->capture_default_str();
-  cmd->add_option("--batch", t.training.batch, "sequences per step")->capture_default_str();
-  cmd->add_option("--train-size", t.train_size, "training sequences")->capture_default_str();
-  cmd->add_option("--test-size", t.test_size, "test sequences")->capture_default_str();
-  cmd->add_option("--positions", t.positions, "position table size (default: the longest length)");
-  cmd->add_option("--threads", t.threads, "threads for oneTBB and OpenBLAS (0: FLOWGRAD_NUM_THREADS or all cores)");
-  cmd->add_option("--seed", t.training.seed, "seed of the data set and the model")->capture_default_str();
-  cmd->add_option("--out", t.training.out, "directory for log.csv and checkpoint.safetensors")
+  cmd->add_option("--batch", t.training.batch, "sequences per step")->transform(kCount)->capture_default_str();
+  cmd->add_option("--train-size", t.train_size, "training sequences")->transform(kCount)->capture_default_str();
+  cmd->add_option("--test-size", t.test_size, "test sequences")->transform(kCount)->capture_default_str();
+  cmd->add_option("--positions", t.positions, "position table size (default: the longest length)")->transform(kCount);
+  cmd->add_option("--threads", t.threads, "threads for oneTBB and OpenBLAS (0: FLOWGRAD_NUM_THREADS or all cores)")
+      ->transform(examples::thread_count());
+  cmd->add_option("--seed", t.training.seed, "seed of the data set and the model")
+      ->transform(examples::unsigned_value())->capture_default_str();
+  cmd->add_option("--out", t.training.run.out, "directory for log.csv and checkpoint.safetensors")
       ->capture_default_str();
+  cmd->add_flag("--overwrite", t.training.run.overwrite,
+                "a new run may replace the checkpoint and log already in --out (otherwise refused)");
+  cmd->add_flag("--allow-nonfinite", t.training.run.allow_nonfinite,
+                "train on when the loss, a gradient or a parameter is NaN or infinite (otherwise an error)");
 }
 
 }  // namespace
@@ -357,16 +363,17 @@ int main(int argc, char** argv) {
   TrainOptions t;
   auto* train_cmd = app.add_subcommand("train", "generate the data set and train a classifier");
   add_run_flags(train_cmd, t);
-  train_cmd->add_option("--epochs", t.training.epochs, "passes over the training set")->capture_default_str();
-  train_cmd->add_option("--lr", t.training.lr, "peak learning rate (warm-up, cosine decay)")->capture_default_str();
-  train_cmd->add_option("--min-length", t.data.min_length, "shortest sequence")->capture_default_str();
-  train_cmd->add_option("--max-length", t.data.max_length, "longest sequence")->capture_default_str();
+  train_cmd->add_option("--epochs", t.training.epochs, "passes over the training set")->transform(kCount)->capture_default_str();
+  train_cmd->add_option("--lr", t.training.lr, "peak learning rate (warm-up, cosine decay)")
+      ->check(examples::real_in(0, std::numeric_limits<double>::max()))->capture_default_str();
+  train_cmd->add_option("--min-length", t.data.min_length, "shortest sequence")->transform(kLength)->capture_default_str();
+  train_cmd->add_option("--max-length", t.data.max_length, "longest sequence")->transform(kLength)->capture_default_str();
   train_cmd->add_option("--init", t.init, "start from the model weights of this checkpoint (new optimiser and schedule)");
-  train_cmd->add_option("--resume", t.training.resume, "checkpoint to continue from");
-  train_cmd->add_option("--stop-at-epoch", t.training.stop_at_epoch, "stop (and save) after this epoch");
+  train_cmd->add_option("--resume", t.training.run.resume, "checkpoint to continue from");
+  train_cmd->add_option("--stop-at-epoch", t.training.stop_at_epoch, "stop (and save) after this epoch")->transform(kCount);
 
   TrainOptions c;
-  c.training.out = "runs/listops";
+  c.training.run.out = "runs/listops";
   std::string stages = "20-100:4:3e-3,100-500:3:1e-3";
   auto* curriculum_cmd = app.add_subcommand(
       "curriculum", "train in stages of growing length, each from the last one's weights (run again to resume)");
@@ -376,12 +383,12 @@ int main(int argc, char** argv) {
   BenchOptions b;
   auto* bench_cmd = app.add_subcommand("bench", "time and memory of a training step per sequence length");
   add_model_flags(bench_cmd, b.model);
-  bench_cmd->add_option("--lengths", b.lengths, "sequence lengths")->delimiter(',')->capture_default_str();
+  bench_cmd->add_option("--lengths", b.lengths, "sequence lengths")->delimiter(',')->transform(kCount)->capture_default_str();
   bench_cmd->add_option("--attention", b.kinds, "kinds to time")->delimiter(',')
       ->check(CLI::IsMember({"flow", "softmax"}))->capture_default_str();
-  bench_cmd->add_option("--batch", b.batch, "sequences per step")->capture_default_str();
-  bench_cmd->add_option("--steps", b.steps, "timed steps")->capture_default_str();
-  bench_cmd->add_option("--threads", b.threads, "threads (0: default)");
+  bench_cmd->add_option("--batch", b.batch, "sequences per step")->transform(kCount)->capture_default_str();
+  bench_cmd->add_option("--steps", b.steps, "timed steps")->transform(kCount)->capture_default_str();
+  bench_cmd->add_option("--threads", b.threads, "threads (0: default)")->transform(examples::thread_count());
 
   std::int64_t count = 3;
   listops::GeneratorOptions show_options;
@@ -389,10 +396,10 @@ int main(int argc, char** argv) {
   show_options.max_length = 60;
   std::uint64_t show_seed = 1;
   auto* show_cmd = app.add_subcommand("show", "print a few generated expressions and their answers");
-  show_cmd->add_option("--count", count)->capture_default_str();
-  show_cmd->add_option("--min-length", show_options.min_length)->capture_default_str();
-  show_cmd->add_option("--max-length", show_options.max_length)->capture_default_str();
-  show_cmd->add_option("--seed", show_seed)->capture_default_str();
+  show_cmd->add_option("--count", count)->transform(examples::integer_in(0, examples::kMaxCount))->capture_default_str();
+  show_cmd->add_option("--min-length", show_options.min_length)->transform(kLength)->capture_default_str();
+  show_cmd->add_option("--max-length", show_options.max_length)->transform(kLength)->capture_default_str();
+  show_cmd->add_option("--seed", show_seed)->transform(examples::unsigned_value())->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
     for (auto [cmd, options] : {std::pair{train_cmd, &t}, std::pair{curriculum_cmd, &c}})

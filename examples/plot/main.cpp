@@ -25,6 +25,13 @@ int main(int argc, char** argv) {
     std::vector<plot::Table> tables;
     for (const std::string& log : logs) tables.push_back(plot::read_csv(log));
     const std::string x_name = x_column.empty() ? tables[0].columns.at(0) : x_column;
+    tables[0].column(x_name);  // throws when missing
+    // One panel per column but x, in one PNG whose height cairo bounds (32767 pixels).
+    constexpr std::size_t kMaxPanels = 100;
+    if (tables[0].columns.size() - 1 > kMaxPanels)
+      throw std::runtime_error("[plot] " + logs[0] + " has " + std::to_string(tables[0].columns.size() - 1) +
+                               " columns to plot; one picture holds at most " + std::to_string(kMaxPanels) +
+                               " panels");
     std::vector<std::string> y_names;
     for (const std::string& c : tables[0].columns)
       if (c != x_name) y_names.push_back(c);

@@ -3,10 +3,12 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <limits>
 #include <sstream>
 #include <stdexcept>
+#include <string_view>
 
 namespace plot {
 
@@ -205,41 +207,92 @@ std::pair<int, int> png_size(const std::string& path) {
   return {cairo_image_surface_get_width(image.get()), cairo_image_surface_get_height(image.get())};
 }
 
+namespace {
+
+// Text of a file in a message: shortened, control characters (a CR of a
+// CRLF line end, say) escaped so that they cannot garble the terminal.
+std::string printable(std::string_view text) {
+  std::string out;
+  for (std::size_t i = 0; i < text.size() && i < 40; ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x20 && c < 0x7f) {
+      out += static_cast<char>(c);
+    } else {
+      char escaped[8];
+      std::snprintf(escaped, sizeof escaped, "\\x%02x", c);
+      out += escaped;
+    }
+  }
+  return text.size() > 40 ? out + "..." : out;
+}
+
+std::string quoted(std::string_view text) { return "\"" + printable(text) + "\""; }
+
+// The cells of one line (its '\r' of a CRLF ending removed).
+std::vector<std::string_view> split_cells(std::string_view line) {
+  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  std::vector<std::string_view> cells;
+  cells.reserve(static_cast<std::size_t>(std::count(line.begin(), line.end(), ',')) + 1);
+  for (std::size_t start = 0;;) {
+    const std::size_t comma = line.find(',', start);
+    cells.push_back(line.substr(start, comma == std::string_view::npos ? std::string_view::npos : comma - start));
+    if (comma == std::string_view::npos) return cells;
+    start = comma + 1;
+  }
+}
+
+}  // namespace
+
 int Table::column(const std::string& name) const {
   for (std::size_t i = 0; i < columns.size(); ++i)
     if (columns[i] == name) return static_cast<int>(i);
   std::string known;
-  for (const std::string& c : columns) known += (known.empty() ? "" : ", ") + c;
-  fail("no column \"" + name + "\"; the columns are " + known);
+  for (std::size_t i = 0; i < columns.size() && i < 20; ++i) known += (i ? ", " : "") + printable(columns[i]);
+  if (columns.size() > 20) known += ", ... (" + std::to_string(columns.size()) + " in all)";
+  fail("no column " + quoted(name) + "; the columns are " + known);
 }
 
-Table read_csv(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) fail("cannot open " + path);
+Table parse_csv(std::string_view text, const std::string& name) {
   Table table;
-  std::string line;
-  if (!std::getline(in, line) || line.empty()) fail(path + " has no header row");
-  std::istringstream header(line);
-  for (std::string cell; std::getline(header, cell, ',');) table.columns.push_back(cell);
-  for (int number = 2; std::getline(in, line); ++number) {
-    if (line.empty()) continue;
+  std::size_t start = 0;
+  auto next_line = [&](std::string_view& line) {
+    if (start >= text.size()) return false;
+    const std::size_t newline = text.find('\n', start);
+    line = text.substr(start, newline == std::string_view::npos ? std::string_view::npos : newline - start);
+    start = newline == std::string_view::npos ? text.size() : newline + 1;
+    return true;
+  };
+  std::string_view line;
+  const std::vector<std::string_view> header = next_line(line) ? split_cells(line) : std::vector<std::string_view>{""};
+  if (header == std::vector<std::string_view>{""}) fail(name + " has no header row");
+  table.columns.assign(header.begin(), header.end());
+  for (int number = 2; next_line(line); ++number) {
+    const std::vector<std::string_view> cells = split_cells(line);
+    if (cells == std::vector<std::string_view>{""}) continue;  // a blank line
+    if (cells.size() != table.columns.size())
+      fail(name + " line " + std::to_string(number) + " has " + std::to_string(cells.size()) + " cells for " +
+           std::to_string(table.columns.size()) + " columns");
     std::vector<double> row;
-    std::istringstream cells(line);
-    std::string cell;
-    while (std::getline(cells, cell, ',')) {
+    for (std::string_view cell : cells) {
+      const std::string text_cell(cell);
       char* end = nullptr;
-      const double value = std::strtod(cell.c_str(), &end);
-      if (!cell.empty() && end != cell.c_str() + cell.size())
-        fail(path + " line " + std::to_string(number) + ": \"" + cell + "\" is not a number");
+      const double value = std::strtod(text_cell.c_str(), &end);
+      if (!cell.empty() && end != text_cell.c_str() + text_cell.size())
+        fail(name + " line " + std::to_string(number) + ": " + quoted(cell) + " is not a number");
       row.push_back(cell.empty() ? std::nan("") : value);
     }
-    if (!line.empty() && line.back() == ',') row.push_back(std::nan(""));  // a trailing empty cell
-    if (row.size() != table.columns.size())
-      fail(path + " line " + std::to_string(number) + " has " + std::to_string(row.size()) + " cells for " +
-           std::to_string(table.columns.size()) + " columns");
     table.rows.push_back(std::move(row));
   }
   return table;
+}
+
+Table read_csv(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("cannot open " + path);
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) fail("cannot read " + path);
+  return parse_csv(text.str(), path);
 }
 
 }  // namespace plot

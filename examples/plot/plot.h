@@ -7,6 +7,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace plot {
@@ -57,12 +58,16 @@ class Figure {
 // is not a readable PNG.
 std::pair<int, int> png_size(const std::string& path);
 
-// A CSV file with a header row; empty cells are NaN.
+// A CSV file with a header row; empty cells are NaN; CRLF line ends are
+// accepted; a row with another number of cells than the header, or a cell
+// that is not a number, throws "[plot] FILE line N: ...".
 struct Table {
   std::vector<std::string> columns;
   std::vector<std::vector<double>> rows;
   int column(const std::string& name) const;  // index, or throws naming the columns there are
 };
 Table read_csv(const std::string& path);
+// The same for the text of a file; `name` stands for the path in messages.
+Table parse_csv(std::string_view text, const std::string& name);
 
 }  // namespace plot
