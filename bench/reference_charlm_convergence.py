@@ -107,7 +107,8 @@ def train_flowgrad(charlm, seed, r, threads, scratch):
                "--block", str(r["block_size"]), "--layers", str(r["n_layer"]), "--heads", str(r["n_head"]),
                "--embd", str(r["n_embd"]), "--lr", str(r["lr"]), "--warmup", str(r["warmup"]),
                "--dropout", str(r["dropout"]), "--seed", str(seed), "--threads", str(threads),
-               "--eval-every", str(r["steps"]), "--save-every", str(r["steps"]), "--sample-chars", "0", "--out", out]
+               "--eval-every", str(r["steps"]), "--save-every", str(r["steps"]), "--sample-chars", "0", "--out", out,
+               "--overwrite"]  # a rerun replaces the earlier run of this seed
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"charlm failed: {result.stdout[-300:]}{result.stderr[-300:]}")

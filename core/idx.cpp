@@ -149,15 +149,17 @@ IdxArray read_idx_from(ByteSource& source) {
     const std::uint64_t available = source.size() - 4 - header_size;
     if (available < count) truncated(available);
     if (available > count) ctx.fail("trailing bytes after the ", count, " elements declared: ", available - count, " more");
+    array.values.resize(count);
+    stream.read(array.values.data(), count);
+    return array;
   }
-  // Grow with what actually arrives, so a lying gzip header cannot allocate much.
-  constexpr std::size_t kChunk = std::size_t{1} << 24;
+  // Gzip: grow with what actually arrives, so a lying header cannot allocate much.
+  std::vector<std::uint8_t> chunk(std::size_t{1} << 16);
   while (array.values.size() < count) {
-    const std::size_t offset = array.values.size();
-    const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(kChunk, count - offset));
-    array.values.resize(offset + want);
-    const std::size_t got = stream.read(array.values.data() + offset, want);
-    if (got < want) truncated(offset + got);
+    const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(chunk.size(), count - array.values.size()));
+    const std::size_t got = stream.read(chunk.data(), want);
+    array.values.insert(array.values.end(), chunk.begin(), chunk.begin() + static_cast<std::ptrdiff_t>(got));
+    if (got < want) truncated(array.values.size());
   }
   std::uint8_t extra;
   if (stream.read(&extra, 1) != 0) ctx.fail("trailing bytes after the ", count, " elements declared");

@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include "../flowgrad.h"
+#include "flags.h"
 
 namespace {
 
@@ -122,11 +123,11 @@ int main(int argc, char** argv) {
   Config config;
   CLI::App app{"Every intermediate of Flow-Attention and its gradient, on a small random input"};
   app.add_flag("--causal", config.causal, "causal Flow-Attention (S = L)");
-  app.add_option("--L", config.L, "number of queries")->check(CLI::Range(1, 4096));
-  app.add_option("--S", config.S, "number of keys (normal attention)")->check(CLI::Range(1, 4096));
-  app.add_option("--D", config.D, "query/key feature size")->check(CLI::Range(1, 1024));
-  app.add_option("--M", config.M, "value feature size")->check(CLI::Range(1, 1024));
-  app.add_option("--seed", config.seed, "random seed");
+  app.add_option("--L", config.L, "number of queries")->transform(examples::integer_in(1, 4096));
+  app.add_option("--S", config.S, "number of keys (normal attention)")->transform(examples::integer_in(1, 4096));
+  app.add_option("--D", config.D, "query/key feature size")->transform(examples::integer_in(1, 1024));
+  app.add_option("--M", config.M, "value feature size")->transform(examples::integer_in(1, 1024));
+  app.add_option("--seed", config.seed, "random seed")->transform(examples::unsigned_value());
   app.add_option("--out", config.out_path, "write all tensors and gradients to this safetensors file");
   CLI11_PARSE(app, argc, argv);
   try {

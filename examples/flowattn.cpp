@@ -7,9 +7,11 @@
 // same), optionally mask [B,S] (nonzero = real key; I64, F32 or F64) and
 // grad_out [B,H,L,M]. OUTPUT receives out and, when grad_out was given,
 // grad_q, grad_k, grad_v, in the inputs' dtype.
+#include <charconv>
 #include <cstdlib>
 #include <iostream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "../flowgrad.h"
@@ -38,12 +40,12 @@ int run(int argc, char** argv) {
     if (arg == "--causal") {
       causal = true;
     } else if (arg == "--threads" && i + 1 < argc) {
-      const std::string value = argv[++i];
-      char* end = nullptr;
-      const long threads = std::strtol(value.c_str(), &end, 10);
-      if (value.empty() || *end != '\0' || threads < 1 || threads > 1024)
-        fg::fail("flowattn", "--threads expects a positive integer, got \"", value, "\"");
-      fg::set_num_threads(static_cast<int>(threads));
+      const std::string_view value = argv[++i];
+      int threads = 0;
+      const auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), threads);
+      if (error != std::errc() || end != value.data() + value.size() || threads < 1 || threads > fg::kMaxThreads)
+        fg::fail("flowattn", "--threads: ", value, " is not an integer from 1 to ", fg::kMaxThreads);
+      fg::set_num_threads(threads);
     } else if (arg == "-h" || arg == "--help") {
       std::cout << kUsage;
       return 0;

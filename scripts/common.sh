@@ -10,6 +10,10 @@ FLOWGRAD_APT_PACKAGES=(
   dataset-fashion-mnist
 )
 
+# What scripts/fuzz needs besides: clang and its libFuzzer runtime.
+# shellcheck disable=SC2034  # used by scripts/fuzz
+FLOWGRAD_FUZZ_PACKAGES=(clang libclang-rt-14-dev)
+
 # shellcheck disable=SC2034  # used by the scripts that source this file
 FLOWGRAD_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -29,24 +33,27 @@ flowgrad_test_processes() {
 
 log() { printf '==> %s\n' "$*"; }
 
+# flowgrad_missing_packages [PACKAGE...]: those of FLOWGRAD_APT_PACKAGES and
+# the extra ones given that are not installed.
 flowgrad_missing_packages() {
   local package
-  for package in "${FLOWGRAD_APT_PACKAGES[@]}"; do
+  for package in "${FLOWGRAD_APT_PACKAGES[@]}" "$@"; do
     if [[ $(dpkg-query -W -f='${db:Status-Status}' "$package" 2>/dev/null) != installed ]]; then
       echo "$package"
     fi
   done
 }
 
-# Installs whatever in FLOWGRAD_APT_PACKAGES is missing. Runs apt-get update
-# only when something has to be installed.
+# ensure_deps [PACKAGE...]: installs whatever in FLOWGRAD_APT_PACKAGES (and
+# the extra packages given) is missing. Runs apt-get update only when
+# something has to be installed.
 ensure_deps() {
   if ! command -v dpkg-query >/dev/null 2>&1; then
     log "dpkg-query not found: install these packages by hand: ${FLOWGRAD_APT_PACKAGES[*]}"
     return 0
   fi
   local missing
-  mapfile -t missing < <(flowgrad_missing_packages)
+  mapfile -t missing < <(flowgrad_missing_packages "$@")
   if (( ${#missing[@]} == 0 )); then
     return 0
   fi

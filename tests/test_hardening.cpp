@@ -148,7 +148,7 @@ TEST_CASE("issue 11.2: sizes whose products overflow are refused naming the flag
   // A checkpoint whose configuration holds a huge block_size or vocab_size.
   REQUIRE(charlm("train --steps 2" + kCharlmTiny + " --out " + dir.file("run"), dir).status == 0);
   const std::string checkpoint = dir.file("run/checkpoint.safetensors");
-  for (const std::string& field : {"block_size", "vocab_size"}) {
+  for (const std::string field : {"block_size", "vocab_size"}) {
     const std::string crafted = dir.file(field + ".safetensors");
     fs::copy_file(checkpoint, crafted);
     edit_checkpoint(crafted, [&](SafetensorsFile& file) {
@@ -371,13 +371,17 @@ TEST_CASE("issue 11.6: numeric flags are never clamped or ignored; the bounds ar
                           fashion("train --threads 1025" + data, dir), listops("train --threads 1025", dir),
                           listops("bench --threads 1025", dir), charlm("sample --checkpoint x --threads 1025", dir)})
     require_refused(run, {"--threads: 1025 is not an integer from 0 to 1024"});
+  require_refused(run_program(FLOWATTN_PATH, "--threads 1025 a b", dir),
+                  {"[flowattn] --threads: 1025 is not an integer from 1 to 1024"});
+  require_refused(run_program(FLOW_INSPECT_PATH, "--seed -1", dir), {"--seed: -1 is not an integer from 0 to 2^64-1"});
+  require_refused(run_program(FLOW_INSPECT_PATH, "--L 99999999999999999999", dir), {"--L: 99999999999999999999"});
   // Octal, hexadecimal, fractions, nan and infinity are not numbers of flags.
-  for (const std::string& bad : {"0x10", "1.5", "abc", "+3", "1e3"})
+  for (const std::string bad : {"0x10", "1.5", "abc", "+3", "1e3"})
     require_refused(charlm("train --steps '" + bad + "'" + kCharlmTiny, dir), {"--steps: "});
   const ProgramRun leading_zero = charlm("train --steps 010" + kCharlmTiny, dir);  // strtoll read it as octal 8
   require_succeeded(leading_zero);
   REQUIRE_THAT(leading_zero.output, Catch::Contains("step 10/10"));
-  for (const std::string& bad : {"nan", "inf", "-0.5", "1"})
+  for (const std::string bad : {"nan", "inf", "-0.5", "1"})
     require_refused(charlm("train --steps 2 --dropout " + bad + kCharlmTiny, dir), {"--dropout: " + bad + " is not a number"});
   // Environment variables: FLOWGRAD_CACHE_MB wrapped to 0, FLOWGRAD_NUM_THREADS had an unstated bound.
   require_refused(run_program("FLOWGRAD_CACHE_MB=18446744073709551616 " + std::string(CHARLM_PATH),

@@ -1,0 +1,123 @@
+#include "targets.h"
+
+#include "../../examples/charlm/char_data.h"
+#include "../../examples/listops/listops_data.h"
+#include "../../examples/plot/plot.h"
+#include "../../flowgrad.h"
+
+namespace fuzz {
+
+namespace {
+
+namespace fg = flowgrad;
+namespace models = fg::models;
+namespace nn = fg::nn;
+
+// Models above this size are skipped: refusing to build them is the memory
+// check's job (tested elsewhere); here they would only slow the fuzzer.
+constexpr double kMaxParameters = 1e5;
+
+bool safetensors(std::string_view bytes) {
+  try {
+    fg::parse_safetensors(bytes, "fuzz.safetensors");
+    return true;
+  } catch (const fg::Error&) {
+    return false;
+  }
+}
+
+bool npy(std::string_view bytes) {
+  try {
+    fg::parse_npy(bytes, "fuzz.npy");
+    return true;
+  } catch (const fg::Error&) {
+    return false;
+  }
+}
+
+// Read, then used as fashion uses its data: every item gathered.
+bool idx(std::string_view bytes) {
+  try {
+    const fg::IdxArray array = fg::parse_idx(bytes, "fuzz.idx");
+    std::vector<std::int64_t> last(static_cast<std::size_t>(std::min<std::int64_t>(array.items(), 64)));
+    for (std::size_t i = 0; i < last.size(); ++i) last[i] = array.items() - 1 - static_cast<std::int64_t>(i);
+    array.gather(last, fg::kFloat32);
+    array.to_tensor(fg::kInt64);
+    return true;
+  } catch (const fg::Error&) {
+    return false;
+  }
+}
+
+// Loads a checkpoint into the model its configuration describes, as each
+// program would: everything the file says is checked before it is used.
+template <class Model>
+bool load_into(const fg::SafetensorsFile& file, Model& model, const std::vector<std::string>& generator_names) {
+  nn::AdamW optimizer(nn::param_groups_for_decay(model.named_parameters(), 0.1), nn::AdamWOptions{});
+  std::map<std::string, fg::Generator> generators;
+  std::map<std::string, fg::Generator*> rngs;
+  for (const std::string& name : generator_names) rngs[name] = &generators[name];
+  nn::load_checkpoint(file, "fuzz.safetensors", model, optimizer, rngs);
+  nn::find_nonfinite(nn::training_state(model, optimizer));
+  return true;
+}
+
+bool checkpoint(std::string_view bytes) {
+  fg::SafetensorsFile file;
+  nn::CheckpointInfo info;
+  try {
+    file = fg::parse_safetensors(bytes, "fuzz.safetensors");
+    info = nn::read_checkpoint_info(file, "fuzz.safetensors");
+  } catch (const fg::Error&) {
+    return false;
+  }
+  fg::Generator init(1);
+  bool loaded = false;
+  try {  // charlm
+    const charlm::CheckpointConfig config = charlm::parse_checkpoint_config(info.config);
+    if (models::FlowformerLM::parameter_count_for(config.model) <= kMaxParameters) {
+      models::FlowformerLM model(config.model, init);
+      loaded = load_into(file, model, {"data", "dropout", "eval"});
+    }
+  } catch (const fg::Error&) {
+  }
+  try {  // fashion
+    const auto config = models::ImageClassifierConfig::from_string(info.config);
+    if (models::FlowformerImageClassifier::parameter_count_for(config) <= kMaxParameters) {
+      models::FlowformerImageClassifier model(config, init);
+      loaded = load_into(file, model, {"dropout"}) || loaded;
+    }
+  } catch (const fg::Error&) {
+  }
+  try {  // listops
+    const listops::CheckpointConfig config = listops::parse_checkpoint_config(info.config);
+    const auto pooling = config.pooling == "cls" ? models::Pooling::ClassToken : models::Pooling::Mean;
+    if (models::FlowformerEncoder::parameter_count_for(config.encoder, 10, pooling) <= kMaxParameters) {
+      models::FlowformerEncoder model(config.encoder, 10, pooling, init);
+      loaded = load_into(file, model, {"dropout"}) || loaded;
+    }
+  } catch (const fg::Error&) {
+  }
+  return loaded;
+}
+
+bool csv(std::string_view bytes) {
+  try {
+    const plot::Table table = plot::parse_csv(bytes, "fuzz.csv");
+    table.column(table.columns.back());
+    return true;
+  } catch (const std::runtime_error& error) {
+    if (std::string_view(error.what()).rfind("[plot]", 0) != 0) throw;
+    return false;
+  }
+}
+
+}  // namespace
+
+const std::map<std::string, Target>& targets() {
+  static const std::map<std::string, Target> all{
+      {"safetensors", safetensors}, {"npy", npy}, {"idx", idx}, {"checkpoint", checkpoint}, {"csv", csv}};
+  return all;
+}
+
+}  // namespace fuzz
