@@ -37,6 +37,9 @@
 #include "nn/schedule.h"
 #include "nn/checkpoint.h"
 
+#include "dist/communicator.h"
+#include "dist/data_parallel.h"
+
 #include "models/flow_attention_layer.h"
 #include "models/flowformer.h"
 #include "models/vision.h"

@@ -59,7 +59,11 @@ void accumulate_grad(Tensor& grad, const Tensor& incoming) {
 }
 
 TensorList AccumulateGrad::backward(const Tensor& grad_output) {
-  if (std::shared_ptr<TensorImpl> leaf = leaf_.lock()) accumulate_grad(leaf->autograd->grad, grad_output);
+  std::shared_ptr<TensorImpl> leaf = leaf_.lock();
+  if (!leaf) return {};
+  accumulate_grad(leaf->autograd->grad, grad_output);
+  const Tensor leaf_tensor(leaf);
+  for (const PostAccumulateGradHook& hook : post_hooks_) hook(leaf_tensor);
   return {};
 }
 

@@ -93,16 +93,19 @@ struct AutogradMeta {
   std::shared_ptr<Node> grad_accumulator;  // leaves: created on first use
 };
 
-// Accumulates the incoming gradient into a leaf's .grad().
+// Accumulates the incoming gradient into a leaf's .grad(), then runs the
+// leaf's post-accumulate hooks.
 class AccumulateGrad final : public Node {
  public:
   explicit AccumulateGrad(const std::shared_ptr<TensorImpl>& leaf) : leaf_(leaf) {}
   std::string_view name() const override { return "AccumulateGrad"; }
   TensorList backward(const Tensor& grad_output) override;
   bool releasable() const override { return false; }
+  void add_post_accumulate_hook(PostAccumulateGradHook hook) { post_hooks_.push_back(std::move(hook)); }
 
  private:
   std::weak_ptr<TensorImpl> leaf_;
+  std::vector<PostAccumulateGradHook> post_hooks_;
 };
 
 // grad += incoming, or a private contiguous copy of incoming when grad is

@@ -85,6 +85,14 @@ void Tensor::register_hook(GradHook hook) const {
   autograd::gradient_node(*this)->add_hook(std::move(hook));
 }
 
+void Tensor::register_post_accumulate_grad_hook(PostAccumulateGradHook hook) const {
+  if (!requires_grad() || !is_leaf())
+    fail("register_post_accumulate_grad_hook", "needs a leaf that requires grad; this tensor of shape ",
+         shape_str(shape()), requires_grad() ? " was produced by an op" : " does not require grad");
+  std::static_pointer_cast<autograd::AccumulateGrad>(autograd::gradient_node(*this))
+      ->add_post_accumulate_hook(std::move(hook));
+}
+
 Tensor Tensor::detach() const {
   auto alias = std::make_shared<TensorImpl>();
   alias->storage = impl().storage;

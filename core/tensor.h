@@ -36,6 +36,11 @@ using TensorList = std::vector<Tensor>;
 // A gradient hook sees the gradient flowing into a tensor; returning a
 // defined tensor replaces that gradient, returning Tensor() keeps it.
 using GradHook = std::function<Tensor(const Tensor& grad)>;
+// A post-accumulate hook of a leaf sees the leaf itself once its gradient of
+// this backward pass has been added to .grad() (PyTorch's
+// register_post_accumulate_grad_hook): the moment data-parallel training
+// can start reducing that gradient.
+using PostAccumulateGradHook = std::function<void(const Tensor& leaf)>;
 
 struct TensorImpl {
   std::shared_ptr<Storage> storage;
@@ -96,6 +101,9 @@ class Tensor {
   void retain_grad() const;
   bool retains_grad() const;
   void register_hook(GradHook hook) const;
+  // Leaves that require grad only; called once per backward pass that
+  // reaches the leaf, after .grad() holds the accumulated gradient.
+  void register_post_accumulate_grad_hook(PostAccumulateGradHook hook) const;
   // Same data, no history, requires_grad false.
   Tensor detach() const;
 

@@ -7,6 +7,7 @@
 FLOWGRAD_APT_PACKAGES=(
   meson ninja-build pkg-config g++
   libopenblas-dev libtbb-dev catch2 nlohmann-json3-dev libcli11-dev zlib1g-dev libcairo2-dev
+  libopenmpi-dev openmpi-bin
   dataset-fashion-mnist
 )
 

@@ -109,6 +109,30 @@ TEST_CASE("hooks see the gradient and may replace it") {
   REQUIRE_THROWS_WITH(sum(out).backward(), Catch::Contains("[register_hook]") && Catch::Contains("[3]"));
 }
 
+TEST_CASE("post-accumulate hooks run once per backward pass, after .grad holds the summed gradient") {
+  Tensor x = tensor({1.0, 2.0}, kFloat64).requires_grad_();
+  Tensor unused = tensor({5.0}, kFloat64).requires_grad_();
+  std::vector<std::vector<double>> seen;
+  x.register_post_accumulate_grad_hook([&](const Tensor& leaf) {
+    REQUIRE(leaf.shares_storage_with(x));
+    seen.push_back(leaf.grad().to_vector<double>());
+  });
+  bool unused_called = false;
+  unused.register_post_accumulate_grad_hook([&](const Tensor&) { unused_called = true; });
+  // x reaches the loss along two paths: the hook sees their sum, once.
+  sum(x * 3.0 + x * x).backward();
+  REQUIRE(seen == std::vector<std::vector<double>>{{5.0, 7.0}});
+  // A second pass accumulates; the hook sees the running total.
+  sum(x).backward();
+  REQUIRE(seen.back() == std::vector<double>{6.0, 8.0});
+  REQUIRE(seen.size() == 2);
+  REQUIRE_FALSE(unused_called);
+  REQUIRE_THROWS_WITH((x * 2.0).register_post_accumulate_grad_hook([](const Tensor&) {}),
+                      Catch::Contains("[register_post_accumulate_grad_hook]") && Catch::Contains("produced by an op"));
+  REQUIRE_THROWS_WITH(tensor({1.0}).register_post_accumulate_grad_hook([](const Tensor&) {}),
+                      Catch::Contains("does not require grad"));
+}
+
 TEST_CASE("saved tensors are freed by backward unless the graph is retained") {
   Tensor x = tensor({1.0, 2.0}, kFloat64).requires_grad_();
   Tensor y = exp(x);  // saves its output
