@@ -1,21 +1,16 @@
 #include "classifier_training.h"
 
-#include <atomic>
-#include <chrono>
-#include <csignal>
 #include <cstdio>
 #include <numeric>
 #include <sstream>
 
-#include "progress.h"
+#include "trainer.h"
 
 namespace examples {
 
 namespace {
 
 namespace nn = fg::nn;
-
-std::atomic<bool> g_interrupted{false};
 
 // Epoch e's order of the n training examples: a function of (seed, e) only.
 std::vector<std::int64_t> epoch_order(std::int64_t n, std::uint64_t seed, std::int64_t epoch) {
@@ -34,10 +29,13 @@ double accuracy(nn::Module& model, const std::function<fg::Tensor(const Labelled
                 const ClassificationData& data, bool train, std::int64_t eval_batch) {
   fg::NoGradGuard no_grad;
   model.eval();
+  const fg::dist::Communicator& comm = fg::dist::Communicator::world();
   const std::int64_t n = train ? data.train_size : data.test_size;
+  // With several ranks, each scores its block of the split.
+  const std::int64_t begin = n * comm.rank() / comm.size(), end = n * (comm.rank() + 1) / comm.size();
   std::int64_t correct = 0;
-  for (std::int64_t first = 0; first < n; first += eval_batch) {
-    std::vector<std::int64_t> indices(static_cast<std::size_t>(std::min(eval_batch, n - first)));
+  for (std::int64_t first = begin; first < end; first += eval_batch) {
+    std::vector<std::int64_t> indices(static_cast<std::size_t>(std::min(eval_batch, end - first)));
     std::iota(indices.begin(), indices.end(), first);
     const LabelledBatch batch = data.batch(train, indices);
     const fg::Tensor logits = classify(batch);
@@ -49,7 +47,8 @@ double accuracy(nn::Module& model, const std::function<fg::Tensor(const Labelled
       correct += std::max_element(row, row + static_cast<std::ptrdiff_t>(classes)) - row == labels[b];
     }
   }
-  return n > 0 ? static_cast<double>(correct) / static_cast<double>(n) : 0.0;
+  const double total_correct = comm.all_reduce(static_cast<double>(correct));
+  return n > 0 ? total_correct / static_cast<double>(n) : 0.0;
 }
 
 std::int64_t training_steps(std::int64_t train_size, const ClassifierTrainingOptions& options) {
@@ -59,7 +58,7 @@ std::int64_t training_steps(std::int64_t train_size, const ClassifierTrainingOpt
 
 int train_classifier(nn::Module& model, const std::function<fg::Tensor(const LabelledBatch&)>& classify,
                      const ClassificationData& data, const ClassifierTrainingOptions& o, const std::string& config,
-                     const std::map<std::string, fg::Generator*>& rngs) {
+                     const TrainerRngs& rngs) {
   if (o.epochs < 1 || o.batch < 1 || o.eval_batch < 1)
     fg::fail("train_classifier", "--epochs and --batch must be positive, got ", o.epochs, " and ", o.batch);
   if (data.train_size < 1 || data.test_size < 1)
@@ -71,65 +70,65 @@ int train_classifier(nn::Module& model, const std::function<fg::Tensor(const Lab
                       nn::AdamWOptions{.lr = o.lr, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8,
                                        .weight_decay = o.weight_decay});
   const nn::WarmupCosineLR schedule(o.lr, o.lr * o.min_lr_ratio, warmup, total_steps);
-  TrainingRun run(o.program, o.run, "epoch,train_loss,test_acc,seconds");
-  std::int64_t step = 0;
+  Trainer trainer({.program = o.program,
+                   .run = o.run,
+                   .log_header = "epoch,train_loss,test_acc,seconds",
+                   .total_steps = total_steps,
+                   .global_batch = o.batch,
+                   .steps_per_row = steps_per_epoch,
+                   .grad_clip = o.grad_clip,
+                   .unit = o.unit,
+                   .plain_every = 20},
+                  model, optimizer, [&](std::int64_t step) { return schedule.lr_at(step); }, rngs, config);
   if (!o.run.resume.empty()) {
-    step = run.resume(model, optimizer, rngs, steps_per_epoch);
-    std::printf("resumed from %s at step %lld (epoch %lld)\n", o.run.resume.c_str(), static_cast<long long>(step),
-                static_cast<long long>(step / steps_per_epoch + 1));
+    const std::int64_t step = trainer.resume();
+    if (trainer.comm().is_root())
+      std::printf("resumed from %s at step %lld (epoch %lld)\n", o.run.resume.c_str(), static_cast<long long>(step),
+                  static_cast<long long>(step / steps_per_epoch + 1));
   }
 
-  std::signal(SIGINT, [](int) { g_interrupted = true; });
-  Progress progress(total_steps, step, 20, o.unit);
-  while (step < total_steps && !g_interrupted) {
-    const std::int64_t epoch = step / steps_per_epoch;
-    const std::vector<std::int64_t> order = epoch_order(data.train_size, o.seed, epoch);
-    double loss_sum = 0.0, seconds = 0.0;
-    std::int64_t losses = 0;
-    for (std::int64_t in_epoch = step % steps_per_epoch; in_epoch < steps_per_epoch && !g_interrupted; ++in_epoch) {
-      const auto start = std::chrono::steady_clock::now();
-      const auto first = order.begin() + in_epoch * o.batch;
-      const std::vector<std::int64_t> indices(first, first + std::min(o.batch, data.train_size - in_epoch * o.batch));
-      model.train();
-      optimizer.set_lr(schedule.lr_at(step));
-      const LabelledBatch batch = data.batch(true, indices);
-      fg::Tensor loss = fg::cross_entropy(classify(batch), batch.labels);
-      optimizer.zero_grad();
-      loss.backward();
-      const double loss_value = loss.item<double>();
-      run.check_step(step + 1, loss_value, nn::clip_grad_norm_(model.parameters(), o.grad_clip));
-      optimizer.step();
-      ++step;
-      run.check_parameters(step, model);
-      const double step_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      seconds += step_seconds;
-      loss_sum += loss_value;
-      ++losses;
-      progress.update(step, loss_value, static_cast<double>(indices.size()) / step_seconds);
-    }
-    if (step % steps_per_epoch != 0) break;  // interrupted mid-epoch
-    const double test_acc = accuracy(model, classify, data, false, o.eval_batch);
-    const double train_loss = loss_sum / static_cast<double>(std::max<std::int64_t>(losses, 1));
-    progress.message("epoch " + std::to_string(epoch + 1) + ": train loss " + std::to_string(train_loss) +
-                     ", test accuracy " + std::to_string(100.0 * test_acc) + " %, " + std::to_string(seconds) +
-                     " s of training");
-    std::ostringstream row;
-    row.precision(9);
-    row << epoch + 1 << ',' << train_loss << ',' << test_acc << ',' << seconds;
-    run.log_row(row.str());
-    run.save(step, model, optimizer, rngs, config);
-    if (o.stop_at_epoch > 0 && epoch + 1 >= o.stop_at_epoch && step < total_steps) {
-      progress.message("stopped after epoch " + std::to_string(epoch + 1) + "; continue with --resume");
-      return 0;
-    }
-  }
-  if (g_interrupted) {
-    run.save(step, model, optimizer, rngs, config);
-    progress.message("interrupted: saved step " + std::to_string(step) +
-                     (run.writes_files() ? " to " + run.checkpoint_path() : " (no --out: nothing written)"));
-    return 130;
-  }
-  return 0;
+  std::vector<std::int64_t> order;  // this epoch's order of the training examples
+  std::int64_t order_epoch = -1;
+  double loss_sum = 0.0, seconds = 0.0;  // over the epoch's steps this process ran
+  std::int64_t losses = 0;
+  return trainer.run(
+      [&](std::int64_t step) {
+        const std::int64_t epoch = step / steps_per_epoch, in_epoch = step % steps_per_epoch;
+        if (epoch != order_epoch) {
+          order = epoch_order(data.train_size, o.seed, epoch);
+          order_epoch = epoch;
+        }
+        // The step's global batch, and this rank's rows of it.
+        const std::int64_t batch_first = in_epoch * o.batch, batch_size = std::min(o.batch, data.train_size - batch_first);
+        const auto [first, count] = trainer.shard(batch_size);
+        if (count == 0) return ShardLoss{};
+        const auto begin = order.begin() + batch_first + first;
+        const LabelledBatch batch = data.batch(true, std::vector<std::int64_t>(begin, begin + count));
+        return ShardLoss{fg::cross_entropy(classify(batch), batch.labels), count};
+      },
+      [&](const StepResult& done) {
+        loss_sum += done.loss;
+        seconds += done.seconds;
+        ++losses;
+        StepReport report;
+        if (done.step % steps_per_epoch != 0) return report;
+        const std::int64_t epoch = done.step / steps_per_epoch;
+        const double test_acc = accuracy(model, classify, data, false, o.eval_batch);
+        const double train_loss = loss_sum / static_cast<double>(std::max<std::int64_t>(losses, 1));
+        report.message = "epoch " + std::to_string(epoch) + ": train loss " + std::to_string(train_loss) +
+                         ", test accuracy " + std::to_string(100.0 * test_acc) + " %, " + std::to_string(seconds) +
+                         " s of training";
+        std::ostringstream row;
+        row.precision(9);
+        row << epoch << ',' << train_loss << ',' << test_acc << ',' << seconds;
+        report.log_row = row.str();
+        report.save = true;
+        if (o.stop_at_epoch > 0 && epoch >= o.stop_at_epoch && done.step < total_steps)
+          report.stop = "stopped after epoch " + std::to_string(epoch) + "; continue with --resume";
+        loss_sum = seconds = 0.0;
+        losses = 0;
+        return report;
+      });
 }
 
 }  // namespace examples

@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "../flowgrad.h"
-#include "training_run.h"
+#include "trainer.h"
 
 namespace examples {
 
@@ -50,13 +50,14 @@ struct ClassifierTrainingOptions {
 // Optimiser steps of a whole run: ceil(train_size / batch) per epoch.
 std::int64_t training_steps(std::int64_t train_size, const ClassifierTrainingOptions& options);
 
-// Trains `model` (its logits come from `classify`); `config` is stored in
-// every checkpoint. Returns the process exit code: 0 when done, 130 when
-// interrupted (after saving). `rngs` are saved and restored with the
-// checkpoint (e.g. the dropout generator).
+// Trains `model` (its logits come from `classify`) with examples/trainer.h;
+// `config` is stored in every checkpoint. Returns the process exit code: 0
+// when done, 130 when interrupted (after saving). `rngs` are saved and
+// restored with the checkpoint (e.g. the dropout generator, per rank). With
+// several ranks, --batch is the global batch and each rank takes its rows.
 int train_classifier(fg::nn::Module& model, const std::function<fg::Tensor(const LabelledBatch&)>& classify,
                      const ClassificationData& data, const ClassifierTrainingOptions& options,
-                     const std::string& config, const std::map<std::string, fg::Generator*>& rngs);
+                     const std::string& config, const TrainerRngs& rngs);
 
 // Fraction of the split classified correctly, in eval mode without autograd.
 double accuracy(fg::nn::Module& model, const std::function<fg::Tensor(const LabelledBatch&)>& classify,

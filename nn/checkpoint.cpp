@@ -34,6 +34,12 @@ CheckpointInfo parse_info(const std::string& path, const SafetensorsFile& file) 
   if (error != std::errc() || end != step.data() + step.size() || info.step < 0)
     fail("load_checkpoint", path, ": step \"", step, "\" is not a non-negative integer");
   info.config = metadata_entry(path, file, "config");
+  // Lenient here: load_checkpoint reports a malformed "rng" entry.
+  if (const auto rng = file.metadata.find("rng"); rng != file.metadata.end()) {
+    const nlohmann::json states = nlohmann::json::parse(rng->second, nullptr, /*allow_exceptions=*/false);
+    if (states.is_object())
+      for (const auto& [name, state] : states.items()) info.generators.push_back(name);
+  }
   return info;
 }
 

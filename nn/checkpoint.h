@@ -14,6 +14,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "../core/random.h"
 #include "../core/serialize.h"
@@ -25,6 +26,7 @@ namespace flowgrad::nn {
 struct CheckpointInfo {
   std::int64_t step = 0;
   std::string config;
+  std::vector<std::string> generators;  // names of the generator states it holds
 };
 
 // The tensors a checkpoint holds, under their names in the file:

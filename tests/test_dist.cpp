@@ -3,7 +3,9 @@
 // `mpirun -np 2` against one process.
 #include <sys/wait.h>
 
+#include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "test_util.h"
 
@@ -86,7 +88,143 @@ TEST_CASE("a job started by mpirun is refused when flowgrad has no MPI, instead 
   REQUIRE_FALSE(std::filesystem::exists(dir.file("x.safetensors")));
 }
 
+TEST_CASE("the programs refuse mpirun without MPI too, naming the cause") {
+  TempDir dir;
+  const ProgramRun run = run_program("OMPI_COMM_WORLD_SIZE=2 " + std::string(CHARLM_PATH),
+                                     "train --steps 2 --batch 4 --block 16 --layers 1 --heads 2 --embd 16", dir);
+  if (dist::mpi_built()) {
+    SUCCEED("this build has MPI: the refusal is tested by the build without it (scripts/test --sanitize)");
+    return;
+  }
+  INFO(run.output);
+  REQUIRE(run.status != 0);
+  REQUIRE_THAT(run.output, Catch::Contains("charlm: [Communicator] this process is one of 2 ranks started by mpirun"));
+}
+
 #if FLOWGRAD_TEST_MPI
+
+namespace {
+
+const std::string kCharlm = std::string(CHARLM_PATH) + " train --batch 4 --block 16 --layers 1 --heads 2 --embd 16 "
+                                                       "--eval-every 2 --eval-batches 2 --sample-chars 0 --threads 1";
+
+// log.csv's rows without the last column (throughput).
+std::vector<std::vector<double>> log_values(const std::string& path) {
+  std::vector<std::vector<double>> rows;
+  std::istringstream lines(read_text_file(path));
+  std::string line;
+  std::getline(lines, line);  // header
+  while (std::getline(lines, line)) {
+    std::vector<double> row;  // an empty cell (no validation at that step) reads as -1
+    const std::string kept = line.substr(0, line.rfind(','));
+    for (std::size_t start = 0; start <= kept.size();) {
+      const std::size_t comma = std::min(kept.find(',', start), kept.size());
+      row.push_back(comma == start ? -1.0 : std::stod(kept.substr(start, comma - start)));
+      start = comma + 1;
+    }
+    rows.push_back(row);
+  }
+  return rows;
+}
+
+
+}  // namespace
+
+TEST_CASE("charlm under mpirun -np 2: the single-process log, exact resumption, resumption with one rank") {
+  TempDir dir;
+  // Without dropout both runs see the same batches and the same model: equal up to float32 rounding.
+  REQUIRE(run_program(kCharlm, "--steps 6 --dropout 0 --out " + dir.file("one"), dir).status == 0);
+  const ProgramRun two = run_program(kMpirun + kCharlm, "--steps 6 --dropout 0 --out " + dir.file("two"), dir);
+  INFO(two.output);
+  REQUIRE(two.status == 0);
+  REQUIRE_THAT(two.output, Catch::Contains("1 threads per rank, 2 ranks"));
+  const auto one_rows = log_values(dir.file("one/log.csv")), two_rows = log_values(dir.file("two/log.csv"));
+  REQUIRE(one_rows.size() == 6);
+  REQUIRE(two_rows.size() == 6);
+  for (std::size_t r = 0; r < 6; ++r) {
+    REQUIRE(two_rows[r].size() == 3);
+    for (std::size_t c = 0; c < 3; ++c) REQUIRE(two_rows[r][c] == Approx(one_rows[r][c]).epsilon(1e-5));
+  }
+
+  // With dropout (per-rank streams, saved for every rank): stopped at 3 and resumed under
+  // np 2 logs what the straight np 2 run logs, digit for digit.
+  REQUIRE(run_program(kMpirun + kCharlm, "--steps 6 --out " + dir.file("straight"), dir).status == 0);
+  REQUIRE(run_program(kMpirun + kCharlm, "--steps 6 --stop-at 3 --out " + dir.file("resumed"), dir).status == 0);
+  const std::string checkpoint = dir.file("resumed/checkpoint.safetensors");
+  const auto generators = nn::read_checkpoint_info(checkpoint).generators;
+  REQUIRE(std::find(generators.begin(), generators.end(), "dropout@1") != generators.end());
+  const ProgramRun resumed =
+      run_program(kMpirun + kCharlm, "--steps 6 --out " + dir.file("resumed") + " --resume " + checkpoint, dir);
+  INFO(resumed.output);
+  REQUIRE(resumed.status == 0);
+  REQUIRE(without_last_column(read_text_file(dir.file("resumed/log.csv"))) ==
+          without_last_column(read_text_file(dir.file("straight/log.csv"))));
+
+  // The np 2 checkpoint continues in one process: the schedule goes on to its end.
+  REQUIRE(run_program(kMpirun + kCharlm, "--steps 6 --stop-at 3 --out " + dir.file("to_one"), dir).status == 0);
+  const ProgramRun alone = run_program(kCharlm, "--steps 6 --out " + dir.file("to_one") + " --resume " +
+                                                    dir.file("to_one/checkpoint.safetensors"),
+                                       dir);
+  INFO(alone.output);
+  REQUIRE(alone.status == 0);
+  REQUIRE(log_values(dir.file("to_one/log.csv")).size() == 6);
+  REQUIRE(nn::read_checkpoint_info(dir.file("to_one/checkpoint.safetensors")).step == 6);
+}
+
+TEST_CASE("data-parallel programs: an indivisible batch is refused, a rank's fault ends the job with the checkpoint intact") {
+  TempDir dir;
+  const ProgramRun odd = run_program(kMpirun + std::string(CHARLM_PATH), "train --steps 2 --batch 5 --block 16 --layers 1 "
+                                                                         "--heads 2 --embd 16 --threads 1",
+                                     dir);
+  INFO(odd.output);
+  REQUIRE(odd.status != 0);
+  REQUIRE_THAT(odd.output, Catch::Contains("[charlm] --batch 5 is the global batch of all 2 ranks and must divide by them"));
+
+  // Rank 1 fails before step 3; rank 0 saved step 2; no hang (timeout would exit 124).
+  const ProgramRun fault = run_program("FLOWGRAD_FAULT_AT=1:3 timeout 120 " + kMpirun + kCharlm,
+                                       "--steps 6 --save-every 2 --out " + dir.file("run"), dir);
+  INFO(fault.output);
+  REQUIRE(fault.status != 0);
+  REQUIRE(WEXITSTATUS(fault.status) != 124);
+  REQUIRE_THAT(fault.output, Catch::Contains("charlm: rank 1 of 2: [charlm] injected fault before step 3"));
+  const std::string checkpoint = dir.file("run/checkpoint.safetensors");
+  REQUIRE(nn::read_checkpoint_info(checkpoint).step == 2);
+  // Resumed, it ends where a run without the fault ends.
+  REQUIRE(run_program(kMpirun + kCharlm, "--steps 6 --out " + dir.file("run") + " --resume " + checkpoint, dir).status == 0);
+  REQUIRE(run_program(kMpirun + kCharlm, "--steps 6 --out " + dir.file("clean"), dir).status == 0);
+  REQUIRE(without_last_column(read_text_file(dir.file("run/log.csv"))) ==
+          without_last_column(read_text_file(dir.file("clean/log.csv"))));
+}
+
+TEST_CASE("fashion and listops under mpirun -np 2 train as one process does, uneven last batches included") {
+  TempDir dir;
+  // 35 images in batches of 16: the last batch of each epoch (3 images) splits 1 + 2.
+  const std::string data = " --data " + write_fashion_data_set(dir, "data", 28, 35, 10);
+  const std::string fashion = std::string(FASHION_PATH) + " train --epochs 2 --batch 16 --lr 1e-2 --patch 7 --layers 1 "
+                                                          "--heads 2 --embd 16 --threads 1" + data;
+  REQUIRE(run_program(fashion, "--out " + dir.file("f1"), dir).status == 0);
+  const ProgramRun f2 = run_program(kMpirun + fashion, "--out " + dir.file("f2"), dir);
+  INFO(f2.output);
+  REQUIRE(f2.status == 0);
+  const auto f1_rows = log_values(dir.file("f1/log.csv")), f2_rows = log_values(dir.file("f2/log.csv"));
+  REQUIRE(f1_rows.size() == 2);
+  REQUIRE(f2_rows.size() == 2);
+  for (std::size_t r = 0; r < 2; ++r) {
+    REQUIRE(f2_rows[r][1] == Approx(f1_rows[r][1]).epsilon(1e-5));  // train loss
+    REQUIRE(f2_rows[r][2] == f1_rows[r][2]);                        // test accuracy: same predictions
+  }
+
+  const std::string listops = std::string(LISTOPS_PATH) + " train --epochs 2 --train-size 40 --test-size 10 "
+                                                          "--min-length 10 --max-length 30 --batch 8 --layers 1 "
+                                                          "--heads 2 --embd 16 --threads 1";
+  REQUIRE(run_program(listops, "--out " + dir.file("l1"), dir).status == 0);
+  const ProgramRun l2 = run_program(kMpirun + listops, "--out " + dir.file("l2"), dir);
+  INFO(l2.output);
+  REQUIRE(l2.status == 0);
+  const auto l1_rows = log_values(dir.file("l1/log.csv")), l2_rows = log_values(dir.file("l2/log.csv"));
+  REQUIRE(l2_rows.size() == 2);
+  for (std::size_t r = 0; r < 2; ++r) REQUIRE(l2_rows[r][1] == Approx(l1_rows[r][1]).epsilon(1e-5));
+}
 
 TEST_CASE("mpirun -np 2 trains as one process on the same global batch, and twice bit for bit") {
   TempDir dir;

@@ -92,13 +92,6 @@ void edit_checkpoint(const std::string& path, const std::function<void(Safetenso
   save_safetensors(path, file.tensors, file.metadata);
 }
 
-// The log's columns that do not depend on timing (the last one is speed or seconds).
-std::string without_last_column(const std::string& log) {
-  std::string kept, line;
-  std::istringstream lines(log);
-  while (std::getline(lines, line)) kept += line.substr(0, line.rfind(',')) + "\n";
-  return kept;
-}
 
 }  // namespace
 

@@ -123,6 +123,15 @@ class FileSizeLimit {
   void (*saved_handler_)(int) = nullptr;
 };
 
+// A log.csv's text without its last column (tokens/s or seconds: timing),
+// for comparing runs digit for digit.
+inline std::string without_last_column(const std::string& log) {
+  std::string kept, line;
+  std::istringstream lines(log);
+  while (std::getline(lines, line)) kept += line.substr(0, line.rfind(',')) + "\n";
+  return kept;
+}
+
 // A program run as a user would, with stdout and stderr captured.
 struct ProgramRun {
   int status;          // as std::system returns it (0 = success)

@@ -110,19 +110,23 @@ std::int64_t Dataset::size(bool train) const {
   return static_cast<std::int64_t>((train ? train_ : validation_).size());
 }
 
-Batch Dataset::sample(bool train, std::int64_t batch, std::int64_t block, fg::Generator& gen) const {
+Batch Dataset::sample(bool train, std::int64_t batch, std::int64_t block, fg::Generator& gen, std::int64_t first,
+                      std::int64_t rows) const {
   const std::vector<std::int64_t>& ids = train ? train_ : validation_;
   const std::int64_t windows = static_cast<std::int64_t>(ids.size()) - block;
   if (windows < 1)
     fg::fail("charlm", "the ", train ? "training" : "validation", " split has ", ids.size(),
              " characters, too few for a block of ", block);
-  Batch out{fg::empty({batch, block}, fg::kInt64), fg::empty({batch, block}, fg::kInt64)};
+  if (rows < 0) rows = batch;
+  if (first < 0 || first + rows > batch) fg::fail("charlm", "rows [", first, ", ", first + rows, ") of a batch of ", batch);
+  Batch out{fg::empty({rows, block}, fg::kInt64), fg::empty({rows, block}, fg::kInt64)};
   std::int64_t* tokens = out.tokens.data<std::int64_t>();
   std::int64_t* targets = out.targets.data<std::int64_t>();
   for (std::int64_t b = 0; b < batch; ++b) {
     const auto start = static_cast<std::ptrdiff_t>(gen.next_u64() % static_cast<std::uint64_t>(windows));
-    std::copy_n(ids.begin() + start, block, tokens + b * block);
-    std::copy_n(ids.begin() + start + 1, block, targets + b * block);
+    if (b < first || b >= first + rows) continue;
+    std::copy_n(ids.begin() + start, block, tokens + (b - first) * block);
+    std::copy_n(ids.begin() + start + 1, block, targets + (b - first) * block);
   }
   return out;
 }

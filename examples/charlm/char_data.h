@@ -50,8 +50,11 @@ class Dataset {
   // Encodes `text` and splits it: the first 90% for training, the rest for validation.
   Dataset(const std::string& text, const Vocabulary& vocab);
 
-  // `batch` random windows of `block` + 1 characters from the split.
-  Batch sample(bool train, std::int64_t batch, std::int64_t block, fg::Generator& gen) const;
+  // `batch` random windows of `block` + 1 characters from the split; with
+  // `rows`, only the windows [first, first + rows) of them are returned (a
+  // rank's share; the generator advances over the whole batch either way).
+  Batch sample(bool train, std::int64_t batch, std::int64_t block, fg::Generator& gen, std::int64_t first = 0,
+               std::int64_t rows = -1) const;
   std::int64_t size(bool train) const;
   const std::vector<std::int64_t>& ids(bool train) const { return train ? train_ : validation_; }
 

@@ -19,9 +19,7 @@
 // for comparisons with other implementations (interop_check.py).
 #include <CLI/CLI.hpp>
 
-#include <atomic>
 #include <cmath>
-#include <csignal>
 #include <iomanip>
 #include <iostream>
 #include <limits>
@@ -34,15 +32,13 @@
 #include "../flags.h"
 #include "../progress.h"
 #include "../resume_flags.h"
-#include "../training_run.h"
+#include "../trainer.h"
 #include "char_data.h"
 
 namespace {
 
 namespace models = fg::models;
 namespace nn = fg::nn;
-
-std::atomic<bool> g_interrupted{false};
 
 struct TrainOptions {
   std::string data = CHARLM_DEFAULT_DATA;  // the copy in examples/data/ of the source tree
@@ -131,15 +127,19 @@ double unigram_entropy(const charlm::Dataset& data, const charlm::Vocabulary& vo
   return entropy;
 }
 
+// The mean loss over `batches` batches of the split; with several ranks each
+// takes its rows of every batch, and the means are averaged over the ranks.
 double estimate_loss(const models::FlowformerLM& model, const charlm::Dataset& data, bool train,
-                     std::int64_t batches, std::int64_t batch, std::int64_t block, fg::Generator& gen) {
+                     std::int64_t batches, std::int64_t batch, std::int64_t block, fg::Generator& gen,
+                     const examples::Trainer& trainer) {
   fg::NoGradGuard no_grad;
+  const auto [first, rows] = trainer.shard(batch);
   double total = 0;
   for (std::int64_t i = 0; i < batches; ++i) {
-    charlm::Batch b = data.sample(train, batch, block, gen);
+    charlm::Batch b = data.sample(train, batch, block, gen, first, rows);
     total += model.loss(b.tokens, b.targets).item<double>();
   }
-  return total / static_cast<double>(batches);
+  return trainer.comm().all_reduce(total) / static_cast<double>(batches * trainer.comm().size());
 }
 
 std::string log_row(std::int64_t step, double train_loss, double val_loss, double tokens_per_second) {
@@ -151,7 +151,7 @@ std::string log_row(std::int64_t step, double train_loss, double val_loss, doubl
 }
 
 int train(const TrainOptions& o) {
-  if (o.threads > 0) fg::set_num_threads(o.threads);
+  examples::start_process(o.threads);
   const std::string text = charlm::read_text_file(o.data);
   const charlm::Vocabulary vocab(text);
   const charlm::Dataset data(text, vocab);
@@ -200,68 +200,61 @@ int train(const TrainOptions& o) {
                                        .weight_decay = o.weight_decay});
   nn::WarmupCosineLR schedule(o.lr, o.lr * o.min_lr_ratio, std::min(o.warmup, o.steps), o.steps);
   fg::Generator eval_gen(o.seed + 3);  // validation batches
-  std::map<std::string, fg::Generator*> rngs{{"data", &data_gen}, {"dropout", dropout_gen.get()}, {"eval", &eval_gen}};
-  examples::TrainingRun run("charlm", o.run, "step,train_loss,val_loss,tokens_per_s");
-  std::int64_t step = o.run.resume.empty() ? 0 : run.resume(model, optimizer, rngs);
-  const std::string config_text = charlm::checkpoint_config(config, vocab);
+  examples::Trainer trainer({.program = "charlm",
+                             .run = o.run,
+                             .log_header = "step,train_loss,val_loss,tokens_per_s",
+                             .total_steps = o.steps,
+                             .stop_at = o.stop_at,
+                             .global_batch = o.batch,
+                             .grad_clip = o.grad_clip,
+                             .unit = "tok/s",
+                             .items_per_example = config.block_size},
+                            model, optimizer, [&](std::int64_t step) { return schedule.lr_at(step); },
+                            {.shared = {{"data", &data_gen}, {"eval", &eval_gen}}, .per_rank = {{"dropout", dropout_gen.get()}}},
+                            charlm::checkpoint_config(config, vocab));
+  const std::int64_t first_step = o.run.resume.empty() ? 0 : trainer.resume();
+  const bool root = trainer.comm().is_root();
 
   const double baseline = unigram_entropy(data, vocab);
-  std::printf("charlm: %lld characters (vocabulary %lld), %s attention, %lld layers, %lld heads, %lld embd, block %lld, "
-              "batch %lld, %lld parameters, %d threads\n",
-              static_cast<long long>(data.size(true) + data.size(false)), static_cast<long long>(vocab.size()),
-              o.attention.c_str(), static_cast<long long>(config.n_layer), static_cast<long long>(config.n_head),
-              static_cast<long long>(config.n_embd), static_cast<long long>(config.block_size),
-              static_cast<long long>(o.batch), static_cast<long long>(model.parameter_count()), fg::get_num_threads());
-  std::printf("unigram baseline (loss of a model that ignores context): %.3f nats\n", baseline);
-  if (step > 0) std::printf("resumed from %s at step %lld\n", o.run.resume.c_str(), static_cast<long long>(step));
+  if (root) {
+    std::printf("charlm: %lld characters (vocabulary %lld), %s attention, %lld layers, %lld heads, %lld embd, "
+                "block %lld, batch %lld, %lld parameters, %d threads%s\n",
+                static_cast<long long>(data.size(true) + data.size(false)), static_cast<long long>(vocab.size()),
+                o.attention.c_str(), static_cast<long long>(config.n_layer), static_cast<long long>(config.n_head),
+                static_cast<long long>(config.n_embd), static_cast<long long>(config.block_size),
+                static_cast<long long>(o.batch), static_cast<long long>(model.parameter_count()),
+                fg::get_num_threads(), examples::ranks_note(trainer.comm()).c_str());
+    std::printf("unigram baseline (loss of a model that ignores context): %.3f nats\n", baseline);
+    if (first_step > 0) std::printf("resumed from %s at step %lld\n", o.run.resume.c_str(), static_cast<long long>(first_step));
+  }
 
-  std::signal(SIGINT, [](int) { g_interrupted = true; });
-  examples::Progress progress(o.steps, step);
   double val_loss = NAN;
-  const std::int64_t last_step = o.stop_at > 0 ? std::min(o.stop_at, o.steps) : o.steps;
-  while (step < last_step && !g_interrupted) {
-    const auto start = std::chrono::steady_clock::now();
-    model.train();
-    optimizer.set_lr(schedule.lr_at(step));
-    charlm::Batch batch = data.sample(true, o.batch, config.block_size, data_gen);
-    fg::Tensor loss = model.loss(batch.tokens, batch.targets);
-    optimizer.zero_grad();
-    loss.backward();
-    const double train_loss = loss.item<double>();
-    run.check_step(step + 1, train_loss, nn::clip_grad_norm_(model.parameters(), o.grad_clip));
-    optimizer.step();
-    ++step;
-    run.check_parameters(step, model);
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    const double tokens_per_second = static_cast<double>(tokens_per_step) / seconds;
-
-    std::string extra;
-    val_loss = NAN;
-    if (step % o.eval_every == 0 || step == o.steps) {
-      model.eval();
-      val_loss = estimate_loss(model, data, false, o.eval_batches, o.batch, config.block_size, eval_gen);
-      extra = "val " + std::to_string(val_loss).substr(0, 6);
-    }
-    progress.update(step, train_loss, tokens_per_second, extra);
-    run.log_row(log_row(step, train_loss, val_loss, tokens_per_second));
-    if (step % o.save_every == 0) run.save(step, model, optimizer, rngs, config_text);
-  }
-  run.save(step, model, optimizer, rngs, config_text);
-  if (g_interrupted) {
-    progress.message("interrupted: saved step " + std::to_string(step) +
-                     (run.writes_files() ? " to " + run.checkpoint_path() : " (no --out: nothing written)"));
-    return 130;
-  }
-  if (step < o.steps) {
-    progress.message("stopped at step " + std::to_string(step) + " of " + std::to_string(o.steps) +
-                     "; continue with --resume");
-    return 0;
-  }
+  const auto [first_row, rows] = trainer.shard(o.batch);
+  const int status = trainer.run(
+      [&](std::int64_t) {
+        const charlm::Batch batch = data.sample(true, o.batch, config.block_size, data_gen, first_row, rows);
+        return examples::ShardLoss{model.loss(batch.tokens, batch.targets), rows};
+      },
+      [&](const examples::StepResult& done) {
+        examples::StepReport report;
+        val_loss = NAN;
+        if (done.step % o.eval_every == 0 || done.step == o.steps) {
+          model.eval();
+          val_loss = estimate_loss(model, data, false, o.eval_batches, o.batch, config.block_size, eval_gen, trainer);
+          report.progress_extra = "val " + std::to_string(val_loss).substr(0, 6);
+        }
+        report.log_row = log_row(done.step, done.loss, val_loss,
+                                 static_cast<double>(done.examples * config.block_size) / done.seconds);
+        report.save = done.step % o.save_every == 0;
+        return report;
+      });
+  if (status != 0 || trainer.step() < o.steps) return status;
 
   model.eval();
-  const double final_val = std::isnan(val_loss)
-                               ? estimate_loss(model, data, false, o.eval_batches, o.batch, config.block_size, eval_gen)
-                               : val_loss;
+  const double final_val = std::isnan(val_loss) ? estimate_loss(model, data, false, o.eval_batches, o.batch,
+                                                                config.block_size, eval_gen, trainer)
+                                                : val_loss;
+  if (!root) return 0;
   std::printf("\nvalidation loss %.3f vs unigram baseline %.3f: %s\n", final_val, baseline,
               final_val < baseline - 0.5 ? "the model learned to use context" : "not (yet) well below the baseline");
   if (o.sample_chars > 0) {
@@ -276,7 +269,7 @@ int train(const TrainOptions& o) {
 // ---- sampling ----
 
 int sample(const SampleOptions& o) {
-  if (o.threads > 0) fg::set_num_threads(o.threads);
+  examples::start_process(o.threads);
   const LoadedModel loaded = load_model(o.checkpoint);
   const models::FlowformerLM& model = *loaded.model;
   const charlm::Vocabulary& vocab = loaded.vocab;
@@ -293,7 +286,7 @@ int sample(const SampleOptions& o) {
 // ---- logits ----
 
 int logits(const LogitsOptions& o) {
-  if (o.threads > 0) fg::set_num_threads(o.threads);
+  examples::start_process(o.threads);
   const LoadedModel loaded = load_model(o.checkpoint, o.dtype == "float64" ? fg::kFloat64 : fg::kFloat32);
   const std::vector<std::int64_t> ids = loaded.vocab.encode(o.prompt);
   const std::int64_t length = static_cast<std::int64_t>(ids.size());
@@ -372,7 +365,6 @@ int main(int argc, char** argv) {
     }
     return sample_cmd->parsed() ? sample(s) : logits(l);
   } catch (const std::exception& error) {
-    std::cerr << "charlm: " << error.what() << '\n';
-    return 1;
+    examples::report_and_exit("charlm", error);
   }
 }

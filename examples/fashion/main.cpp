@@ -87,7 +87,7 @@ void check_image_size(const models::ImageClassifierConfig& config, const fashion
 }
 
 int train(const TrainOptions& o) {
-  if (o.threads > 0) fg::set_num_threads(o.threads);
+  const fg::dist::Communicator& comm = examples::start_process(o.threads);
   const fashion::FashionMnist data(o.data, o.train_limit, o.test_limit);
   const models::ImageClassifierConfig config =
       o.training.run.resume.empty() ? config_from_flags(o, data.height(), data.width()) : resumed_config(o);
@@ -100,18 +100,19 @@ int train(const TrainOptions& o) {
   fg::Generator init_gen(o.training.seed);
   auto dropout_gen = std::make_shared<fg::Generator>(o.training.seed + 1);
   models::FlowformerImageClassifier model(config, init_gen, fg::kFloat32, dropout_gen);
-  std::printf("fashion: %lld training and %lld test images, %lldx%lld patches (%lld tokens), %s attention, "
-              "%lld layers, %lld heads, width %lld, %lld parameters, %d threads\n",
+  if (comm.is_root())
+    std::printf("fashion: %lld training and %lld test images, %lldx%lld patches (%lld tokens), %s attention, "
+                "%lld layers, %lld heads, width %lld, %lld parameters, %d threads%s\n",
               static_cast<long long>(data.as_classification_data().train_size),
               static_cast<long long>(data.as_classification_data().test_size), static_cast<long long>(config.patch),
               static_cast<long long>(config.patch), static_cast<long long>(config.num_patches()),
               models::attention_kind_name(config.encoder.attention).data(),
               static_cast<long long>(config.encoder.n_layer), static_cast<long long>(config.encoder.n_head),
               static_cast<long long>(config.encoder.n_embd), static_cast<long long>(model.parameter_count()),
-              fg::get_num_threads());
+              fg::get_num_threads(), examples::ranks_note(comm).c_str());
   return examples::train_classifier(
       model, [&](const examples::LabelledBatch& batch) { return model.forward(batch.inputs); },
-      data.as_classification_data(), o.training, config.to_string(), {{"dropout", dropout_gen.get()}});
+      data.as_classification_data(), o.training, config.to_string(), {.per_rank = {{"dropout", dropout_gen.get()}}});
 }
 
 int attention(const AttentionOptions& o) {
@@ -219,7 +220,6 @@ int main(int argc, char** argv) {
     }
     return attention(a);
   } catch (const std::exception& error) {
-    std::cerr << "fashion: " << error.what() << '\n';
-    return 1;
+    examples::report_and_exit("fashion", error);
   }
 }

@@ -103,7 +103,7 @@ std::string data_description(const TrainOptions& o) {
 }
 
 int train(const TrainOptions& o) {
-  if (o.threads > 0) fg::set_num_threads(o.threads);
+  const fg::dist::Communicator& comm = examples::start_process(o.threads);
   const bool resuming = !o.training.run.resume.empty();
   if (resuming && !o.init.empty())
     fg::fail("listops", "--init starts a new run from another run's weights and --resume continues a run; give one");
@@ -159,22 +159,24 @@ int train(const TrainOptions& o) {
   auto dropout_gen = std::make_shared<fg::Generator>(o.training.seed + 2);
   models::FlowformerEncoder model(config, 10, parse_pooling(pooling), init_gen, fg::kFloat32, dropout_gen);
   if (!o.init.empty()) nn::load_model_weights(o.init, model);
-  std::printf("listops: %lld training sequences (mean length %.0f, %lld..%lld), %lld test, generated in %.1f s; "
-              "%s attention, %s pooling, %lld layers, %lld heads, width %lld, %lld parameters, %d threads\n",
+  if (comm.is_root()) {
+    std::printf("listops: %lld training sequences (mean length %.0f, %lld..%lld), %lld test, generated in %.1f s; "
+                "%s attention, %s pooling, %lld layers, %lld heads, width %lld, %lld parameters, %d threads%s\n",
               static_cast<long long>(o.train_size), static_cast<double>(tokens) / static_cast<double>(o.train_size),
               static_cast<long long>(o.data.min_length), static_cast<long long>(o.data.max_length),
               static_cast<long long>(o.test_size),
               std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
               models::attention_kind_name(config.attention).data(), pooling.c_str(), static_cast<long long>(config.n_layer),
               static_cast<long long>(config.n_head), static_cast<long long>(config.n_embd),
-              static_cast<long long>(model.parameter_count()), fg::get_num_threads());
-  if (!o.init.empty()) std::printf("model weights from %s\n", o.init.c_str());
-  std::printf("majority-class baseline (always the most frequent answer): %.1f %% of the test set\n",
-              100.0 * majority);
+              static_cast<long long>(model.parameter_count()), fg::get_num_threads(), examples::ranks_note(comm).c_str());
+    if (!o.init.empty()) std::printf("model weights from %s\n", o.init.c_str());
+    std::printf("majority-class baseline (always the most frequent answer): %.1f %% of the test set\n",
+                100.0 * majority);
+  }
   return examples::train_classifier(
       model, [&](const examples::LabelledBatch& batch) { return model.forward(batch.inputs, batch.mask); },
       data.as_classification_data(), o.training, listops::checkpoint_config(data_description(o), pooling, config),
-      {{"dropout", dropout_gen.get()}});
+      {.per_rank = {{"dropout", dropout_gen.get()}}});
 }
 
 // One stage of a curriculum: lengths, epochs and peak learning rate.
@@ -215,6 +217,7 @@ double last_test_accuracy(const std::string& log_csv) {
 // Running the same command again resumes the unfinished stage and skips
 // the finished ones.
 int curriculum(const TrainOptions& base, const std::string& stages_text) {
+  const bool root = examples::start_process(base.threads).is_root();  // rank 0 prints and reads the logs
   const std::vector<Stage> stages = parse_stages(stages_text);
   if (base.training.run.out.empty()) fg::fail("listops", "curriculum needs --out DIR for the stages' checkpoints");
   std::int64_t longest = 0;
@@ -233,17 +236,20 @@ int curriculum(const TrainOptions& base, const std::string& stages_text) {
     o.positions = positions;
     o.training.run.out = stage_dir(k);
     const std::string checkpoint = o.training.run.out + "/checkpoint.safetensors";
-    std::printf("== stage %zu of %zu: lengths %lld..%lld, %lld epochs, lr %g, %s\n", k + 1, stages.size(),
-                static_cast<long long>(o.data.min_length), static_cast<long long>(o.data.max_length),
-                static_cast<long long>(o.training.epochs), o.training.lr, o.training.run.out.c_str());
-    std::fflush(stdout);
+    if (root) {
+      std::printf("== stage %zu of %zu: lengths %lld..%lld, %lld epochs, lr %g, %s\n", k + 1, stages.size(),
+                  static_cast<long long>(o.data.min_length), static_cast<long long>(o.data.max_length),
+                  static_cast<long long>(o.training.epochs), o.training.lr, o.training.run.out.c_str());
+      std::fflush(stdout);
+    }
     if (std::filesystem::exists(checkpoint) && !base.training.run.overwrite) {
       const nn::CheckpointInfo info = nn::read_checkpoint_info(checkpoint);
       if (const std::string data = listops::parse_checkpoint_config(info.config).data; data != data_description(o))
         fg::fail("listops", checkpoint, " was trained on another data set (", data, "); stage ", k + 1, " gives ",
                  data_description(o), ": use another --out");
       if (info.step >= examples::training_steps(o.train_size, o.training)) {
-        std::printf("finished earlier: test accuracy %.1f %%\n", 100.0 * last_test_accuracy(o.training.run.out + "/log.csv"));
+        if (root)
+          std::printf("finished earlier: test accuracy %.1f %%\n", 100.0 * last_test_accuracy(o.training.run.out + "/log.csv"));
         previous = checkpoint;
         continue;
       }
@@ -257,6 +263,7 @@ int curriculum(const TrainOptions& base, const std::string& stages_text) {
     if (const int status = train(o); status != 0) return status;
     previous = checkpoint;
   }
+  if (!root) return 0;
   std::printf("curriculum done:");
   for (std::size_t k = 0; k < stages.size(); ++k)
     std::printf(" stage %zu %.1f %%%s", k + 1,
@@ -274,7 +281,7 @@ struct BenchOptions {
 };
 
 int bench(const BenchOptions& o) {
-  if (o.threads > 0) fg::set_num_threads(o.threads);
+  examples::start_process(o.threads);
   if (o.batch < 1 || o.steps < 1) fg::fail("listops", "--batch and --steps must be positive");
   std::printf("training step on full-length sequences: batch %lld, %lld layers, %lld heads, width %lld, %d threads; "
               "median of %lld steps after a warm-up\n",
@@ -410,7 +417,6 @@ int main(int argc, char** argv) {
     if (bench_cmd->parsed()) return bench(b);
     return show(count, show_options, show_seed);
   } catch (const std::exception& error) {
-    std::cerr << "listops: " << error.what() << '\n';
-    return 1;
+    examples::report_and_exit("listops", error);
   }
 }

@@ -1,0 +1,186 @@
+#include "trainer.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+
+namespace examples {
+
+namespace {
+
+namespace nn = fg::nn;
+namespace dist = fg::dist;
+
+std::atomic<bool> g_interrupted{false};
+
+// The checkpoint's name of rank r's stream of a per-rank generator.
+std::string rank_name(const std::string& name, int rank) {
+  return rank == 0 ? name : name + "@" + std::to_string(rank);
+}
+
+RunOptions files_of_rank(const RunOptions& options, const dist::Communicator& comm) {
+  RunOptions rank_options = options;
+  if (!comm.is_root()) rank_options.out.clear();  // only rank 0 writes
+  return rank_options;
+}
+
+// FLOWGRAD_FAULT_AT=RANK:STEP (a testing hook).
+std::pair<std::int64_t, std::int64_t> injected_fault() {
+  const char* value = std::getenv("FLOWGRAD_FAULT_AT");
+  long long rank = -1, step = -1;
+  if (value != nullptr && std::sscanf(value, "%lld:%lld", &rank, &step) != 2)
+    fg::fail("FLOWGRAD_FAULT_AT", "expected RANK:STEP, got \"", value, "\"");
+  return {rank, step};
+}
+
+}  // namespace
+
+Trainer::Trainer(TrainerOptions options, nn::Module& model, nn::Optimizer& optimizer,
+                 std::function<double(std::int64_t)> lr_at, TrainerRngs rngs, std::string config)
+    : options_(std::move(options)),
+      comm_(dist::Communicator::world()),
+      model_(model),
+      optimizer_(optimizer),
+      lr_at_(std::move(lr_at)),
+      rngs_(std::move(rngs)),
+      config_(std::move(config)),
+      files_(options_.program, files_of_rank(options_.run, comm_), options_.log_header),
+      data_parallel_(model, comm_) {
+  if (options_.global_batch % comm_.size() != 0)
+    fg::fail(options_.program, "--batch ", options_.global_batch, " is the global batch of all ", comm_.size(),
+             " ranks and must divide by them");
+  // Rank 0 keeps the stream it was given, so one process and rank 0 of many draw the same masks.
+  for (auto& [name, gen] : rngs_.per_rank)
+    if (comm_.rank() > 0) gen->manual_seed(fg::Generator(*gen).next_u64() + static_cast<std::uint64_t>(comm_.rank()));
+  std::tie(fault_rank_, fault_step_) = injected_fault();
+}
+
+std::pair<std::int64_t, std::int64_t> Trainer::shard(std::int64_t n) const {
+  const std::int64_t first = n * comm_.rank() / comm_.size(), end = n * (comm_.rank() + 1) / comm_.size();
+  return {first, end - first};
+}
+
+std::map<std::string, fg::Generator*> Trainer::own_rngs(const std::vector<std::string>& saved_names) const {
+  std::map<std::string, fg::Generator*> own;
+  for (const auto& [name, gen] : rngs_.per_rank) {
+    const std::string saved = rank_name(name, comm_.rank());
+    if (std::find(saved_names.begin(), saved_names.end(), saved) != saved_names.end()) own[saved] = gen;
+  }
+  return own;
+}
+
+std::int64_t Trainer::resume() {
+  std::map<std::string, fg::Generator*> rngs = rngs_.shared;
+  const std::map<std::string, fg::Generator*> own =
+      own_rngs(nn::read_checkpoint_info(options_.run.resume).generators);
+  rngs.insert(own.begin(), own.end());
+  step_ = saved_step_ = files_.resume(model_, optimizer_, rngs, options_.steps_per_row);
+  // Ranks the checkpoint had no stream for (it was saved by fewer ranks) keep the one seeded at start.
+  const bool complete = comm_.all_reduce(own.size() == rngs_.per_rank.size() ? 0.0 : 1.0) == 0.0;
+  if (!complete && comm_.is_root())
+    std::printf("resuming with %d ranks a checkpoint saved by fewer: the new ranks' random streams (%s) start "
+                "afresh, so this run is not bit for bit the one an uninterrupted run would be\n",
+                comm_.size(), rngs_.per_rank.empty() ? "" : rngs_.per_rank.begin()->first.c_str());
+  return step_;
+}
+
+void Trainer::save() {
+  // Every rank's streams of the per-rank generators (a collective: all ranks save together).
+  std::map<std::string, fg::Generator> gathered;
+  std::map<std::string, fg::Generator*> rngs = rngs_.shared;
+  for (const auto& [name, gen] : rngs_.per_rank) {
+    const std::vector<std::string> states = comm_.all_gather(gen->state());
+    for (int r = 0; r < comm_.size(); ++r) gathered[rank_name(name, r)].set_state(states[static_cast<std::size_t>(r)]);
+  }
+  for (auto& [name, gen] : gathered) rngs[name] = &gen;
+  files_.save(step_, model_, optimizer_, rngs, config_);
+  saved_step_ = step_;
+}
+
+int Trainer::run(const std::function<ShardLoss(std::int64_t)>& loss,
+                 const std::function<StepReport(const StepResult&)>& after_step) {
+  std::signal(SIGINT, [](int) { g_interrupted = true; });
+  const bool root = comm_.is_root();
+  Progress progress(options_.total_steps, step_, options_.plain_every, options_.unit);
+  const std::int64_t last_step =
+      options_.stop_at > 0 ? std::min(options_.stop_at, options_.total_steps) : options_.total_steps;
+  // Every rank must stop at the same step, so Ctrl-C is agreed on (mpirun passes it to all of them).
+  auto interrupted = [&] { return comm_.all_reduce(g_interrupted ? 1.0 : 0.0) > 0.0; };
+  while (step_ < last_step && !interrupted()) {
+    if (comm_.rank() == fault_rank_ && step_ + 1 == fault_step_)
+      fg::fail(options_.program, "injected fault before step ", step_ + 1, " (FLOWGRAD_FAULT_AT)");
+    const auto start = std::chrono::steady_clock::now();
+    model_.train();
+    optimizer_.set_lr(lr_at_(step_));
+    const ShardLoss shard_loss = loss(step_);
+    // The whole batch's loss and size, from every rank's share.
+    double global_loss = shard_loss.examples > 0 ? shard_loss.loss.item<double>() : 0.0;
+    auto global_examples = static_cast<double>(shard_loss.examples);
+    if (comm_.distributed()) {
+      const fg::Tensor totals = fg::tensor({global_loss * global_examples, global_examples}, fg::kFloat64);
+      comm_.all_reduce(totals);
+      global_examples = totals.at<double>({1});
+      global_loss = totals.at<double>({0}) / global_examples;
+    }
+    optimizer_.zero_grad();
+    if (shard_loss.examples > 0) {
+      // DataParallel averages the ranks' gradients: weighting each rank's mean by its share of the
+      // batch makes that average the gradient of the whole batch's mean (the weight is 1 for equal shares).
+      const double weight = static_cast<double>(shard_loss.examples) * comm_.size() / global_examples;
+      (weight == 1.0 ? shard_loss.loss : shard_loss.loss * weight).backward();
+      data_parallel_.finish();
+    } else {
+      data_parallel_.finish_without_backward();
+    }
+    files_.check_step(step_ + 1, global_loss, nn::clip_grad_norm_(model_.parameters(), options_.grad_clip));
+    optimizer_.step();
+    ++step_;
+    files_.check_parameters(step_, model_);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+
+    const StepReport report = after_step({step_, global_loss, seconds, static_cast<std::int64_t>(global_examples)});
+    if (root) {
+      progress.update(step_, global_loss,
+                      global_examples * static_cast<double>(options_.items_per_example) / seconds,
+                      report.progress_extra);
+      if (!report.message.empty()) progress.message(report.message);
+    }
+    if (!report.log_row.empty()) files_.log_row(report.log_row);
+    if (report.save) save();
+    if (!report.stop.empty()) {
+      if (root) progress.message(report.stop);
+      return 0;
+    }
+  }
+  const bool was_interrupted = interrupted();
+  if (saved_step_ != step_) save();
+  if (was_interrupted) {
+    if (root)
+      progress.message("interrupted: saved step " + std::to_string(step_) +
+                       (files_.writes_files() ? " to " + files_.checkpoint_path() : " (no --out: nothing written)"));
+    return 130;
+  }
+  if (step_ < options_.total_steps && root)
+    progress.message("stopped at step " + std::to_string(step_) + " of " + std::to_string(options_.total_steps) +
+                     "; continue with --resume");
+  return 0;
+}
+
+const fg::dist::Communicator& start_process(int threads) {
+  const fg::dist::Communicator& comm = fg::dist::Communicator::world();
+  if (threads > 0) fg::set_num_threads(threads);
+  return comm;
+}
+
+std::string ranks_note(const fg::dist::Communicator& comm) {
+  return comm.distributed() ? " per rank, " + std::to_string(comm.size()) + " ranks" : "";
+}
+
+void report_and_exit(const std::string& program, const std::exception& error) {
+  fg::dist::abort_job(program, error.what());
+}
+
+}  // namespace examples
