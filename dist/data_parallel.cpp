@@ -120,6 +120,7 @@ struct DataParallel::State {
         }
       }
     }
+    record(Kind::Averaged, 0);
     reset_pass();
   }
 };

@@ -63,9 +63,10 @@ class DataParallel {
 
   // What happened during the last pass, in order, for tests and benchmarks:
   // a parameter's gradient became final, a bucket's all-reduce started, it
-  // was seen complete, finish() began waiting.
+  // was seen complete, finish() was called, finish() returned (the time in
+  // between is communication that backward did not hide).
   struct Event {
-    enum class Kind { GradientReady, BucketStarted, BucketCompleted, FinishCalled } kind;
+    enum class Kind { GradientReady, BucketStarted, BucketCompleted, FinishCalled, Averaged } kind;
     std::size_t index;  // parameter or bucket; 0 for FinishCalled
     std::chrono::steady_clock::time_point time;
   };

@@ -31,7 +31,7 @@ class Model : public nn::Module {
   std::shared_ptr<models::FlowformerLM> lm;
 };
 
-const char* kEventNames[] = {"GradientReady", "BucketStarted", "BucketCompleted", "FinishCalled"};
+const char* kEventNames[] = {"GradientReady", "BucketStarted", "BucketCompleted", "FinishCalled", "Averaged"};
 
 int run(int argc, char** argv) {
   std::string out, events_path, dtype_name = "float64";

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "test_util.h"
 
@@ -169,6 +170,18 @@ TEST_CASE("charlm under mpirun -np 2: the single-process log, exact resumption, 
   REQUIRE(alone.status == 0);
   REQUIRE(log_values(dir.file("to_one/log.csv")).size() == 6);
   REQUIRE(nn::read_checkpoint_info(dir.file("to_one/checkpoint.safetensors")).step == 6);
+}
+
+TEST_CASE("each rank's thread count defaults to the host's cores over its ranks") {
+  TempDir dir;
+  const ProgramRun run = run_program("env -u FLOWGRAD_NUM_THREADS " + kMpirun + std::string(CHARLM_PATH),
+                                     "train --steps 1 --batch 2 --block 16 --layers 1 --heads 2 --embd 16 "
+                                     "--sample-chars 0 --eval-batches 1",
+                                     dir);
+  INFO(run.output);
+  REQUIRE(run.status == 0);
+  const int expected = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / 2);
+  REQUIRE_THAT(run.output, Catch::Contains(std::to_string(expected) + " threads per rank, 2 ranks"));
 }
 
 TEST_CASE("data-parallel programs: an indivisible batch is refused, a rank's fault ends the job with the checkpoint intact") {
