@@ -75,13 +75,13 @@ ensure_deps() {
 
 # configure_build DIR [meson options...]: sets DIR up the first time; later
 # only re-applies the given options (ninja re-runs meson by itself when a
-# meson.build changes).
+# meson.build changes; --reconfigure also learns options added since).
 configure_build() {
   local dir=$1
   shift
   if [[ -f $dir/meson-private/coredata.dat ]]; then
     if (( $# > 0 )); then
-      meson configure "$dir" "$@"
+      meson setup --reconfigure "$dir" "$@" >/dev/null
     fi
     return 0
   fi
