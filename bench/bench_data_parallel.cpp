@@ -6,9 +6,11 @@
 //   2. one training step of the charlm "mini" model (6 layers, width 192,
 //      block 128, global batch 64, AdamW), median of --steps after a
 //      warm-up, for 25 MB buckets (DDP's default) and 1 MB buckets: how long
-//      the step takes, how long finish() still waited for communication
-//      after backward, and which share of the all-reduce time (measured
-//      alone, with the same buckets) backward hid.
+//      the step takes, how long finish() waited after backward (the
+//      exposed communication, and the other rank's lag), the time of the
+//      same all-reduces alone, and the share of the buckets' all-reduce
+//      time (start to completion, from DataParallel's events) that ran
+//      while backward was still computing.
 //
 //   bench_data_parallel [--threads N] [--steps N]
 //   mpirun -np 2 bench_data_parallel --threads 1
@@ -60,9 +62,29 @@ void bandwidth(const dist::Communicator& comm) {
 }
 
 struct StepTimes {
-  double step = 0, waited = 0, reduce_alone = 0;
+  double step = 0, waited = 0, reduce_alone = 0, hidden = 0;
   std::size_t buckets = 0;
 };
+
+// The share of the buckets' all-reduce time (start to completion) that fell
+// before finish() was called, i.e. behind backward.
+double hidden_share(const std::vector<fg::dist::DataParallel::Event>& events) {
+  using Kind = fg::dist::DataParallel::Event::Kind;
+  Clock::time_point finish_called{};
+  std::vector<Clock::time_point> started(events.size()), completed(events.size());
+  for (const auto& event : events) {
+    if (event.kind == Kind::FinishCalled) finish_called = event.time;
+    if (event.kind == Kind::BucketStarted) started[event.index] = event.time;
+    if (event.kind == Kind::BucketCompleted) completed[event.index] = event.time;
+  }
+  double hidden = 0, total = 0;
+  for (std::size_t b = 0; b < events.size(); ++b) {
+    if (completed[b] == Clock::time_point{}) continue;
+    total += seconds_between(started[b], completed[b]);
+    hidden += std::max(0.0, seconds_between(started[b], std::min(completed[b], finish_called)));
+  }
+  return total > 0 ? hidden / total : 0.0;
+}
 
 StepTimes training_step(const dist::Communicator& comm, std::size_t bucket_bytes, int steps) {
   fg::models::FlowformerConfig config = fg::models::FlowformerConfig::mini(65);
@@ -71,7 +93,7 @@ StepTimes training_step(const dist::Communicator& comm, std::size_t bucket_bytes
   dist::DataParallel ddp(model, comm, {.bucket_bytes = bucket_bytes});
   fg::nn::AdamW optimizer(fg::nn::param_groups_for_decay(model.named_parameters(), 0.1), fg::nn::AdamWOptions{});
   const std::int64_t batch = 64 / comm.size();
-  std::vector<double> step_times, waits;
+  std::vector<double> step_times, waits, hidden;
   for (int step = 0; step <= steps; ++step) {
     const fg::Tensor tokens = fg::randint(0, config.vocab_size, {batch, config.block_size + 1}, data);
     const fg::Tensor inputs = tokens.narrow(1, 0, config.block_size).contiguous();
@@ -91,8 +113,9 @@ StepTimes training_step(const dist::Communicator& comm, std::size_t bucket_bytes
     if (step == 0) continue;  // warm-up
     step_times.push_back(seconds);
     waits.push_back(comm.distributed() ? seconds_between(called, averaged) : 0.0);
+    hidden.push_back(hidden_share(ddp.last_events()));
   }
-  StepTimes times{median(step_times), median(waits), 0.0, ddp.bucket_count()};
+  StepTimes times{median(step_times), median(waits), 0.0, median(hidden), ddp.bucket_count()};
   // The same reductions with nothing to hide them behind.
   if (comm.distributed()) {
     std::vector<fg::Tensor> flats;
@@ -135,10 +158,9 @@ int main(int argc, char** argv) {
                   "all-reduce alone s", "hidden");
     for (const std::size_t bucket_mb : {25, 1}) {
       const StepTimes t = training_step(comm, bucket_mb << 20, steps);
-      const double hidden = t.reduce_alone > 0 ? std::clamp(1.0 - t.waited / t.reduce_alone, 0.0, 1.0) : 0.0;
       if (comm.is_root())
         std::printf("%10zu %8zu %10.3f %14.4f %16.4f %7.0f%%\n", bucket_mb, t.buckets, t.step, t.waited, t.reduce_alone,
-                    100.0 * hidden);
+                    100.0 * t.hidden);
     }
   } catch (const std::exception& error) {
     dist::abort_job("bench_data_parallel", error.what());
