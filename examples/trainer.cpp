@@ -27,13 +27,17 @@ RunOptions files_of_rank(const RunOptions& options, const dist::Communicator& co
   return rank_options;
 }
 
-// FLOWGRAD_FAULT_AT=RANK:STEP (a testing hook).
-std::pair<std::int64_t, std::int64_t> injected_fault() {
+// FLOWGRAD_FAULT_AT=RANK:STEP[:kill] (a testing hook).
+InjectedFault injected_fault() {
   const char* value = std::getenv("FLOWGRAD_FAULT_AT");
+  InjectedFault fault;
+  if (value == nullptr) return fault;
   long long rank = -1, step = -1;
-  if (value != nullptr && std::sscanf(value, "%lld:%lld", &rank, &step) != 2)
-    fg::fail("FLOWGRAD_FAULT_AT", "expected RANK:STEP, got \"", value, "\"");
-  return {rank, step};
+  char kill[5] = {};
+  const int fields = std::sscanf(value, "%lld:%lld:%4s", &rank, &step, kill);
+  if (fields < 2 || (fields == 3 && std::string(kill) != "kill"))
+    fg::fail("FLOWGRAD_FAULT_AT", "expected RANK:STEP or RANK:STEP:kill, got \"", value, "\"");
+  return {rank, step, fields == 3};
 }
 
 }  // namespace
@@ -55,7 +59,7 @@ Trainer::Trainer(TrainerOptions options, nn::Module& model, nn::Optimizer& optim
   // Rank 0 keeps the stream it was given, so one process and rank 0 of many draw the same masks.
   for (auto& [name, gen] : rngs_.per_rank)
     if (comm_.rank() > 0) gen->manual_seed(fg::Generator(*gen).next_u64() + static_cast<std::uint64_t>(comm_.rank()));
-  std::tie(fault_rank_, fault_step_) = injected_fault();
+  fault_ = injected_fault();
 }
 
 std::pair<std::int64_t, std::int64_t> Trainer::shard(std::int64_t n) const {
@@ -110,8 +114,10 @@ int Trainer::run(const std::function<ShardLoss(std::int64_t)>& loss,
   // Every rank must stop at the same step, so Ctrl-C is agreed on (mpirun passes it to all of them).
   auto interrupted = [&] { return comm_.all_reduce(g_interrupted ? 1.0 : 0.0) > 0.0; };
   while (step_ < last_step && !interrupted()) {
-    if (comm_.rank() == fault_rank_ && step_ + 1 == fault_step_)
+    if (comm_.rank() == fault_.rank && step_ + 1 == fault_.step) {
+      if (fault_.kill) std::raise(SIGKILL);
       fg::fail(options_.program, "injected fault before step ", step_ + 1, " (FLOWGRAD_FAULT_AT)");
+    }
     const auto start = std::chrono::steady_clock::now();
     model_.train();
     optimizer_.set_lr(lr_at_(step_));

@@ -20,7 +20,8 @@
 // shared generators continue and ranks without a saved stream start one.
 //
 // Testing hook: FLOWGRAD_FAULT_AT=RANK:STEP makes that rank throw before
-// that step (1-based), to check that the job ends cleanly.
+// that step (1-based), RANK:STEP:kill makes it die of SIGKILL there, to
+// check that the job ends cleanly.
 #pragma once
 
 #include <cstdint>
@@ -64,6 +65,12 @@ struct ShardLoss {
 
 // A finished step as every rank sees it: the loss over the whole global
 // batch, the step's seconds, the examples of the whole job.
+// FLOWGRAD_FAULT_AT, read once.
+struct InjectedFault {
+  std::int64_t rank = -1, step = -1;
+  bool kill = false;
+};
+
 struct StepResult {
   std::int64_t step = 0;  // steps done so far
   double loss = 0.0;
@@ -115,7 +122,7 @@ class Trainer {
   TrainingRun files_;
   fg::dist::DataParallel data_parallel_;
   std::int64_t step_ = 0, saved_step_ = -1;
-  std::int64_t fault_rank_ = -1, fault_step_ = -1;
+  InjectedFault fault_;
 };
 
 // Sets a training process up: joins the job (dist::Communicator::world(),

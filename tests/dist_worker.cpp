@@ -5,7 +5,7 @@
 // parameters (--out) and the event order of the last step (--events).
 //
 //   dist_worker --out FILE [--dtype float32|float64] [--bucket-bytes N] [--events FILE]
-//               [--unused] [--throw-at RANK:STEP]
+//               [--unused [--allow-unused]] [--throw-at RANK:STEP]
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
@@ -36,7 +36,7 @@ const char* kEventNames[] = {"GradientReady", "BucketStarted", "BucketCompleted"
 int run(int argc, char** argv) {
   std::string out, events_path, dtype_name = "float64";
   std::size_t bucket_bytes = std::size_t{25} << 20;
-  bool unused = false;
+  bool unused = false, allow_unused = false;
   int throw_rank = -1, throw_step = -1;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -46,6 +46,7 @@ int run(int argc, char** argv) {
     else if (arg == "--dtype") dtype_name = value();
     else if (arg == "--bucket-bytes") bucket_bytes = std::stoul(value());
     else if (arg == "--unused") unused = true;
+    else if (arg == "--allow-unused") allow_unused = true;
     else if (arg == "--throw-at") {
       const std::string at = value();
       throw_rank = std::stoi(at.substr(0, at.find(':')));
@@ -63,7 +64,7 @@ int run(int argc, char** argv) {
   config.n_embd = 16;
   config.dropout = 0.0;
   Model model(config, dtype, unused);
-  dist::DataParallel ddp(model, comm, {.bucket_bytes = bucket_bytes, .allow_unused_parameters = false});
+  dist::DataParallel ddp(model, comm, {.bucket_bytes = bucket_bytes, .allow_unused_parameters = allow_unused});
   nn::AdamW optimizer(nn::param_groups_for_decay(model.named_parameters(), 0.1),
                       nn::AdamWOptions{.lr = 1e-2, .beta1 = 0.9, .beta2 = 0.95});
 

@@ -13,36 +13,6 @@
 using namespace flowgrad;
 using namespace flowgrad::testing;
 
-namespace {
-
-// mpirun as CI runs it: as root, two ranks on two cores (or fewer), no binding.
-const std::string kMpirun = "mpirun --allow-run-as-root --oversubscribe --bind-to none -np 2 ";
-
-// |a - b| / |b| over all parameters as one vector (Euclidean norms): how far
-// two runs' models drifted apart. (Single tensors whose gradient is nearly
-// zero, such as the query and key biases, drift further in float32: AdamW
-// divides their noise by their own tiny size.)
-double relative_difference(const std::map<std::string, Tensor>& a, const std::map<std::string, Tensor>& b) {
-  REQUIRE(a.size() == b.size());
-  double difference = 0.0, norm = 0.0;
-  for (const auto& [name, tensor] : a) {
-    const std::vector<double> x = tensor.to_vector<double>(), y = b.at(name).to_vector<double>();
-    for (std::size_t i = 0; i < x.size(); ++i) {
-      difference += (x[i] - y[i]) * (x[i] - y[i]);
-      norm += y[i] * y[i];
-    }
-  }
-  return std::sqrt(difference / norm);
-}
-
-bool bitwise_equal(const std::map<std::string, Tensor>& a, const std::map<std::string, Tensor>& b) {
-  for (const auto& [name, tensor] : a)
-    if (tensor.to_vector<double>() != b.at(name).to_vector<double>()) return false;
-  return a.size() == b.size();
-}
-
-}  // namespace
-
 TEST_CASE("without mpirun the world is one rank and every collective leaves its tensor as it is") {
   const dist::Communicator& world = dist::Communicator::world();
   REQUIRE(world.rank() == 0);
@@ -103,6 +73,36 @@ TEST_CASE("the programs refuse mpirun without MPI too, naming the cause") {
 }
 
 #if FLOWGRAD_TEST_MPI
+
+namespace {
+
+// mpirun as CI runs it: as root, two ranks on two cores (or fewer), no binding.
+const std::string kMpirun = "mpirun --allow-run-as-root --oversubscribe --bind-to none -np 2 ";
+
+// |a - b| / |b| over all parameters as one vector (Euclidean norms): how far
+// two runs' models drifted apart. (Single tensors whose gradient is nearly
+// zero, such as the query and key biases, drift further in float32: AdamW
+// divides their noise by their own tiny size.)
+double relative_difference(const std::map<std::string, Tensor>& a, const std::map<std::string, Tensor>& b) {
+  REQUIRE(a.size() == b.size());
+  double difference = 0.0, norm = 0.0;
+  for (const auto& [name, tensor] : a) {
+    const std::vector<double> x = tensor.to_vector<double>(), y = b.at(name).to_vector<double>();
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      difference += (x[i] - y[i]) * (x[i] - y[i]);
+      norm += y[i] * y[i];
+    }
+  }
+  return std::sqrt(difference / norm);
+}
+
+bool bitwise_equal(const std::map<std::string, Tensor>& a, const std::map<std::string, Tensor>& b) {
+  for (const auto& [name, tensor] : a)
+    if (tensor.to_vector<double>() != b.at(name).to_vector<double>()) return false;
+  return a.size() == b.size();
+}
+
+}  // namespace
 
 namespace {
 
@@ -202,6 +202,14 @@ TEST_CASE("data-parallel programs: an indivisible batch is refused, a rank's fau
   REQUIRE_THAT(fault.output, Catch::Contains("charlm: rank 1 of 2: [charlm] injected fault before step 3"));
   const std::string checkpoint = dir.file("run/checkpoint.safetensors");
   REQUIRE(nn::read_checkpoint_info(checkpoint).step == 2);
+  // A rank killed by a signal ends the job too, and mpirun names it.
+  const ProgramRun killed = run_program("FLOWGRAD_FAULT_AT=1:3:kill timeout 120 " + kMpirun + kCharlm,
+                                        "--steps 6 --save-every 2 --out " + dir.file("killed"), dir);
+  INFO(killed.output);
+  REQUIRE(killed.status != 0);
+  REQUIRE(WEXITSTATUS(killed.status) != 124);
+  REQUIRE_THAT(killed.output, Catch::Contains("rank 1") && Catch::Contains("signal 9"));
+  REQUIRE(nn::read_checkpoint_info(dir.file("killed/checkpoint.safetensors")).step == 2);
   // Resumed, it ends where a run without the fault ends.
   REQUIRE(run_program(kMpirun + kCharlm, "--steps 6 --out " + dir.file("run") + " --resume " + checkpoint, dir).status == 0);
   REQUIRE(run_program(kMpirun + kCharlm, "--steps 6 --out " + dir.file("clean"), dir).status == 0);
@@ -292,6 +300,16 @@ TEST_CASE("data-parallel errors: an unused parameter is named, a failing rank en
   REQUIRE(unused.status != 0);
   REQUIRE_THAT(unused.output, Catch::Contains("[DataParallel] parameter 'unused' received no gradient") &&
                                   Catch::Contains("rank "));
+  // Allowed, the unused parameter counts as a zero gradient: it is averaged (to zero) and the rest trains.
+  const ProgramRun allowed = run_program(kMpirun + DIST_WORKER_PATH,
+                                         "--unused --allow-unused --out " + dir.file("a.safetensors"), dir);
+  INFO(allowed.output);
+  REQUIRE(allowed.status == 0);
+  REQUIRE(load_safetensors(dir.file("a.safetensors")).at("unused").to_vector<double>() == std::vector<double>(3, 0.0));
+  REQUIRE(run_program(DIST_WORKER_PATH, "--out " + dir.file("plain.safetensors"), dir).status == 0);
+  auto trained = load_safetensors(dir.file("a.safetensors"));
+  trained.erase("unused");
+  REQUIRE(relative_difference(trained, load_safetensors(dir.file("plain.safetensors"))) <= 1e-12);
   // A rank that throws at step 2 brings its peer down: no hang (timeout 120 s would say 124).
   const ProgramRun failing = run_program("timeout 120 " + kMpirun + DIST_WORKER_PATH,
                                          "--throw-at 1:2 --out " + dir.file("f.safetensors"), dir);
