@@ -145,7 +145,7 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     if (flag == "--threads") threads = std::stoi(argv[i + 1]);
-    if (flag == "--steps") steps = std::stoi(argv[i + 1]);
+    if (flag == "--steps") steps = std::max(1, std::stoi(argv[i + 1]));
   }
   try {
     const dist::Communicator& comm = dist::Communicator::world();

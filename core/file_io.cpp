@@ -76,11 +76,24 @@ void MemorySource::read(std::uint64_t offset, void* destination, std::uint64_t c
 
 // ---- atomic writes ----
 
+namespace {
+
+// This host's name, as temporaries carry it: a file system shared between
+// hosts holds their temporaries side by side, and a pid means something
+// only on the host that made it.
+std::string host_name() {
+  char name[256] = {};
+  if (::gethostname(name, sizeof name - 1) != 0 || name[0] == '\0') return "localhost";
+  return name;
+}
+
+}  // namespace
+
 AtomicFileWriter::AtomicFileWriter(std::string_view op, const std::string& path) : ctx_{op, path} {
   if (path.empty()) ctx_.fail("the path is empty");
   remove_stale_temporaries();
   static std::atomic<std::uint64_t> counter{0};
-  const std::string stem = path + ".tmp." + std::to_string(::getpid()) + ".";
+  const std::string stem = path + ".tmp." + host_name() + "." + std::to_string(::getpid()) + ".";
   for (int attempt = 0;; ++attempt) {
     temp_path_ = stem + std::to_string(counter++);
     file_.fd = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
@@ -129,10 +142,10 @@ std::string AtomicFileWriter::directory() const {
   return parent.empty() ? std::string(".") : parent.string();
 }
 
-// Deletes "<name>.tmp.<pid>.<n>" files of our target whose process is gone
-// from this machine. Best effort: a failure here must not stop the save.
+// Deletes "<name>.tmp.<host>.<pid>.<n>" files of our target made on this host
+// by processes that are gone. Best effort: a failure here must not stop the save.
 void AtomicFileWriter::remove_stale_temporaries() const {
-  const std::string prefix = fs::path(ctx_.path).filename().string() + ".tmp.";
+  const std::string prefix = fs::path(ctx_.path).filename().string() + ".tmp." + host_name() + ".";
   std::error_code error;
   for (fs::directory_iterator it(directory(), error), end; !error && it != end; it.increment(error)) {
     const std::string name = it->path().filename().string();

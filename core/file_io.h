@@ -78,11 +78,12 @@ class MemorySource final : public ByteSource {
   std::string_view bytes_;
 };
 
-// Writes `path` atomically: the bytes go to "<path>.tmp.<pid>.<n>", and
-// commit() makes them durable and renames the file over `path`. Until then
-// `path` is untouched; without commit() (an exception) the temporary file is
-// deleted. Temporary files of `path` left by processes that no longer run
-// (killed during a save) are deleted when the next writer of `path` starts.
+// Writes `path` atomically: the bytes go to "<path>.tmp.<host>.<pid>.<n>",
+// and commit() makes them durable and renames the file over `path`. Until
+// then `path` is untouched; without commit() (an exception) the temporary
+// file is deleted. Temporary files of `path` left on this host by processes
+// that no longer run (killed during a save) are deleted when the next writer
+// of `path` starts; other hosts' are left to them.
 class AtomicFileWriter {
  public:
   AtomicFileWriter(std::string_view op, const std::string& path);

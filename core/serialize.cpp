@@ -70,14 +70,14 @@ std::uint64_t checked_nbytes(const FileContext& ctx, const Shape& shape, DType d
 // keeps the last one silently; the safetensors reference refuses it).
 Json parse_json_strict(const FileContext& ctx, const std::string& text) {
   std::vector<std::set<std::string>> keys;  // of each open object
-  std::string duplicate;
+  std::optional<std::string> duplicate;
   int duplicate_depth = 0;
   const Json::parser_callback_t record_keys = [&](int depth, Json::parse_event_t event, Json& parsed) {
     if (event == Json::parse_event_t::object_start) {
       keys.emplace_back();
     } else if (event == Json::parse_event_t::object_end) {
       keys.pop_back();
-    } else if (event == Json::parse_event_t::key && duplicate.empty()) {
+    } else if (event == Json::parse_event_t::key && !duplicate) {
       std::string key = parsed.get<std::string>();
       if (!keys.back().insert(key).second) {
         duplicate = std::move(key);
@@ -92,9 +92,9 @@ Json parse_json_strict(const FileContext& ctx, const std::string& text) {
   } catch (const Json::exception& e) {
     ctx.fail("header is not valid JSON: ", e.what());
   }
-  if (!duplicate.empty()) {
-    if (duplicate_depth == 1) ctx.fail("the header names tensor '", preview(duplicate), "' twice");
-    ctx.fail("the header holds key '", preview(duplicate), "' twice in one object");
+  if (duplicate) {
+    if (duplicate_depth == 1) ctx.fail("the header names tensor '", preview(*duplicate), "' twice");
+    ctx.fail("the header holds key '", preview(*duplicate), "' twice in one object");
   }
   return header;
 }

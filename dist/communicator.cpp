@@ -7,6 +7,8 @@
 #include <mpi.h>
 #endif
 
+#include <sched.h>
+
 #include <algorithm>
 #include <charconv>
 #include <climits>
@@ -65,7 +67,7 @@ MPI_Datatype mpi_type(DType dtype) {
   return MPI_DATATYPE_NULL;
 }
 
-// MPI counts are ints: larger tensors go in pieces.
+// MPI counts are ints: a larger tensor is an error (buckets are far smaller).
 int mpi_count(std::int64_t count, const char* call) {
   if (count > INT_MAX) fail(kOp, call, " of ", count, " elements: at most 2^31-1 in one call");
   return static_cast<int>(count);
@@ -94,7 +96,7 @@ struct Request::State {
 
 Request::Request() = default;
 Request::Request(Request&&) noexcept = default;
-Request& Request::operator=(Request&& other) noexcept {
+Request& Request::operator=(Request&& other) {
   if (this != &other) {
     if (state_) wait();
     state_ = std::move(other.state_);
@@ -176,10 +178,13 @@ Communicator::Communicator() {
          "missing when it was built): each rank would train alone. Rebuild with -Dmpi=enabled, or run without "
          "mpirun");
 #endif
-  // Ranks that share a host share its cores.
+  // Ranks that share a host share its cores; a rank that mpirun bound to
+  // fewer cores (its default for 2 ranks: one each) uses those.
   if (local_size_ > 1 && std::getenv("FLOWGRAD_NUM_THREADS") == nullptr) {
     const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    set_num_threads(std::max(1, cores / local_size_));
+    cpu_set_t allowed;
+    const int bound = ::sched_getaffinity(0, sizeof allowed, &allowed) == 0 ? CPU_COUNT(&allowed) : cores;
+    set_num_threads(std::clamp(std::min(bound, cores / local_size_), 1, kMaxThreads));
   }
 }
 

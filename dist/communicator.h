@@ -33,7 +33,7 @@ class Request {
   Request();
   ~Request();
   Request(Request&&) noexcept;
-  Request& operator=(Request&&) noexcept;
+  Request& operator=(Request&&);  // waits for the request it replaces
   Request(const Request&) = delete;
   Request& operator=(const Request&) = delete;
 
@@ -49,8 +49,9 @@ class Request {
 class Communicator {
  public:
   // The job this process belongs to. The first call initialises MPI when
-  // the process was started by mpirun, and sets the thread count of each
-  // rank to cores / ranks on this host unless FLOWGRAD_NUM_THREADS is set.
+  // the process was started by mpirun, and, unless FLOWGRAD_NUM_THREADS is
+  // set, gives each rank the host's cores / its ranks on that host (or the
+  // cores it is bound to, when fewer) as its thread count.
   static Communicator& world();
 
   int rank() const { return rank_; }

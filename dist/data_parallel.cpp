@@ -11,10 +11,14 @@ constexpr const char* kOp = "DataParallel";
 using Clock = std::chrono::steady_clock;
 using Kind = DataParallel::Event::Kind;
 
+// A bucket's flat buffer holds its parameters' gradients one after another,
+// then one "used" flag per parameter (1 where this rank had a gradient): after
+// the sum, a parameter that no rank used keeps no gradient, as in one process.
 struct Bucket {
   std::vector<std::size_t> params;     // indices into State::params
-  std::vector<std::int64_t> offsets;   // where each starts in `flat`
-  Tensor flat;                         // the gradients, concatenated
+  std::vector<std::int64_t> offsets;   // where each gradient starts in `flat`
+  std::int64_t flags = 0;              // where the used flags start in `flat`
+  Tensor flat;
   std::size_t waiting = 0;             // gradients not yet final in this pass
   bool started = false, completed = false;
   Request request;
@@ -70,11 +74,13 @@ struct DataParallel::State {
       const Tensor& param = params[bucket.params[k]].second;
       const Tensor slice = bucket.flat.narrow(0, bucket.offsets[k], param.numel()).view(param.shape());
       const Tensor grad = param.grad();
-      if (zeros_only || !grad.defined()) {
-        fill_(slice, 0.0);
-      } else {
+      const bool used = !zeros_only && grad.defined();
+      if (used) {
         copy_elements(grad, slice);
+      } else {
+        fill_(slice, 0.0);
       }
+      fill_(bucket.flat.narrow(0, bucket.flags + static_cast<std::int64_t>(k), 1), used ? 1.0 : 0.0);
     }
     bucket.request = comm->all_reduce_async(bucket.flat);
     bucket.started = true;
@@ -94,12 +100,14 @@ struct DataParallel::State {
 
   void finish() {
     record(Kind::FinishCalled, 0);
+    if (!options.allow_unused_parameters && !zeros_only)
+      for (std::size_t p = 0; p < params.size(); ++p)
+        if (!ready[p])
+          fail(kOp, "parameter '", params[p].first,
+               "' received no gradient in this backward pass; every rank must give every parameter a gradient "
+               "(DataParallelOptions::allow_unused_parameters counts a missing one as zero)");
     for (std::size_t p = 0; p < params.size(); ++p) {
       if (ready[p]) continue;
-      if (!options.allow_unused_parameters && !zeros_only)
-        fail(kOp, "parameter '", params[p].first,
-             "' received no gradient in this backward pass; every rank must give every parameter a gradient "
-             "(DataParallelOptions::allow_unused_parameters counts a missing one as zero)");
       ready[p] = true;
       --buckets[bucket_of[p]].waiting;
     }
@@ -110,8 +118,11 @@ struct DataParallel::State {
       bucket.request.wait();
       if (!bucket.completed) record(Kind::BucketCompleted, b);
       mul_(bucket.flat, scale);
+      const std::vector<double> used = bucket.flat.narrow(0, bucket.flags, static_cast<std::int64_t>(bucket.params.size()))
+                                           .to_vector<double>();
       for (std::size_t k = 0; k < bucket.params.size(); ++k) {
         const Tensor& param = params[bucket.params[k]].second;
+        if (used[k] == 0.0) continue;  // no rank had a gradient: none, as in one process
         const Tensor average = bucket.flat.narrow(0, bucket.offsets[k], param.numel()).view(param.shape());
         if (param.grad().defined()) {
           copy_elements(average, param.grad());
@@ -159,7 +170,8 @@ DataParallel::DataParallel(nn::Module& module, const Communicator& comm, DataPar
   }
   for (Bucket& bucket : s.buckets) {
     const Tensor& last = s.params[bucket.params.back()].second;
-    bucket.flat = empty({bucket.offsets.back() + last.numel()}, last.dtype());
+    bucket.flags = bucket.offsets.back() + last.numel();
+    bucket.flat = empty({bucket.flags + static_cast<std::int64_t>(bucket.params.size())}, last.dtype());
   }
   s.reset_pass();
 

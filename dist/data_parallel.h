@@ -21,8 +21,13 @@
 //
 // Every parameter must receive a gradient in every backward pass (as one
 // rank's unused parameter would leave the others waiting): finish() throws
-// naming the first that did not, unless allow_unused_parameters, which
-// counts it as zero (or its .grad(), when one is left from before).
+// naming the first that did not, unless allow_unused_parameters. Then a rank
+// without a gradient for a parameter counts as zero in the average, and a
+// parameter that no rank used keeps no gradient, so the optimizer skips it
+// as it would in one process.
+//
+// An error from DataParallel leaves reductions in flight: it must end the
+// whole job (examples::report_and_exit does, through MPI_Abort).
 //
 // With one rank, DataParallel does nothing: no hooks, no copies.
 #pragma once

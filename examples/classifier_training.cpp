@@ -60,7 +60,8 @@ int train_classifier(nn::Module& model, const std::function<fg::Tensor(const Lab
                      const ClassificationData& data, const ClassifierTrainingOptions& o, const std::string& config,
                      const TrainerRngs& rngs) {
   if (o.epochs < 1 || o.batch < 1 || o.eval_batch < 1)
-    fg::fail("train_classifier", "--epochs and --batch must be positive, got ", o.epochs, " and ", o.batch);
+    fg::fail("train_classifier", "--epochs, --batch and the evaluation batch must be positive, got ", o.epochs, ", ",
+             o.batch, " and ", o.eval_batch);
   if (data.train_size < 1 || data.test_size < 1)
     fg::fail("train_classifier", "empty data: ", data.train_size, " training and ", data.test_size, " test examples");
   const std::int64_t total_steps = training_steps(data.train_size, o);

@@ -1,6 +1,7 @@
 #include "trainer.h"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -19,12 +20,6 @@ std::atomic<bool> g_interrupted{false};
 // The checkpoint's name of rank r's stream of a per-rank generator.
 std::string rank_name(const std::string& name, int rank) {
   return rank == 0 ? name : name + "@" + std::to_string(rank);
-}
-
-RunOptions files_of_rank(const RunOptions& options, const dist::Communicator& comm) {
-  RunOptions rank_options = options;
-  if (!comm.is_root()) rank_options.out.clear();  // only rank 0 writes
-  return rank_options;
 }
 
 // FLOWGRAD_FAULT_AT=RANK:STEP[:kill] (a testing hook).
@@ -51,7 +46,7 @@ Trainer::Trainer(TrainerOptions options, nn::Module& model, nn::Optimizer& optim
       lr_at_(std::move(lr_at)),
       rngs_(std::move(rngs)),
       config_(std::move(config)),
-      files_(options_.program, files_of_rank(options_.run, comm_), options_.log_header),
+      files_(options_.program, options_.run, options_.log_header, /*writer=*/comm_.is_root()),
       data_parallel_(model, comm_) {
   if (options_.global_batch % comm_.size() != 0)
     fg::fail(options_.program, "--batch ", options_.global_batch, " is the global batch of all ", comm_.size(),
@@ -67,27 +62,26 @@ std::pair<std::int64_t, std::int64_t> Trainer::shard(std::int64_t n) const {
   return {first, end - first};
 }
 
-std::map<std::string, fg::Generator*> Trainer::own_rngs(const std::vector<std::string>& saved_names) const {
-  std::map<std::string, fg::Generator*> own;
-  for (const auto& [name, gen] : rngs_.per_rank) {
-    const std::string saved = rank_name(name, comm_.rank());
-    if (std::find(saved_names.begin(), saved_names.end(), saved) != saved_names.end()) own[saved] = gen;
-  }
-  return own;
-}
-
 std::int64_t Trainer::resume() {
+  const fg::SafetensorsFile file = fg::load_safetensors_file(options_.run.resume);
+  const std::vector<std::string> saved = nn::read_checkpoint_info(file, options_.run.resume).generators;
+  auto has = [&](const std::string& name) { return std::find(saved.begin(), saved.end(), name) != saved.end(); };
+  // Shared streams, and this rank's stream of each per-rank generator: rank
+  // 0's must be there (loading fails naming it otherwise); a rank the
+  // checkpoint had no stream for keeps the one it was seeded with.
   std::map<std::string, fg::Generator*> rngs = rngs_.shared;
-  const std::map<std::string, fg::Generator*> own =
-      own_rngs(nn::read_checkpoint_info(options_.run.resume).generators);
-  rngs.insert(own.begin(), own.end());
-  step_ = saved_step_ = files_.resume(model_, optimizer_, rngs, options_.steps_per_row);
-  // Ranks the checkpoint had no stream for (it was saved by fewer ranks) keep the one seeded at start.
-  const bool complete = comm_.all_reduce(own.size() == rngs_.per_rank.size() ? 0.0 : 1.0) == 0.0;
-  if (!complete && comm_.is_root())
-    std::printf("resuming with %d ranks a checkpoint saved by fewer: the new ranks' random streams (%s) start "
-                "afresh, so this run is not bit for bit the one an uninterrupted run would be\n",
-                comm_.size(), rngs_.per_rank.empty() ? "" : rngs_.per_rank.begin()->first.c_str());
+  int saved_ranks = 1;
+  for (const auto& [name, gen] : rngs_.per_rank) {
+    if (comm_.rank() == 0 || has(rank_name(name, comm_.rank()))) rngs[rank_name(name, comm_.rank())] = gen;
+    while (has(rank_name(name, saved_ranks))) ++saved_ranks;
+  }
+  step_ = saved_step_ = files_.resume(file, model_, optimizer_, rngs, options_.steps_per_row);
+  if (!rngs_.per_rank.empty() && saved_ranks != comm_.size() && comm_.is_root())
+    std::printf("resuming with %d rank(s) a checkpoint saved by %d: %s, so the run matches an uninterrupted one only "
+                "up to float rounding\n",
+                comm_.size(), saved_ranks,
+                saved_ranks < comm_.size() ? "the new ranks' random streams start afresh"
+                                           : "the streams of the ranks no longer here are dropped");
   return step_;
 }
 
@@ -104,14 +98,39 @@ void Trainer::save() {
   saved_step_ = step_;
 }
 
+namespace {
+
+// While alive, SIGINT (Ctrl-C), SIGTERM (what mpirun and batch schedulers
+// send to stop a job) and SIGUSR1 (which mpirun forwards to every rank) ask
+// the loop to finish its step, save and stop; the handlers before are
+// restored afterwards.
+class StopSignals {
+ public:
+  StopSignals() {
+    for (std::size_t i = 0; i < kSignals.size(); ++i)
+      previous_[i] = std::signal(kSignals[i], [](int) { g_interrupted = true; });
+  }
+  ~StopSignals() {
+    for (std::size_t i = 0; i < kSignals.size(); ++i) std::signal(kSignals[i], previous_[i]);
+  }
+  StopSignals(const StopSignals&) = delete;
+  StopSignals& operator=(const StopSignals&) = delete;
+
+ private:
+  static constexpr std::array<int, 3> kSignals{SIGINT, SIGTERM, SIGUSR1};
+  std::array<void (*)(int), 3> previous_{};
+};
+
+}  // namespace
+
 int Trainer::run(const std::function<ShardLoss(std::int64_t)>& loss,
                  const std::function<StepReport(const StepResult&)>& after_step) {
-  std::signal(SIGINT, [](int) { g_interrupted = true; });
+  const StopSignals stop_signals;
   const bool root = comm_.is_root();
   Progress progress(options_.total_steps, step_, options_.plain_every, options_.unit);
   const std::int64_t last_step =
       options_.stop_at > 0 ? std::min(options_.stop_at, options_.total_steps) : options_.total_steps;
-  // Every rank must stop at the same step, so Ctrl-C is agreed on (mpirun passes it to all of them).
+  // Every rank must stop at the same step, so a stop signal is agreed on.
   auto interrupted = [&] { return comm_.all_reduce(g_interrupted ? 1.0 : 0.0) > 0.0; };
   while (step_ < last_step && !interrupted()) {
     if (comm_.rank() == fault_.rank && step_ + 1 == fault_.step) {

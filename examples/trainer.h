@@ -63,14 +63,14 @@ struct ShardLoss {
   std::int64_t examples = 0;
 };
 
-// A finished step as every rank sees it: the loss over the whole global
-// batch, the step's seconds, the examples of the whole job.
 // FLOWGRAD_FAULT_AT, read once.
 struct InjectedFault {
   std::int64_t rank = -1, step = -1;
   bool kill = false;
 };
 
+// A finished step as every rank sees it: the loss over the whole global
+// batch, the step's seconds, the examples of the whole job.
 struct StepResult {
   std::int64_t step = 0;  // steps done so far
   double loss = 0.0;
@@ -97,7 +97,6 @@ class Trainer {
   // Rows [first, first + count) of a global batch of n examples that this rank takes.
   std::pair<std::int64_t, std::int64_t> shard(std::int64_t n) const;
   std::int64_t step() const { return step_; }
-  const TrainingRun& files() const { return files_; }
 
   // Continues from --resume: loads the checkpoint on every rank and returns its step.
   std::int64_t resume();
@@ -109,8 +108,6 @@ class Trainer {
 
  private:
   void save();
-  // The rank's per-rank generators, under the names the checkpoint uses.
-  std::map<std::string, fg::Generator*> own_rngs(const std::vector<std::string>& saved_names) const;
 
   TrainerOptions options_;
   const fg::dist::Communicator& comm_;

@@ -37,8 +37,8 @@ std::optional<std::int64_t> row_number(std::string_view line) {
 
 }  // namespace
 
-TrainingRun::TrainingRun(std::string program, RunOptions options, std::string log_header)
-    : program_(std::move(program)), options_(std::move(options)), log_header_(std::move(log_header)) {
+TrainingRun::TrainingRun(std::string program, RunOptions options, std::string log_header, bool writer)
+    : program_(std::move(program)), options_(std::move(options)), log_header_(std::move(log_header)), writer_(writer) {
   if (!writes_files()) return;
   const fs::path dir = options_.out;
   std::error_code error;
@@ -57,23 +57,32 @@ TrainingRun::TrainingRun(std::string program, RunOptions options, std::string lo
   if (!options_.overwrite)
     fg::fail(program_, "--out ", options_.out, " holds ", what, " of another run; continue it with --resume ",
              checkpoint_path(), ", replace it with --overwrite, or choose another --out");
+  // Removed at the first write: a run that fails before its first step leaves the old one whole.
+  overwrite_pending_ = true;
+}
+
+void TrainingRun::remove_overwritten_run() {
+  if (!overwrite_pending_) return;
+  overwrite_pending_ = false;
+  std::error_code error;
   for (const std::string& path : {checkpoint_path(), log_path()})
     if (fs::remove(path, error); error) fg::fail(program_, "--overwrite: cannot remove ", path, ": ", error.message());
-  std::printf("replacing the run in %s (--overwrite)\n", options_.out.c_str());
+  std::printf("replaced the run in %s (--overwrite)\n", options_.out.c_str());
 }
 
 std::string TrainingRun::checkpoint_path() const { return (fs::path(options_.out) / "checkpoint.safetensors").string(); }
 std::string TrainingRun::log_path() const { return (fs::path(options_.out) / "log.csv").string(); }
 
-std::int64_t TrainingRun::resume(nn::Module& model, nn::Optimizer& optimizer,
+std::int64_t TrainingRun::resume(const fg::SafetensorsFile& checkpoint, nn::Module& model, nn::Optimizer& optimizer,
                                  const std::map<std::string, fg::Generator*>& rngs, std::int64_t steps_per_row) {
-  const std::int64_t step = nn::load_checkpoint(options_.resume, model, optimizer, rngs).step;
+  const std::int64_t step = nn::load_checkpoint(checkpoint, options_.resume, model, optimizer, rngs).step;
   if (!options_.allow_nonfinite)
     if (const auto bad = nn::find_nonfinite(nn::training_state(model, optimizer)))
       fg::fail(program_, "the checkpoint ", options_.resume, " holds a non-finite value in ", describe(*bad),
                "; it cannot be resumed (--allow-nonfinite resumes it anyway)");
   std::error_code error;
-  if (writes_files() && path_exists(checkpoint_path()) && fs::equivalent(options_.resume, checkpoint_path(), error))
+  if (!options_.out.empty() && path_exists(checkpoint_path()) &&
+      fs::equivalent(options_.resume, checkpoint_path(), error))
     saved_step_ = step;
   if (writes_files()) trim_log(step / steps_per_row);
   return step;
@@ -126,6 +135,7 @@ void TrainingRun::check_parameters(std::int64_t step, const nn::Module& model) c
 
 void TrainingRun::log_row(const std::string& row) {
   if (!writes_files()) return;
+  remove_overwritten_run();
   std::error_code error;
   const bool fresh = !path_exists(log_path()) || fs::file_size(log_path(), error) == 0;
   const std::string text = (fresh ? log_header_ + "\n" : "") + row + "\n";
@@ -134,13 +144,16 @@ void TrainingRun::log_row(const std::string& row) {
 
 void TrainingRun::save(std::int64_t step, const nn::Module& model, const nn::Optimizer& optimizer,
                        const std::map<std::string, fg::Generator*>& rngs, const std::string& config) {
-  if (!writes_files()) return;
+  if (options_.out.empty()) return;
   if (!options_.allow_nonfinite)
     if (const auto bad = nn::find_nonfinite(nn::training_state(model, optimizer)))
       stop("step " + std::to_string(step) + ": not saved, the state holds a non-finite value in " + describe(*bad));
-  const std::map<std::string, const fg::Generator*> const_rngs(rngs.begin(), rngs.end());
-  checked_write([&] { nn::save_checkpoint(checkpoint_path(), model, optimizer, step, const_rngs, config); });
-  saved_step_ = step;
+  if (writer_) {
+    remove_overwritten_run();
+    const std::map<std::string, const fg::Generator*> const_rngs(rngs.begin(), rngs.end());
+    checked_write([&] { nn::save_checkpoint(checkpoint_path(), model, optimizer, step, const_rngs, config); });
+  }
+  saved_step_ = step;  // on every rank, for the messages
 }
 
 template <class Write>
@@ -157,7 +170,7 @@ void TrainingRun::stop(const std::string& reason) const {
 }
 
 std::string TrainingRun::intact_checkpoint_note() const {
-  if (!writes_files()) return "nothing was written (no --out)";
+  if (options_.out.empty()) return "nothing was written (no --out)";
   if (saved_step_ < 0) return "no checkpoint of this run was saved in " + options_.out + " yet";
   return "the checkpoint of step " + std::to_string(saved_step_) + " in " + checkpoint_path() +
          " is intact (continue with --resume " + checkpoint_path() + ")";
@@ -170,9 +183,11 @@ void check_model_shape(const std::string& program, std::int64_t embd, std::int64
 
 void check_training_memory(const std::string& program, const std::string& flags, double parameters,
                            std::int64_t tokens_per_step, std::int64_t layers, std::int64_t width) {
-  const double state = 16.0 * parameters;
+  // Each rank on this host holds the whole state and its share of the activations.
+  const fg::dist::Communicator& comm = fg::dist::Communicator::world();
+  const double state = 16.0 * parameters * comm.local_size();
   const double activations = 4.0 * 16.0 * static_cast<double>(tokens_per_step) * static_cast<double>(layers) *
-                             static_cast<double>(width);
+                             static_cast<double>(width) * comm.local_size() / comm.size();
   const auto available = static_cast<double>(fg::available_memory_bytes());
   if (state + activations <= available) return;
   std::ostringstream message;

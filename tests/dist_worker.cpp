@@ -20,15 +20,17 @@ namespace dist = fg::dist;
 
 namespace {
 
-// The LM and, with --unused, a parameter that no forward uses.
+// The LM and, with --unused, a matrix `extra` that the loss uses on even
+// steps only (a decayed parameter left without gradient on odd steps).
 class Model : public nn::Module {
  public:
-  Model(const models::FlowformerConfig& config, fg::DType dtype, bool with_unused) {
+  Model(const models::FlowformerConfig& config, fg::DType dtype, bool with_extra) {
     fg::Generator init(3);
     lm = register_module("lm", std::make_shared<models::FlowformerLM>(config, init, dtype));
-    if (with_unused) register_parameter("unused", fg::zeros({3}, dtype));
+    if (with_extra) extra = register_parameter("extra", fg::randn({2, 3}, init, dtype));
   }
   std::shared_ptr<models::FlowformerLM> lm;
+  fg::Tensor extra;
 };
 
 const char* kEventNames[] = {"GradientReady", "BucketStarted", "BucketCompleted", "FinishCalled", "Averaged"};
@@ -78,7 +80,9 @@ int run(int argc, char** argv) {
     const fg::Tensor inputs = mine.narrow(1, 0, config.block_size).contiguous();
     const fg::Tensor targets = mine.narrow(1, 1, config.block_size).contiguous();
     optimizer.zero_grad();
-    model.lm->loss(inputs, targets).backward();
+    fg::Tensor loss = model.lm->loss(inputs, targets);
+    if (model.extra.defined() && step % 2 == 0) loss = loss + fg::sum(model.extra * model.extra) * 1e-2;
+    loss.backward();
     ddp.finish();
     nn::clip_grad_norm_(model.parameters(), 1.0);
     optimizer.step();

@@ -252,6 +252,11 @@ TEST_CASE("issue 11.4: a new run refuses an --out that holds another run, unless
   // A log without a checkpoint (a run killed before its first save) is another run's data too.
   fs::remove(checkpoint);
   require_refused(charlm("train --steps 2" + kCharlmTiny + " --out " + out, dir), {"holds the log of another run"});
+  // --overwrite of a run that fails before its first step (here: its first update overflows)
+  // leaves the old run whole; the replacement happens at the new run's first write.
+  require_refused(charlm("train --steps 2 --overwrite --lr 1e308" + kCharlmTiny + " --out " + out, dir),
+                  {"[charlm] step 1", "non-finite"});
+  REQUIRE(read_text_file(out + "/log.csv") == log_before);
   // --overwrite replaces both: the log holds the new run's rows only.
   require_succeeded(charlm("train --steps 2 --overwrite" + kCharlmTiny + " --out " + out, dir));
   const std::string log = read_text_file(out + "/log.csv");
@@ -278,9 +283,7 @@ TEST_CASE("issue 11.4: after a kill, the next save removes its temporaries and r
   require_succeeded(charlm("train --steps 6 --stop-at 3" + kCharlmTiny + " --out " + out, dir));
   // What a kill -9 during a save and after logging leaves: a temporary of a process that is gone,
   // rows the checkpoint has not seen, and a row cut short.
-  long pid_max = 0;
-  std::ifstream("/proc/sys/kernel/pid_max") >> pid_max;
-  const std::string stale = checkpoint + ".tmp." + std::to_string(pid_max + 1) + ".0";
+  const std::string stale = save_temporary(checkpoint, unused_pid());
   write_bytes(stale, "half a checkpoint");
   append_to_file("test", out + "/log.csv", "4,4.1,,100\n5,4.0,,100\n6,3.9");
   require_succeeded(charlm("train --steps 6" + kCharlmTiny + " --out " + out + " --resume " + checkpoint, dir));

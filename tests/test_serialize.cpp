@@ -238,6 +238,10 @@ TEST_CASE("broken safetensors files are rejected with a message naming op, path 
                                            entry("a", "\"F32\"", "[2]", "[0,8]") + "}",
                                        eight),
                      "key 'k' twice");
+    require_rejected(safetensors_bytes("{" + entry("", "\"F32\"", "[1]", "[0,4]") + "," +
+                                           entry("", "\"F32\"", "[1]", "[4,8]") + "}",
+                                       eight),
+                     "names tensor '' twice");
   }
   SECTION("missing keys and wrongly typed values") {
     require_rejected(safetensors_bytes("{\"a\":{\"shape\":[2],\"data_offsets\":[0,8]}}", eight),
@@ -575,18 +579,18 @@ TEST_CASE("parse_safetensors and parse_npy read bytes in memory as the loaders r
 TEST_CASE("a save deletes the temporaries that killed processes left behind, and only those") {
   TempDir dir;
   const std::string path = dir.file("checkpoint.safetensors");
-  // pid_max + 1 never runs; our parent (the test runner's shell or meson) does.
-  long pid_max = 0;
-  std::ifstream("/proc/sys/kernel/pid_max") >> pid_max;
-  REQUIRE(pid_max > 0);
-  const std::string stale = path + ".tmp." + std::to_string(pid_max + 1) + ".0";
-  const std::string alive = path + ".tmp." + std::to_string(::getppid()) + ".0";
-  const std::string other = dir.file("other.safetensors.tmp." + std::to_string(pid_max + 1) + ".0");
-  for (const std::string& file : {stale, alive, other}) write_bytes(file, "partial");
+  // No process has pid_max + 1; our parent (the test runner's shell or meson) runs.
+  const std::string stale = save_temporary(path, unused_pid());
+  const std::string alive = save_temporary(path, ::getppid());
+  const std::string other = save_temporary(dir.file("other.safetensors"), unused_pid());
+  // On a file system shared between hosts, another host's pid says nothing here.
+  const std::string other_host = save_temporary(path, unused_pid(), "another-host");
+  for (const std::string& file : {stale, alive, other, other_host}) write_bytes(file, "partial");
   save_safetensors(path, {{"w", zeros({2})}});
   REQUIRE_FALSE(fs::exists(stale));
-  REQUIRE(fs::exists(alive));  // a save in progress elsewhere
-  REQUIRE(fs::exists(other));  // another file's temporary
+  REQUIRE(fs::exists(alive));       // a save in progress elsewhere
+  REQUIRE(fs::exists(other));       // another file's temporary
+  REQUIRE(fs::exists(other_host));  // another host's
   REQUIRE(load_safetensors(path).at("w").numel() == 2);
 }
 

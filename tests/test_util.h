@@ -132,6 +132,22 @@ inline std::string without_last_column(const std::string& log) {
   return kept;
 }
 
+// The name AtomicFileWriter gives a temporary of `path` made on this host
+// by process `pid`: what a process killed during a save leaves behind.
+inline std::string save_temporary(const std::string& path, long pid, const std::string& host = "") {
+  char name[256] = {};
+  ::gethostname(name, sizeof name - 1);
+  return path + ".tmp." + (host.empty() ? std::string(name) : host) + "." + std::to_string(pid) + ".0";
+}
+
+// A pid that no process has: pid_max + 1.
+inline long unused_pid() {
+  long pid_max = 0;
+  std::ifstream("/proc/sys/kernel/pid_max") >> pid_max;
+  REQUIRE(pid_max > 0);
+  return pid_max + 1;
+}
+
 // A program run as a user would, with stdout and stderr captured.
 struct ProgramRun {
   int status;          // as std::system returns it (0 = success)

@@ -242,17 +242,24 @@ int curriculum(const TrainOptions& base, const std::string& stages_text) {
                   static_cast<long long>(o.training.epochs), o.training.lr, o.training.run.out.c_str());
       std::fflush(stdout);
     }
-    if (std::filesystem::exists(checkpoint) && !base.training.run.overwrite) {
+    // Rank 0 looks at the stage's folder and every rank follows its decision.
+    enum StageState { kFresh = 0, kUnfinished = 1, kFinished = 2 };
+    int state = kFresh;
+    if (root && std::filesystem::exists(checkpoint) && !base.training.run.overwrite) {
       const nn::CheckpointInfo info = nn::read_checkpoint_info(checkpoint);
       if (const std::string data = listops::parse_checkpoint_config(info.config).data; data != data_description(o))
         fg::fail("listops", checkpoint, " was trained on another data set (", data, "); stage ", k + 1, " gives ",
                  data_description(o), ": use another --out");
-      if (info.step >= examples::training_steps(o.train_size, o.training)) {
-        if (root)
-          std::printf("finished earlier: test accuracy %.1f %%\n", 100.0 * last_test_accuracy(o.training.run.out + "/log.csv"));
-        previous = checkpoint;
-        continue;
-      }
+      state = info.step >= examples::training_steps(o.train_size, o.training) ? kFinished : kUnfinished;
+      if (state == kFinished)
+        std::printf("finished earlier: test accuracy %.1f %%\n", 100.0 * last_test_accuracy(o.training.run.out + "/log.csv"));
+    }
+    state = static_cast<int>(fg::dist::Communicator::world().all_reduce(state));  // only rank 0's is non-zero
+    if (state == kFinished) {
+      previous = checkpoint;
+      continue;
+    }
+    if (state == kUnfinished) {
       o.training.run.resume = checkpoint;
     } else {
       o.init = previous;

@@ -13,9 +13,15 @@ namespace fg = flowgrad;
 namespace models = fg::models;
 namespace nn = fg::nn;
 
-// Models above this size are skipped: refusing to build them is the memory
-// check's job (tested elsewhere); here they would only slow the fuzzer.
+// Models above this size that would still fit in memory are skipped: they
+// would only slow the fuzzer. Larger ones go to the constructors, which
+// refuse them before allocating anything.
 constexpr double kMaxParameters = 1e5;
+
+bool worth_building(double parameters) {
+  return parameters <= kMaxParameters ||
+         parameters * 4.0 > static_cast<double>(fg::available_memory_bytes());
+}
 
 bool safetensors(std::string_view bytes) {
   try {
@@ -58,8 +64,8 @@ bool load_into(const fg::SafetensorsFile& file, Model& model, const std::vector<
   std::map<std::string, fg::Generator*> rngs;
   for (const std::string& name : generator_names) rngs[name] = &generators[name];
   nn::load_checkpoint(file, "fuzz.safetensors", model, optimizer, rngs);
-  nn::find_nonfinite(nn::training_state(model, optimizer));
-  return true;
+  // The programs refuse to resume a state holding NaN or infinity.
+  return !nn::find_nonfinite(nn::training_state(model, optimizer));
 }
 
 bool checkpoint(std::string_view bytes) {
@@ -75,7 +81,7 @@ bool checkpoint(std::string_view bytes) {
   bool loaded = false;
   try {  // charlm
     const charlm::CheckpointConfig config = charlm::parse_checkpoint_config(info.config);
-    if (models::FlowformerLM::parameter_count_for(config.model) <= kMaxParameters) {
+    if (worth_building(models::FlowformerLM::parameter_count_for(config.model))) {
       models::FlowformerLM model(config.model, init);
       loaded = load_into(file, model, {"data", "dropout", "eval"});
     }
@@ -83,7 +89,7 @@ bool checkpoint(std::string_view bytes) {
   }
   try {  // fashion
     const auto config = models::ImageClassifierConfig::from_string(info.config);
-    if (models::FlowformerImageClassifier::parameter_count_for(config) <= kMaxParameters) {
+    if (worth_building(models::FlowformerImageClassifier::parameter_count_for(config))) {
       models::FlowformerImageClassifier model(config, init);
       loaded = load_into(file, model, {"dropout"}) || loaded;
     }
@@ -92,7 +98,7 @@ bool checkpoint(std::string_view bytes) {
   try {  // listops
     const listops::CheckpointConfig config = listops::parse_checkpoint_config(info.config);
     const auto pooling = config.pooling == "cls" ? models::Pooling::ClassToken : models::Pooling::Mean;
-    if (models::FlowformerEncoder::parameter_count_for(config.encoder, 10, pooling) <= kMaxParameters) {
+    if (worth_building(models::FlowformerEncoder::parameter_count_for(config.encoder, 10, pooling))) {
       models::FlowformerEncoder model(config.encoder, 10, pooling, init);
       loaded = load_into(file, model, {"dropout"}) || loaded;
     }

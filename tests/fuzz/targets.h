@@ -6,9 +6,10 @@
 // defect.
 //
 // libFuzzer drives them (tests/fuzz/fuzz_main.cpp, `scripts/fuzz`); the
-// Catch2 test fuzz_regressions runs every file of tests/fuzz/corpus/<name>/
-// and tests/fuzz/regressions/<name>/ through them in the release and the
-// sanitizer builds. A reader added later gets a target here, a seed
+// Catch2 test fuzz_corpus runs every file of tests/fuzz/corpus/<name>/ (must
+// be read) and tests/fuzz/regressions/<name>/ (must be refused; those in its
+// read/ folder must be read) through them in the release and the sanitizer
+// builds. A reader added later gets a target here, a seed
 // corpus and a dictionary.
 #pragma once
 
@@ -19,7 +20,8 @@
 namespace fuzz {
 
 // True when the bytes were read (for a checkpoint: loaded into a model of
-// one of the programs), false when the reader refused them with its error.
+// one of the programs, with finite values, as the programs would resume
+// it), false when the reader refused them with its error.
 using Target = bool (*)(std::string_view bytes);
 
 // name -> target: "safetensors", "npy", "idx", "checkpoint", "csv".
