@@ -2,11 +2,13 @@
 // Include this one header to get the whole public API.
 #pragma once
 
+#include "core/blas.h"
 #include "core/dtype.h"
 #include "core/error.h"
 #include "core/file_io.h"
 #include "core/idx.h"
 #include "core/parallel.h"
+#include "core/profile.h"
 #include "core/random.h"
 #include "core/serialize.h"
 #include "core/shape.h"

@@ -1,5 +1,6 @@
 // The backward engine: Kahn's algorithm over the graph reachable from the
 // root, with an explicit stack (no recursion, so deep graphs are fine).
+#include <string>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -98,7 +99,15 @@ void run_backward(const Tensor& root, const Tensor& grad_root, bool retain_graph
              "trying to run backward through the graph a second time: it was freed by the "
              "first backward; call backward(gradient, /*retain_graph=*/true) the first time");
       grad = apply_hooks(*node, std::move(grad));
-      input_grads = node->backward(grad);
+      if (profile::enabled()) {
+        const std::int64_t start = profile::now_ns();
+        input_grads = node->backward(grad);
+        const char* region = node->profile_region();
+        profile::record("backward:" + std::string(region != nullptr ? std::string_view(region) : node->name()),
+                        static_cast<double>(profile::now_ns() - start) * 1e-9);
+      } else {
+        input_grads = node->backward(grad);
+      }
       if (!retain_graph && node->releasable()) node->release_saved();
     }
 

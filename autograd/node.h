@@ -15,6 +15,7 @@
 #include <string_view>
 #include <vector>
 
+#include "../core/profile.h"
 #include "../core/tensor.h"
 
 namespace flowgrad::autograd {
@@ -77,6 +78,9 @@ class Node {
   void release_saved();
   bool released() const { return released_; }
 
+  // The profile region open when the node was made (see core/profile.h), or null.
+  const char* profile_region() const { return profile_region_; }
+
  private:
   friend class SavedTensor;
   std::vector<Edge> next_edges_;
@@ -84,6 +88,7 @@ class Node {
   std::vector<GradHook> hooks_;
   std::weak_ptr<TensorImpl> retained_output_;
   bool released_ = false;
+  const char* profile_region_ = profile::current_region();
 };
 
 struct AutogradMeta {

@@ -2,28 +2,94 @@
 
 #include <cblas.h>
 
+#include <algorithm>
+#include <chrono>
+#include <vector>
+
+#include "error.h"
+
+#include "parallel.h"
+
 namespace flowgrad::blas {
 
 namespace {
+
 CBLAS_TRANSPOSE flag(bool transpose) { return transpose ? CblasTrans : CblasNoTrans; }
+
+void call_blas(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
+               std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
+  cblas_sgemm(CblasRowMajor, flag(ta), flag(tb), static_cast<blasint>(m), static_cast<blasint>(n),
+              static_cast<blasint>(k), alpha, a, static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, c,
+              static_cast<blasint>(ldc));
+}
+
+void call_blas(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, double alpha, const double* a,
+               std::int64_t lda, const double* b, std::int64_t ldb, double beta, double* c, std::int64_t ldc) {
+  cblas_dgemm(CblasRowMajor, flag(ta), flag(tb), static_cast<blasint>(m), static_cast<blasint>(n),
+              static_cast<blasint>(k), alpha, a, static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, c,
+              static_cast<blasint>(ldc));
+}
+
+// Below this many multiply-adds a GEMM runs on the calling thread: a task
+// switch costs more than the split saves.
+constexpr std::int64_t kSplitWork = std::int64_t{1} << 21;
+// Blocks of C start at multiples of this, so every task runs OpenBLAS's full
+// register tiles except at the matrix's own edge.
+constexpr std::int64_t kBlockAlign = 64;
+
 }  // namespace
 
-template <>
-void gemm<float>(bool transpose_a, bool transpose_b, std::int64_t m, std::int64_t n,
-                 std::int64_t k, float alpha, const float* a, std::int64_t lda, const float* b,
-                 std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
-  cblas_sgemm(CblasRowMajor, flag(transpose_a), flag(transpose_b), static_cast<blasint>(m),
-              static_cast<blasint>(n), static_cast<blasint>(k), alpha, a, static_cast<blasint>(lda),
-              b, static_cast<blasint>(ldb), beta, c, static_cast<blasint>(ldc));
+// OpenBLAS itself always runs one thread (see parallel.cpp); a large GEMM is
+// cut into blocks of rows (or, when C is short and wide, of columns) of C,
+// one oneTBB task each. Every element of C is still the same sequence of
+// multiply-adds over k, so the result does not depend on the thread count,
+// and no second thread pool spins between GEMMs.
+template <class T>
+void gemm(bool transpose_a, bool transpose_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
+          std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc) {
+  const std::int64_t threads = get_num_threads();
+  const bool split_rows = m >= n;
+  const std::int64_t extent = split_rows ? m : n;
+  const std::int64_t blocks =
+      std::min(threads, (extent + kBlockAlign - 1) / kBlockAlign);
+  if (blocks <= 1 || m * n * k < kSplitWork) {
+    call_blas(transpose_a, transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  // Block i covers [i·step, min((i+1)·step, extent)), step a multiple of kBlockAlign.
+  const std::int64_t step = ((extent + blocks - 1) / blocks + kBlockAlign - 1) / kBlockAlign * kBlockAlign;
+  parallel_for(blocks, 1, [&](std::int64_t first, std::int64_t last) {
+    for (std::int64_t block = first; block < last; ++block) {
+      const std::int64_t begin = block * step, size = std::min(extent, begin + step) - begin;
+      if (size <= 0) continue;
+      if (split_rows) {  // rows [begin, begin+size) of op(A) and C
+        const T* a_rows = transpose_a ? a + begin : a + begin * lda;
+        call_blas(transpose_a, transpose_b, size, n, k, alpha, a_rows, lda, b, ldb, beta, c + begin * ldc, ldc);
+      } else {  // columns [begin, begin+size) of op(B) and C
+        const T* b_cols = transpose_b ? b + begin * ldb : b + begin;
+        call_blas(transpose_a, transpose_b, m, size, k, alpha, a, lda, b_cols, ldb, beta, c + begin, ldc);
+      }
+    }
+  });
 }
 
-template <>
-void gemm<double>(bool transpose_a, bool transpose_b, std::int64_t m, std::int64_t n,
-                  std::int64_t k, double alpha, const double* a, std::int64_t lda, const double* b,
-                  std::int64_t ldb, double beta, double* c, std::int64_t ldc) {
-  cblas_dgemm(CblasRowMajor, flag(transpose_a), flag(transpose_b), static_cast<blasint>(m),
-              static_cast<blasint>(n), static_cast<blasint>(k), alpha, a, static_cast<blasint>(lda),
-              b, static_cast<blasint>(ldb), beta, c, static_cast<blasint>(ldc));
+double measure_sgemm_gflops(std::int64_t n, int repeats) {
+  if (n <= 0 || repeats <= 0)
+    fail("measure_sgemm_gflops", "n and repeats must be positive, got n=", n, " repeats=", repeats);
+  std::vector<float> a(static_cast<std::size_t>(n * n), 0.5f), b(a.size(), 0.25f), c(a.size());
+  std::vector<double> seconds;
+  for (int r = 0; r <= repeats; ++r) {
+    const auto start = std::chrono::steady_clock::now();
+    gemm<float>(false, false, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+    if (r > 0) seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  std::sort(seconds.begin(), seconds.end());
+  return 2.0 * static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(n) / seconds[seconds.size() / 2] * 1e-9;
 }
+
+template void gemm<float>(bool, bool, std::int64_t, std::int64_t, std::int64_t, float, const float*, std::int64_t,
+                          const float*, std::int64_t, float, float*, std::int64_t);
+template void gemm<double>(bool, bool, std::int64_t, std::int64_t, std::int64_t, double, const double*,
+                           std::int64_t, const double*, std::int64_t, double, double*, std::int64_t);
 
 }  // namespace flowgrad::blas

@@ -12,4 +12,9 @@ void gemm(bool transpose_a, bool transpose_b, std::int64_t m, std::int64_t n, st
           T alpha, const T* a, std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c,
           std::int64_t ldc);
 
+// The float32 GEMM rate of this machine at the current thread count, in
+// GFLOP/s: the median of `repeats` square n×n products (2·n³ FLOPs each)
+// after one warm-up. The denominator of model FLOPs utilisation.
+double measure_sgemm_gflops(std::int64_t n = 1024, int repeats = 5);
+
 }  // namespace flowgrad::blas

@@ -21,7 +21,6 @@ namespace {
 struct ThreadSettings {
   std::mutex mutex;
   std::atomic<int> num_threads{0};
-  int single_thread_depth = 0;  // open BlasSingleThreadScope count
   std::unique_ptr<tbb::global_control> tbb_limit;
 };
 
@@ -43,7 +42,6 @@ void apply(ThreadSettings& settings, int n) {
   settings.num_threads = n;
   settings.tbb_limit = std::make_unique<tbb::global_control>(
       tbb::global_control::max_allowed_parallelism, static_cast<std::size_t>(n));
-  if (settings.single_thread_depth == 0) openblas_set_num_threads(n);
 }
 
 ThreadSettings& settings() {
@@ -51,6 +49,7 @@ ThreadSettings& settings() {
   static std::once_flag initialised;
   std::call_once(initialised, [] {
     std::lock_guard lock(instance.mutex);
+    openblas_set_num_threads(1);  // blas::gemm parallelises through oneTBB
     apply(instance, threads_from_environment());
   });
   return instance;
@@ -66,17 +65,5 @@ void set_num_threads(int n) {
 }
 
 int get_num_threads() { return settings().num_threads.load(std::memory_order_relaxed); }
-
-BlasSingleThreadScope::BlasSingleThreadScope() {
-  ThreadSettings& s = settings();
-  std::lock_guard lock(s.mutex);
-  if (s.single_thread_depth++ == 0 && s.num_threads > 1) openblas_set_num_threads(1);
-}
-
-BlasSingleThreadScope::~BlasSingleThreadScope() {
-  ThreadSettings& s = settings();
-  std::lock_guard lock(s.mutex);
-  if (--s.single_thread_depth == 0 && s.num_threads > 1) openblas_set_num_threads(s.num_threads);
-}
 
 }  // namespace flowgrad

@@ -1,10 +1,10 @@
 // Threads: one setting bounds oneTBB and OpenBLAS together.
 //
 // set_num_threads(n) (or FLOWGRAD_NUM_THREADS=n in the environment, read on
-// first use) caps oneTBB's worker count through tbb::global_control and sets
-// OpenBLAS's thread count to the same n. Regions that call BLAS from several
-// oneTBB tasks at once use BlasSingleThreadScope, so the two pools never run
-// n*n threads on n cores.
+// first use) caps oneTBB's worker count through tbb::global_control. OpenBLAS
+// always runs single-threaded: blas::gemm splits a large product into oneTBB
+// tasks itself, so there is one thread pool, never n*n threads on n cores,
+// and no second pool spinning while the first one works.
 #pragma once
 
 #include <cstdint>
@@ -39,15 +39,5 @@ void parallel_for(std::int64_t n, std::int64_t grain, Body&& body) {
       [&](const tbb::blocked_range<std::int64_t>& r) { body(r.begin(), r.end()); },
       tbb::simple_partitioner());
 }
-
-// While alive, OpenBLAS runs single-threaded; nesting is allowed. Use it
-// around parallel regions whose tasks call BLAS.
-class BlasSingleThreadScope {
- public:
-  BlasSingleThreadScope();
-  ~BlasSingleThreadScope();
-  BlasSingleThreadScope(const BlasSingleThreadScope&) = delete;
-  BlasSingleThreadScope& operator=(const BlasSingleThreadScope&) = delete;
-};
 
 }  // namespace flowgrad

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <string>
 #include <utility>
@@ -20,8 +21,10 @@ class Progress {
       : total_(total_steps), first_(first_step), plain_every_(plain_every), unit_(std::move(unit)),
         terminal_(isatty(fileno(stdout)) != 0), start_(std::chrono::steady_clock::now()) {}
 
-  // `step` is the number of completed steps; `extra` is appended (e.g. "val 1.53").
-  void update(std::int64_t step, double loss, double items_per_second, const std::string& extra = "") {
+  // `step` is the number of completed steps; `extra` is appended (e.g. "val
+  // 1.53"); a model FLOPs utilisation `mfu` (a fraction) follows the rate.
+  void update(std::int64_t step, double loss, double items_per_second, const std::string& extra = "",
+              double mfu = std::nan("")) {
     const double elapsed = seconds();
     const double per_step = step > first_ ? elapsed / static_cast<double>(step - first_) : 0.0;
     const double eta = per_step * static_cast<double>(total_ - step);
@@ -30,9 +33,11 @@ class Progress {
     const int filled = total_ > 0 ? static_cast<int>(width * step / total_) : width;
     std::string bar(static_cast<std::size_t>(filled), '#');
     bar.resize(width, '.');
-    std::snprintf(line, sizeof line, "[%s] step %lld/%lld  loss %.4f  %.0f %s  ETA %s%s%s", bar.c_str(),
+    char utilisation[32] = "";
+    if (!std::isnan(mfu)) std::snprintf(utilisation, sizeof utilisation, "  MFU %.0f%%", 100 * mfu);
+    std::snprintf(line, sizeof line, "[%s] step %lld/%lld  loss %.4f  %.0f %s%s  ETA %s%s%s", bar.c_str(),
                   static_cast<long long>(step), static_cast<long long>(total_), loss, items_per_second, unit_.c_str(),
-                  format_duration(eta).c_str(), extra.empty() ? "" : "  ", extra.c_str());
+                  utilisation, format_duration(eta).c_str(), extra.empty() ? "" : "  ", extra.c_str());
     if (terminal_) {
       std::printf("\r\033[K%s", line);
       if (step >= total_) std::printf("\n");

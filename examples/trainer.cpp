@@ -4,6 +4,7 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -55,6 +56,8 @@ Trainer::Trainer(TrainerOptions options, nn::Module& model, nn::Optimizer& optim
   for (auto& [name, gen] : rngs_.per_rank)
     if (comm_.rank() > 0) gen->manual_seed(fg::Generator(*gen).next_u64() + static_cast<std::uint64_t>(comm_.rank()));
   fault_ = injected_fault();
+  // Every rank measures its own cores; ranks sharing a machine measure at the same time.
+  if (options_.flops_per_item > 0) sgemm_flops_ = comm_.all_reduce(fg::blas::measure_sgemm_gflops() * 1e9);
 }
 
 std::pair<std::int64_t, std::int64_t> Trainer::shard(std::int64_t n) const {
@@ -166,11 +169,12 @@ int Trainer::run(const std::function<ShardLoss(std::int64_t)>& loss,
     files_.check_parameters(step_, model_);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
-    const StepReport report = after_step({step_, global_loss, seconds, static_cast<std::int64_t>(global_examples)});
+    const double items_per_second = global_examples * static_cast<double>(options_.items_per_example) / seconds;
+    const double mfu = options_.flops_per_item > 0 ? options_.flops_per_item * items_per_second / sgemm_flops_ : NAN;
+    const StepReport report =
+        after_step({step_, global_loss, seconds, static_cast<std::int64_t>(global_examples), mfu});
     if (root) {
-      progress.update(step_, global_loss,
-                      global_examples * static_cast<double>(options_.items_per_example) / seconds,
-                      report.progress_extra);
+      progress.update(step_, global_loss, items_per_second, report.progress_extra, mfu);
       if (!report.message.empty()) progress.message(report.message);
     }
     if (!report.log_row.empty()) files_.log_row(report.log_row);

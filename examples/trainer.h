@@ -48,6 +48,10 @@ struct TrainerOptions {
   double grad_clip = 1.0;
   std::string unit = "tok/s";     // what the progress line counts
   std::int64_t items_per_example = 1;  // e.g. tokens per sequence, for the throughput
+  // Model FLOPs of a training step per item (e.g. FlowformerConfig::
+  // training_flops_per_token); when set, the trainer measures this machine's
+  // sgemm rate once and reports model FLOPs utilisation (MFU) with each step.
+  double flops_per_item = 0.0;
   std::int64_t plain_every = 10;  // progress lines when stdout is no terminal
 };
 
@@ -76,6 +80,7 @@ struct StepResult {
   double loss = 0.0;
   double seconds = 0.0;
   std::int64_t examples = 0;
+  double mfu = 0.0;  // model FLOPs / (sgemm rate x ranks); NaN without flops_per_item
 };
 
 // What a program wants after a step (every rank computes it; rank 0 shows
@@ -119,6 +124,7 @@ class Trainer {
   TrainingRun files_;
   fg::dist::DataParallel data_parallel_;
   std::int64_t step_ = 0, saved_step_ = -1;
+  double sgemm_flops_ = 0.0;  // FLOP/s of all ranks' sgemm probes (with flops_per_item)
   InjectedFault fault_;
 };
 

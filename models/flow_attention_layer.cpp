@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "../autograd/grad_mode.h"
+#include "../core/profile.h"
 #include "../ops/elementwise.h"
 #include "../ops/embedding.h"
 #include "../ops/matmul.h"
@@ -148,6 +149,7 @@ Tensor FlowAttention::forward(const Tensor& x_q, const Tensor& x_k, const Tensor
          "padding masks are for normal attention only (a causal sequence is padded at its end, "
          "which no earlier position sees)");
 
+  profile::Scope region("attn.projections");
   std::optional<MaskRows> keys, queries;
   if (key_mask.defined()) keys = read_mask(key_mask, B, S, "key_mask");
   if (query_mask.defined()) queries = read_mask(query_mask, B, L, "query_mask");
@@ -185,6 +187,7 @@ FlowAttentionTrace FlowAttention::trace(const Tensor& x) const {
 
 Tensor FlowAttention::attend(const Tensor& q, const Tensor& k, const Tensor& v,
                              const Tensor& key_mask) const {
+  profile::Scope region("attn.core");
   const Tensor qh = split_heads(q), kh = split_heads(k), vh = split_heads(v);
   if (options_.kind == AttentionKind::Flow)
     return merge_heads(flow_attention(qh, kh, vh, options_.flow, key_mask));

@@ -228,6 +228,14 @@ FlowformerLM::FlowformerLM(const FlowformerConfig& config, Generator& init_gen, 
   if (own_dropout_gen) dropout_gen_->manual_seed(init_gen.next_u64());
 }
 
+double FlowformerConfig::training_flops_per_token(std::int64_t length) const {
+  const double d = static_cast<double>(n_embd), layers = static_cast<double>(n_layer);
+  const double weights = layers * 12.0 * d * d + d * static_cast<double>(vocab_size);
+  const double per_layer_attention = attention == AttentionKind::Flow ? 12.0 * d * (d / static_cast<double>(n_head))
+                                                            : 12.0 * static_cast<double>(length) * d;
+  return 6.0 * weights + layers * per_layer_attention;
+}
+
 double FlowformerLM::parameter_count_for(const FlowformerConfig& config) {
   return config.trunk_parameter_count(config.block_size) +
          static_cast<double>(config.n_embd) * static_cast<double>(config.vocab_size);  // lm_head, no bias

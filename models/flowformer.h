@@ -39,6 +39,15 @@ struct FlowformerConfig {
   // `positions` rows of position embedding. A double, so that it can be
   // computed for any sizes (from flags or files) before anything is built.
   double trunk_parameter_count(std::int64_t positions) const;
+  // Model FLOPs of one training step (forward + backward) per token of a
+  // sequence of `length` tokens, the numerator of model FLOPs utilisation:
+  //   6·N + n_layer·A,  N = n_layer·12·d² + d·vocab_size (the weight
+  //   matrices; embeddings are lookups, biases and norms are O(d)),
+  //   A = 12·d·(d / n_head) for Flow-Attention (per head, k vᵀ into the
+  //   state and q·state, 2·Dh² each, forward; backward twice that),
+  //   A = 12·length·d for softmax (Q Kᵀ and A V over the whole length,
+  //   as PaLM counts it; the causal half is not subtracted).
+  double training_flops_per_token(std::int64_t length) const;
   // "key=value" lines, one per field, for a checkpoint's metadata;
   // from_string reads them back (unknown keys or malformed lines throw,
   // missing keys keep their defaults) and validates.

@@ -1,7 +1,7 @@
 #include "layers.h"
 
+#include "../core/profile.h"
 #include "../ops/linear.h"
-
 #include "../ops/dropout.h"
 #include "../ops/elementwise.h"
 #include "../ops/embedding.h"
@@ -53,6 +53,7 @@ Tensor LayerNorm::forward(const Tensor& x) const {
   if (x.dim() == 0 || x.size(-1) != weight.size(0))
     fail("LayerNorm", "input of shape ", shape_str(x.shape()), " does not end in dim = ",
          weight.size(0));
+  profile::Scope region("layernorm");
   return layer_norm(x, weight, bias, eps);
 }
 
@@ -95,6 +96,7 @@ MLP::MLP(std::int64_t dim, std::int64_t hidden, double dropout_p, Generator& ini
 }
 
 Tensor MLP::forward(const Tensor& x) const {
+  profile::Scope region("mlp");
   return dropout->forward(c_proj->forward(gelu(c_fc->forward(x))));
 }
 

@@ -1,23 +1,86 @@
 #include "dropout.h"
 
+#include <algorithm>
+#include <cmath>
+
+#include "../autograd/grad_mode.h"
 #include "../autograd/node.h"
-#include "kernels.h"
+#include "../core/parallel.h"
 
 namespace flowgrad {
 
 using autograd::Node;
-using autograd::SavedTensor;
 
 namespace {
 
-// dropout: y = x ⊙ m, m_i = [u_i >= p] / (1 − p) (the saved scaled mask);  dx = dy ⊙ m
+// The mask of one dropout call: element i (row-major) is kept iff word i mod
+// 4 of philox4x32(key, i / 4) is >= threshold = ceil(p · 2^32), i.e. with
+// probability 1 − p up to 2^-32; kept elements are scaled by 1/(1 − p).
+struct DropoutMask {
+  std::uint64_t key = 0;
+  std::uint64_t threshold = 0;  // 2^32 when p == 1: nothing is kept
+  double scale = 0.0;
+
+  // out[i] = in[i] · mask[i] for i in [0, n).
+  template <class T>
+  void apply(const T* in, T* out, std::int64_t n) const {
+    const std::int64_t groups = (n + 3) / 4;
+    parallel_for((groups + kGroupsPerBlock - 1) / kGroupsPerBlock, kParallelGrain / (4 * kGroupsPerBlock),
+                 [&](std::int64_t first, std::int64_t last) {
+                   for (std::int64_t block = first; block < last; ++block) {
+                     const std::int64_t begin = block * kGroupsPerBlock * 4;
+                     apply_block(in + begin, out + begin, std::min(4 * kGroupsPerBlock, n - begin),
+                                 static_cast<std::uint64_t>(block * kGroupsPerBlock));
+                   }
+                 });
+  }
+
+ private:
+  static constexpr std::int64_t kGroupsPerBlock = 64;
+
+  // Elements [0, count) of a block whose first Philox counter is `counter`:
+  // the counters of the block side by side (words[w][g] is word w of
+  // counter + g), so the rounds vectorise across them.
+  template <class T>
+  void apply_block(const T* in, T* out, std::int64_t count, std::uint64_t counter) const {
+    std::uint32_t words[4][kGroupsPerBlock];
+    philox_block(key, counter, words);
+    const T keep = static_cast<T>(scale);
+    for (std::int64_t i = 0; i < count; ++i)
+      out[i] = words[i % 4][i / 4] >= threshold ? in[i] * keep : T(0);
+  }
+
+  // philox4x32(key, counter + g) for g in [0, kGroupsPerBlock), word w in words[w][g].
+  [[gnu::target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")]]
+  static void philox_block(std::uint64_t key, std::uint64_t counter, std::uint32_t (&words)[4][kGroupsPerBlock]) {
+    for (std::int64_t g = 0; g < kGroupsPerBlock; ++g) {
+      const std::uint64_t c = counter + static_cast<std::uint64_t>(g);
+      words[0][g] = static_cast<std::uint32_t>(c);
+      words[1][g] = static_cast<std::uint32_t>(c >> 32);
+      words[2][g] = words[3][g] = 0;
+    }
+    std::uint32_t k0 = static_cast<std::uint32_t>(key), k1 = static_cast<std::uint32_t>(key >> 32);
+    for (int round = 0; round < 10; ++round) {
+      for (std::int64_t g = 0; g < kGroupsPerBlock; ++g)
+        philox_round(words[0][g], words[1][g], words[2][g], words[3][g], k0, k1);
+      k0 += kPhiloxWeyl0;
+      k1 += kPhiloxWeyl1;
+    }
+  }
+};
+
+// dropout: y = x ⊙ m,  dx = dy ⊙ m, the mask m recomputed from its key
+// (nothing of the size of x is saved).
 class DropoutBackward final : public Node {
  public:
   std::string_view name() const override { return "dropout"; }
   TensorList backward(const Tensor& dy) override {
-    return {kernels::map_binary(dy, mask.get(), "dropout", [](auto g, auto m) { return g * m; })};
+    const Tensor g = dy.contiguous();
+    Tensor dx = empty(g.shape(), g.dtype());
+    dispatch_floating(g.dtype(), "dropout", [&]<class T>() { mask.apply(g.data<T>(), dx.data<T>(), g.numel()); });
+    return {dx};
   }
-  SavedTensor mask{this};
+  DropoutMask mask;
 };
 
 }  // namespace
@@ -29,18 +92,20 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator& gen) {
     fail("dropout", "expected a float32 or float64 tensor, got ", dtype_name(x.dtype()));
   if (!training || p == 0.0) return x;
 
-  // Drawn on one thread in row-major order: the mask depends only on the
-  // generator's state and x's shape.
-  Tensor mask = empty(x.shape(), x.dtype());
-  const double scale = p < 1.0 ? 1.0 / (1.0 - p) : 0.0;
-  dispatch_floating(x.dtype(), "dropout", [&]<class T>() {
-    T* m = mask.data<T>();
-    const T keep_value = static_cast<T>(scale);
-    for (std::int64_t i = 0; i < mask.numel(); ++i) m[i] = gen.uniform() >= p ? keep_value : T(0);
-  });
-  Tensor y = kernels::map_binary(x, mask, "dropout", [](auto v, auto m) { return v * m; });
+  // One draw from the generator per call; the mask follows from it alone,
+  // whatever the thread count.
+  DropoutMask mask{.key = gen.next_u64(),
+                   .threshold = static_cast<std::uint64_t>(std::ceil(p * 0x1.0p32)),
+                   .scale = p < 1.0 ? 1.0 / (1.0 - p) : 0.0};
+  Tensor input;
+  {
+    NoGradGuard no_grad;
+    input = x.contiguous();
+  }
+  Tensor y = empty(x.shape(), x.dtype());
+  dispatch_floating(x.dtype(), "dropout", [&]<class T>() { mask.apply(input.data<T>(), y.data<T>(), x.numel()); });
   if (auto node = autograd::make_node<DropoutBackward>({x})) {
-    node->mask.save(mask);
+    node->mask = mask;
     autograd::set_history(y, node);
   }
   return y;

@@ -583,7 +583,6 @@ void for_each_head(const Problem& p, const Tensor& q, const Tensor& k, const Ten
   };
   const std::int64_t heads = p.B * p.H;
   if (heads > 1 && get_num_threads() > 1) {
-    BlasSingleThreadScope single_threaded_blas;  // each head's GEMMs run on its own task
     parallel_for(heads, 1, [&](std::int64_t begin, std::int64_t end) {
       for (std::int64_t h = begin; h < end; ++h) run_head(h);
     });

@@ -32,6 +32,31 @@ void gemm(bool transpose_a, bool transpose_b, std::int64_t m, std::int64_t n, st
   blas::gemm<T>(transpose_a, transpose_b, m, n, k, T(1), a, lda, b, ldb, beta, c, n);
 }
 
+// Σ_rows of g [rows, cols]: partial sums over fixed blocks of rows in
+// parallel, then the partials in block order. The blocks do not depend on
+// the thread count, so neither does the result.
+template <class T>
+Tensor column_sums(const T* g, std::int64_t rows, std::int64_t cols, DType dtype) {
+  constexpr std::int64_t kRowsPerBlock = 128;
+  const std::int64_t blocks = std::max<std::int64_t>(1, (rows + kRowsPerBlock - 1) / kRowsPerBlock);
+  Tensor partial = zeros({blocks, cols}, dtype);
+  T* partials = partial.data<T>();
+  parallel_for(blocks, std::max<std::int64_t>(1, kParallelGrain / std::max<std::int64_t>(kRowsPerBlock * cols, 1)),
+               [&](std::int64_t first, std::int64_t last) {
+                 for (std::int64_t b = first; b < last; ++b) {
+                   T* sums = partials + b * cols;
+                   for (std::int64_t r = b * kRowsPerBlock; r < std::min(rows, (b + 1) * kRowsPerBlock); ++r)
+                     for (std::int64_t j = 0; j < cols; ++j) sums[j] += g[r * cols + j];
+                 }
+               });
+  Tensor total = empty({cols}, dtype);
+  T* result = total.data<T>();
+  std::copy_n(partials, cols, result);
+  for (std::int64_t b = 1; b < blocks; ++b)
+    for (std::int64_t j = 0; j < cols; ++j) result[j] += partials[b * cols + j];
+  return total;
+}
+
 class LinearBackward final : public autograd::Node {
  public:
   std::string_view name() const override { return "linear"; }
@@ -52,15 +77,7 @@ class LinearBackward final : public autograd::Node {
         dw = empty({out, in}, dy.dtype());
         gemm<T>(true, false, out, in, rows, g, out, x.data<T>(), in, T(0), dw.data<T>());
       }
-      if (next_edges().size() > 2 && next_edges()[2].node) {  // db = Σ_rows dY, a column block per task
-        db = zeros({out}, dy.dtype());
-        T* sums = db.data<T>();
-        const std::int64_t grain = std::max<std::int64_t>(1, kParallelGrain / std::max<std::int64_t>(rows, 1));
-        parallel_for(out, grain, [&](std::int64_t begin, std::int64_t end) {
-          for (std::int64_t r = 0; r < rows; ++r)
-            for (std::int64_t j = begin; j < end; ++j) sums[j] += g[r * out + j];
-        });
-      }
+      if (next_edges().size() > 2 && next_edges()[2].node) db = column_sums<T>(g, rows, out, dy.dtype());
     });
     if (next_edges().size() == 2) return {dx, dw};
     return {dx, dw, db};

@@ -19,15 +19,11 @@ using autograd::SavedTensor;
 
 namespace {
 
-// Threading rule for a batch of GEMMs, each of n·m·k multiply-adds:
-//  - below kBlasThreadingWork OpenBLAS runs a product on one thread anyway,
-//    so any batch of two or more is spread over oneTBB tasks;
-//  - below kSmallGemmWork, with at least two batches per thread (enough to
-//    balance the cores), batches also run as oneTBB tasks: one thread per
-//    small GEMM beats threading each one and synchronising after it;
-//  - otherwise the GEMMs run one after another and OpenBLAS threads each.
-// Tasks run BLAS single-threaded (BlasSingleThreadScope), never n² threads.
-constexpr std::int64_t kBlasThreadingWork = 64 * 64 * 64;  // OpenBLAS's own cut-off
+// Threading rule for a batch of GEMMs, each of n·m·k multiply-adds: tiny
+// products (which blas::gemm would not split) run one per oneTBB task; so do
+// small ones when there are two or more per thread to balance the cores;
+// otherwise they run one after another and blas::gemm splits each one.
+constexpr std::int64_t kTinyGemmWork = 128 * 128 * 128;
 constexpr std::int64_t kSmallGemmWork = 256 * 256 * 256;
 // Minimum multiply-adds per oneTBB task when batches run in parallel.
 constexpr std::int64_t kGemmTaskWork = 1 << 16;
@@ -35,7 +31,7 @@ constexpr std::int64_t kGemmTaskWork = 1 << 16;
 bool run_batches_in_parallel(std::int64_t batches, std::int64_t work) {
   const int threads = get_num_threads();
   if (threads == 1 || batches < 2) return false;
-  if (work < kBlasThreadingWork) return true;
+  if (work < kTinyGemmWork) return true;
   return work < kSmallGemmWork && batches >= 2 * threads;
 }
 
@@ -123,7 +119,6 @@ void gemm_batched(Tensor a, Tensor b, const Shape& batch_shape, const Tensor& ou
     };
     const std::int64_t work = n * m * k;
     if (run_batches_in_parallel(batches, work)) {
-      BlasSingleThreadScope single_threaded_blas;
       parallel_for(batches, std::max<std::int64_t>(1, kGemmTaskWork / work), multiply);
     } else {
       multiply(0, batches);

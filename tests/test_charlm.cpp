@@ -35,16 +35,10 @@ TEST_CASE("charlm: a run stopped and resumed in a new process logs exactly the l
   REQUIRE(second_half.status == 0);
   REQUIRE_THAT(second_half.output, Catch::Contains("resumed from"));
   // Same step, train loss and validation loss columns, digit for digit (9 significant digits: float32 exactly).
-  auto losses = [](const std::string& csv) {
-    std::stringstream in(csv), out;
-    std::string line;
-    while (std::getline(in, line)) out << line.substr(0, line.rfind(',')) << '\n';
-    return out.str();
-  };
-  const std::string expected = losses(read_file(straight + "/log.csv"));
+  const std::string expected = without_timing_columns(read_file(straight + "/log.csv"));
   REQUIRE(expected.rfind("step,train_loss,val_loss\n", 0) == 0);
   REQUIRE(std::count(expected.begin(), expected.end(), '\n') == 7);
-  REQUIRE(losses(read_file(resumed + "/log.csv")) == expected);
+  REQUIRE(without_timing_columns(read_file(resumed + "/log.csv")) == expected);
 
   // Sampling from the checkpoint works and is reproducible from the seed.
   const std::string sample = "sample --checkpoint " + resumed + "/checkpoint.safetensors --prompt ROMEO --chars 40 --seed 3";
@@ -100,4 +94,53 @@ TEST_CASE("charlm: resuming with model flags that contradict the checkpoint is a
   // The same values, or no model flags at all, resume.
   REQUIRE(charlm("train --steps 3 --block 16 --layers 1 --batch 4" + resume, dir).status == 0);
   REQUIRE(charlm("train --steps 4 --batch 4" + resume, dir).status == 0);
+}
+
+TEST_CASE("charlm: the log and the progress line report model FLOPs utilisation against the sgemm probe") {
+  TempDir dir;
+  ProgramRun run = charlm("train --steps 3" + kTiny + " --out " + dir.file("run"), dir);
+  REQUIRE(run.status == 0);
+  REQUIRE_THAT(run.output, Catch::Contains("% ") && Catch::Contains("MFU "));
+  std::istringstream lines(read_file(dir.file("run/log.csv")));
+  std::string line;
+  std::getline(lines, line);
+  REQUIRE(line == "step,train_loss,val_loss,tokens_per_s,mfu");
+  int rows = 0;
+  while (std::getline(lines, line)) {
+    ++rows;
+    const double mfu = std::stod(line.substr(line.rfind(',') + 1));
+    const std::string before = line.substr(0, line.rfind(','));
+    const double tokens_per_s = std::stod(before.substr(before.rfind(',') + 1));
+    // A tiny model is far from the GEMM rate, but it does some useful work;
+    // MFU and tokens/s are proportional (one FLOP count, one probe).
+    REQUIRE(mfu > 0.0);
+    REQUIRE(mfu < 1.0);
+    REQUIRE(tokens_per_s > 0.0);
+  }
+  REQUIRE(rows == 3);
+}
+
+TEST_CASE("charlm: --lr-schedule constant keeps --lr after the warm-up, cosine decays it") {
+  TempDir dir;
+  const std::string flags = "train --steps 4 --warmup 0 --lr 1e-2 --dropout 0" + kTiny;
+  REQUIRE(charlm(flags + " --lr-schedule constant --out " + dir.file("constant"), dir).status == 0);
+  REQUIRE(charlm(flags + " --lr-schedule cosine --out " + dir.file("cosine"), dir).status == 0);
+  REQUIRE(charlm(flags + " --out " + dir.file("default"), dir).status == 0);
+  auto losses = [&](const std::string& run) {  // "step,train_loss" of each row
+    std::istringstream lines(read_file(dir.file(run + "/log.csv")));
+    std::vector<std::string> rows;
+    for (std::string line; std::getline(lines, line);) rows.push_back(line.substr(0, line.find(',', line.find(',') + 1)));
+    return rows;
+  };
+  const std::vector<std::string> constant = losses("constant"), cosine = losses("cosine");
+  REQUIRE(constant.size() == 5);
+  // A row's train loss is measured before its step's update: row 2 follows
+  // the first update, at the peak in both; the cosine schedule lowers the
+  // second update's rate, so row 3 differs.
+  REQUIRE(constant[2] == cosine[2]);
+  REQUIRE(constant[3] != cosine[3]);
+  REQUIRE(losses("default") == cosine);
+  ProgramRun bad = charlm("train --lr-schedule linear" + kTiny, dir);
+  REQUIRE(bad.status != 0);
+  REQUIRE_THAT(bad.output, Catch::Contains("--lr-schedule") && Catch::Contains("linear"));
 }

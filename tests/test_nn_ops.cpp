@@ -359,6 +359,38 @@ TEST_CASE("dropout masks are reproducible from the seed") {
   REQUIRE(ya != dropout(x, 0.5, true, a).to_vector<float>());  // the generator advanced
 }
 
+TEST_CASE("philox4x32 matches the known-answer vectors of Random123") {
+  // The three Philox4x32-10 test vectors of Salmon et al.'s reference implementation.
+  REQUIRE(philox4x32(0, 0, 0) == std::array<std::uint32_t, 4>{0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8});
+  REQUIRE(philox4x32(~0ull, ~0ull, ~0ull) ==
+          std::array<std::uint32_t, 4>{0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd});
+  REQUIRE(philox4x32(0x299f31d0a4093822ull, 0x85a308d3243f6a88ull, 0x0370734413198a2eull) ==
+          std::array<std::uint32_t, 4>{0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1});
+}
+
+TEST_CASE("dropout keeps element i iff Philox word i of its key reaches ceil(p 2^32), at any thread count") {
+  const double p = 0.3;
+  const std::uint64_t threshold = static_cast<std::uint64_t>(std::ceil(p * 0x1.0p32));
+  const std::int64_t n = 100003;  // not a multiple of the 4 words or of a block
+  const Tensor x = ones({n}, kFloat32);
+  const int original = get_num_threads();
+  std::vector<float> first;
+  for (int threads : {1, 2, 3}) {
+    set_num_threads(threads);
+    Generator gen(21), key_source(21);
+    const std::uint64_t key = key_source.next_u64();  // the one draw dropout takes
+    const std::vector<float> y = dropout(x, p, true, gen).to_vector<float>();
+    REQUIRE(gen.next_u64() == key_source.next_u64());
+    for (std::int64_t i = 0; i < n; ++i) {
+      const bool kept = philox4x32(key, static_cast<std::uint64_t>(i / 4))[i % 4] >= threshold;
+      if ((y[i] != 0.0f) != kept) FAIL("element " << i << " at " << threads << " threads");
+    }
+    if (first.empty()) first = y;
+    REQUIRE(y == first);
+  }
+  set_num_threads(original);
+}
+
 TEST_CASE("dropout gradient is the saved mask times the scale") {
   Generator gen(12);
   Tensor x = randn({50, 40}, gen, kFloat64).requires_grad_();

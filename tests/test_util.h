@@ -123,12 +123,28 @@ class FileSizeLimit {
   void (*saved_handler_)(int) = nullptr;
 };
 
-// A log.csv's text without its last column (tokens/s or seconds: timing),
-// for comparing runs digit for digit.
-inline std::string without_last_column(const std::string& log) {
-  std::string kept, line;
+// A log.csv's text without its timing columns (tokens_per_s, mfu,
+// seconds: the last columns of a row), for comparing runs digit for digit.
+inline std::string without_timing_columns(const std::string& log) {
   std::istringstream lines(log);
-  while (std::getline(lines, line)) kept += line.substr(0, line.rfind(',')) + "\n";
+  std::string header;
+  std::getline(lines, header);
+  std::size_t kept_columns = 0;  // the columns before the first timing column
+  for (std::size_t start = 0; start <= header.size(); ++kept_columns) {
+    const std::size_t comma = std::min(header.find(',', start), header.size());
+    const std::string name = header.substr(start, comma - start);
+    if (name == "tokens_per_s" || name == "mfu" || name == "seconds") break;
+    start = comma + 1;
+  }
+  std::string kept;
+  lines.clear();
+  lines.seekg(0);
+  for (std::string line; std::getline(lines, line);) {
+    std::size_t end = std::string::npos, commas = 0;  // cut at the comma that ends the last kept column
+    for (std::size_t i = 0; i < line.size() && end == std::string::npos; ++i)
+      if (line[i] == ',' && ++commas == kept_columns) end = i;
+    kept += line.substr(0, end) + "\n";
+  }
   return kept;
 }
 

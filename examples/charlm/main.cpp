@@ -1,12 +1,14 @@
 // charlm: a character-level Flowformer language model on Tiny Shakespeare.
 //
 //   charlm train  [--steps N] [--batch B] [--block T] [--layers L] [--heads H] [--embd C]
-//                 [--lr LR] [--threads N] [--seed S] [--out DIR] [--resume FILE]
+//                 [--lr LR] [--warmup N] [--lr-schedule cosine|constant] [--threads N]
+//                 [--seed S] [--out DIR] [--resume FILE]
 //                 [--attention flow|softmax] [--eval-every N] ...
 //   charlm sample --checkpoint FILE [--prompt TEXT] [--chars N] [--temperature T] [--top-k K]
 //   charlm logits --checkpoint FILE --prompt TEXT --out FILE.safetensors [--dtype float32|float64]
 //
-// Training prints a progress line (step, loss, tokens/s, ETA), the
+// Training prints a progress line (step, loss, tokens/s, model FLOPs
+// utilisation against this machine's measured sgemm rate, ETA), the
 // validation loss every --eval-every steps, and under --out DIR writes
 // DIR/log.csv and checkpoints (DIR/checkpoint.safetensors, every
 // --save-every steps, at the end, and on Ctrl-C after finishing the step).
@@ -49,6 +51,7 @@ struct TrainOptions {
   double dropout = 0.1;
   double lr = 5e-4, min_lr_ratio = 0.1, weight_decay = 0.1, grad_clip = 1.0;
   std::int64_t warmup = 100;
+  std::string lr_schedule = "cosine";  // or "constant": --lr after the warm-up (the chargpt recipe)
   int threads = 0;  // 0: FLOWGRAD_NUM_THREADS or all cores
   std::uint64_t seed = 1337;
   examples::RunOptions run;  // --out, --resume, --overwrite, --allow-nonfinite
@@ -142,11 +145,11 @@ double estimate_loss(const models::FlowformerLM& model, const charlm::Dataset& d
   return trainer.comm().all_reduce(total) / static_cast<double>(batches * trainer.comm().size());
 }
 
-std::string log_row(std::int64_t step, double train_loss, double val_loss, double tokens_per_second) {
+std::string log_row(std::int64_t step, double train_loss, double val_loss, double tokens_per_second, double mfu) {
   std::ostringstream row;
   row << std::setprecision(9) << step << ',' << train_loss << ',';  // 9 digits: float32 exactly
   if (!std::isnan(val_loss)) row << val_loss;
-  row << ',' << tokens_per_second;
+  row << ',' << tokens_per_second << ',' << std::setprecision(3) << mfu;
   return row.str();
 }
 
@@ -198,17 +201,20 @@ int train(const TrainOptions& o) {
   nn::AdamW optimizer(nn::param_groups_for_decay(model.named_parameters(), o.weight_decay),
                       nn::AdamWOptions{.lr = o.lr, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8,
                                        .weight_decay = o.weight_decay});
-  nn::WarmupCosineLR schedule(o.lr, o.lr * o.min_lr_ratio, std::min(o.warmup, o.steps), o.steps);
+  // A constant schedule is the same warm-up with no decay (min_lr = lr).
+  const double min_lr = o.lr_schedule == "constant" ? o.lr : o.lr * o.min_lr_ratio;
+  nn::WarmupCosineLR schedule(o.lr, min_lr, std::min(o.warmup, o.steps), o.steps);
   fg::Generator eval_gen(o.seed + 3);  // validation batches
   examples::Trainer trainer({.program = "charlm",
                              .run = o.run,
-                             .log_header = "step,train_loss,val_loss,tokens_per_s",
+                             .log_header = "step,train_loss,val_loss,tokens_per_s,mfu",
                              .total_steps = o.steps,
                              .stop_at = o.stop_at,
                              .global_batch = o.batch,
                              .grad_clip = o.grad_clip,
                              .unit = "tok/s",
-                             .items_per_example = config.block_size},
+                             .items_per_example = config.block_size,
+                             .flops_per_item = config.training_flops_per_token(config.block_size)},
                             model, optimizer, [&](std::int64_t step) { return schedule.lr_at(step); },
                             {.shared = {{"data", &data_gen}, {"eval", &eval_gen}}, .per_rank = {{"dropout", dropout_gen.get()}}},
                             charlm::checkpoint_config(config, vocab));
@@ -244,7 +250,7 @@ int train(const TrainOptions& o) {
           report.progress_extra = "val " + std::to_string(val_loss).substr(0, 6);
         }
         report.log_row = log_row(done.step, done.loss, val_loss,
-                                 static_cast<double>(done.examples * config.block_size) / done.seconds);
+                                 static_cast<double>(done.examples * config.block_size) / done.seconds, done.mfu);
         report.save = done.step % o.save_every == 0;
         return report;
       });
@@ -321,9 +327,12 @@ int main(int argc, char** argv) {
   train_cmd->add_option("--heads", t.heads, "attention heads (at most --embd, dividing it)")->transform(count)->capture_default_str();
   train_cmd->add_option("--embd", t.embd, "embedding width (a multiple of --heads)")->transform(count)->capture_default_str();
   train_cmd->add_option("--dropout", t.dropout, "dropout probability")->check(examples::real_in(0, 1, true))->capture_default_str();
-  train_cmd->add_option("--lr", t.lr, "peak learning rate (linear warm-up, cosine decay)")
+  train_cmd->add_option("--lr", t.lr, "peak learning rate (after the linear warm-up)")
       ->check(examples::real_in(0, std::numeric_limits<double>::max()))->capture_default_str();
   train_cmd->add_option("--warmup", t.warmup, "warm-up steps")->transform(zero_or_count)->capture_default_str();
+  train_cmd->add_option("--lr-schedule", t.lr_schedule,
+                        "after the warm-up: cosine (decay to lr/10 at --steps) or constant (--lr throughout)")
+      ->check(CLI::IsMember({"cosine", "constant"}))->capture_default_str();
   train_cmd->add_option("--threads", t.threads, "threads for oneTBB and OpenBLAS (0: FLOWGRAD_NUM_THREADS or all cores)")
       ->transform(examples::thread_count());
   train_cmd->add_option("--seed", t.seed, "random seed")->transform(examples::unsigned_value())->capture_default_str();
