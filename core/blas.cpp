@@ -41,9 +41,11 @@ constexpr std::int64_t kBlockAlign = 64;
 
 // OpenBLAS itself always runs one thread (see parallel.cpp); a large GEMM is
 // cut into blocks of rows (or, when C is short and wide, of columns) of C,
-// one oneTBB task each. Every element of C is still the same sequence of
-// multiply-adds over k, so the result does not depend on the thread count,
-// and no second thread pool spins between GEMMs.
+// one oneTBB task each, so no second thread pool spins between GEMMs. The
+// blocks depend only on the sizes and the thread count: a run is
+// reproducible at a given thread count. Across thread counts the last bits
+// may differ (OpenBLAS's k blocking follows the block's size), as they did
+// with OpenBLAS's own threads.
 template <class T>
 void gemm(bool transpose_a, bool transpose_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
           std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc) {

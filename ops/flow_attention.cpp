@@ -25,7 +25,10 @@ namespace flowgrad {
 namespace {
 
 // Rows per causal chunk: each chunk's work is three GEMMs plus a c×c block.
-constexpr std::int64_t kCausalChunk = 128;
+// Per position a chunk of c rows costs about 2c(D + M) multiply-adds inside
+// the chunk (its masked c×c block) and 4DM through the state; c near
+// max(D, M) balances the two while the GEMMs stay large enough to be fast.
+std::int64_t causal_chunk(std::int64_t D, std::int64_t M) { return std::clamp<std::int64_t>(std::max(D, M), 16, 128); }
 
 // A scratch buffer. It is a Tensor so that memory_stats() counts it.
 template <class T>
@@ -349,10 +352,11 @@ void causal_chunk_aggregate(const T* q_c, const T* k_c, const T* W_c, const T* s
 template <class T>
 void causal_forward(const T* Q, const T* K, const T* V, T* out, Sizes n, Settings<T> s) {
   CausalFlows<T> f(Q, K, n, s, /*keep_prefix_sums=*/false);
-  Buffer<T> W(n.L * n.M), state(n.D * n.M), block(kCausalChunk * kCausalChunk);
+  const std::int64_t chunk = causal_chunk(n.D, n.M);
+  Buffer<T> W(n.L * n.M), state(n.D * n.M), block(chunk * chunk);
   f.weighted_values(V, W.data());
-  for (std::int64_t t = 0; t < n.L; t += kCausalChunk) {
-    const std::int64_t c = std::min(kCausalChunk, n.L - t);
+  for (std::int64_t t = 0; t < n.L; t += chunk) {
+    const std::int64_t c = std::min(chunk, n.L - t);
     T* out_c = out + t * n.M;
     causal_chunk_aggregate(f.q.row(t, n.D), f.k.row(t, n.D), W.row(t, n.M), state.data(), c, n,
                            block.data(), out_c);
@@ -371,15 +375,16 @@ void causal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
   const std::int64_t L = n.L, D = n.D, M = n.M;
   CausalFlows<T> f(Q, K, n, s, /*keep_prefix_sums=*/true);
   Buffer<T> W(L * M), dR(L * M), dW(L * M), ds(L), state(D * M);
-  Buffer<T> block(kCausalChunk * kCausalChunk), R_c(kCausalChunk * M);
+  const std::int64_t chunk = causal_chunk(D, M);
+  Buffer<T> block(chunk * chunk), R_c(chunk * M);
   f.weighted_values(V, W.data());
   T* dq = dQ;  // ∂L/∂q until §C0 turns it into ∂L/∂Q
   T* dk = dK;
 
   // §C4 backward, forward sweep: R, ds_i = G_i·R_i, dR_i = s_i G_i and
   // dq_c = dR_c S_prevᵀ + (dR_c W_cᵀ ⊙ Lower) k_c
-  for (std::int64_t t = 0; t < L; t += kCausalChunk) {
-    const std::int64_t c = std::min(kCausalChunk, L - t);
+  for (std::int64_t t = 0; t < L; t += chunk) {
+    const std::int64_t c = std::min(chunk, L - t);
     const T* q_c = f.q.row(t, D);
     const T* k_c = f.k.row(t, D);
     const T* W_c = W.row(t, M);
@@ -401,9 +406,9 @@ void causal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
   // §C4 backward, backward sweep with the suffix state T_next = Σ_{i after chunk} q_i ⊗ dR_i:
   // dk_c = W_c T_nextᵀ + (W_c dR_cᵀ ⊙ Upper) q_c,  dW_c = k_c T_next + (k_c q_cᵀ ⊙ Upper) dR_c
   std::fill_n(state.data(), D * M, T(0));
-  const std::int64_t last_chunk = (L - 1) / kCausalChunk * kCausalChunk;
-  for (std::int64_t t = last_chunk; t >= 0; t -= kCausalChunk) {
-    const std::int64_t c = std::min(kCausalChunk, L - t);
+  const std::int64_t last_chunk = (L - 1) / chunk * chunk;
+  for (std::int64_t t = last_chunk; t >= 0; t -= chunk) {
+    const std::int64_t c = std::min(chunk, L - t);
     const T* q_c = f.q.row(t, D);
     const T* k_c = f.k.row(t, D);
     const T* W_c = W.row(t, M);

@@ -273,3 +273,48 @@ TEST_CASE("linear equals x Wᵀ + b and differentiates by hand") {
   REQUIRE_THROWS_WITH(linear(x, w, zeros({4}, kFloat64)), Catch::Contains("[linear]") && Catch::Contains("bias"));
   REQUIRE_THROWS_WITH(linear(x, w.to(kFloat32)), Catch::Contains("dtype"));
 }
+
+TEST_CASE("blas::gemm split over threads: the product, the same bits on every run at a thread count") {
+  // Row blocks (m >= n) and column blocks (m < n), every transpose
+  // combination, sizes that leave ragged last blocks; 1 thread is the
+  // reference, other thread counts agree to float rounding.
+  Generator gen(31);
+  const int original = get_num_threads();
+  struct Case {
+    std::int64_t m, n, k;
+  };
+  for (const Case size : {Case{701, 300, 257}, Case{65, 900, 301}, Case{512, 384, 520}}) {
+    for (const bool ta : {false, true})
+      for (const bool tb : {false, true}) {
+        const Tensor a = randn(ta ? Shape{size.k, size.m} : Shape{size.m, size.k}, gen);
+        const Tensor b = randn(tb ? Shape{size.n, size.k} : Shape{size.k, size.n}, gen);
+        const Tensor start = randn({size.m, size.n}, gen);
+        std::vector<float> reference;
+        for (int threads : {1, 2, 3}) {
+          set_num_threads(threads);
+          Tensor c = start.clone();
+          blas::gemm<float>(ta, tb, size.m, size.n, size.k, 0.5f, a.data<float>(), ta ? size.m : size.k,
+                            b.data<float>(), tb ? size.k : size.n, 2.0f, c.data<float>(), size.n);
+          if (threads == 1) {
+            reference = c.to_vector<float>();
+            // And it is the product: one entry against a double-precision dot product.
+            const std::vector<float> av = a.to_vector<float>(), bv = b.to_vector<float>();
+            double expected = 2.0 * start.to_vector<float>()[5 * size.n + 7];
+            for (std::int64_t p = 0; p < size.k; ++p)
+              expected += 0.5 * av[ta ? p * size.m + 5 : 5 * size.k + p] * bv[tb ? 7 * size.k + p : p * size.n + 7];
+            REQUIRE(reference[5 * size.n + 7] == Approx(expected).epsilon(1e-4));
+          } else {
+            const std::vector<float> result = c.to_vector<float>();
+            for (std::size_t i = 0; i < result.size(); ++i)
+              if (std::abs(result[i] - reference[i]) > 1e-4f * (1.0f + std::abs(reference[i])))
+                FAIL("entry " << i << " at " << threads << " threads: " << result[i] << " vs " << reference[i]);
+            Tensor again = start.clone();
+            blas::gemm<float>(ta, tb, size.m, size.n, size.k, 0.5f, a.data<float>(), ta ? size.m : size.k,
+                              b.data<float>(), tb ? size.k : size.n, 2.0f, again.data<float>(), size.n);
+            REQUIRE(again.to_vector<float>() == result);
+          }
+        }
+      }
+  }
+  set_num_threads(original);
+}
