@@ -8,6 +8,9 @@
 // Each configuration runs in its own process (this program re-executes
 // itself with --single), so the peak RSS it reports belongs to that
 // configuration alone. Times are medians over the repeats after one warm-up.
+// "GEMMs s" is the time the run's own GEMM calls take (measured inside one
+// more run, thread-seconds / threads) and "ratio" the run's time over it: how
+// far the kernel is from its GEMM floor.
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -33,6 +36,7 @@ struct Result {
   double seconds = NAN;
   double peak_rss_mb = NAN;
   double gflop = NAN;  // GEMM work of the run
+  double gemm_seconds = NAN;  // the run's own GEMMs alone: their thread-seconds / threads
   std::string note;
 };
 
@@ -107,6 +111,19 @@ Result run_single(const std::string& kernel, bool backward, std::int64_t L, int 
   });
   result.peak_rss_mb = peak_rss_mb();
   result.gflop = kernel_gflop(kernel, backward, static_cast<double>(L));
+  // One more run with profiling: the time spent inside its GEMM calls, summed
+  // over threads, divided by the threads: what the run would take if all
+  // but its GEMMs were free (the floor the kernel is measured against).
+  fg::profile::reset();
+  fg::profile::set_enabled(true);
+  {
+    fg::Tensor out = attention();
+    if (backward) out.backward(grad);
+  }
+  fg::profile::set_enabled(false);
+  result.gemm_seconds = 0.0;
+  for (const fg::profile::Entry& entry : fg::profile::entries())
+    if (entry.name == fg::blas::kGemmRegion) result.gemm_seconds = entry.seconds / fg::get_num_threads();
   return result;
 }
 
@@ -126,8 +143,8 @@ Result run_in_child(const std::string& self, const std::string& kernel, bool bac
   std::string output;
   while (std::fgets(line, sizeof line, pipe) != nullptr) output += line;
   const int status = pclose(pipe);
-  if (status != 0 || std::sscanf(output.c_str(), "%lf %lf %lf", &result.seconds, &result.peak_rss_mb,
-                                 &result.gflop) != 3)
+  if (status != 0 || std::sscanf(output.c_str(), "%lf %lf %lf %lf", &result.seconds, &result.peak_rss_mb,
+                                 &result.gflop, &result.gemm_seconds) != 4)
     result.note = "failed: " + output;
   return result;
 }
@@ -155,7 +172,7 @@ int main(int argc, char** argv) {
     fg::set_num_threads(threads);
     if (!args.empty() && args[0] == "--single" && args.size() >= 5) {
       Result r = run_single(args[1], args[2] == "fwdbwd", std::stoll(args[3]), std::stoi(args[4]));
-      std::printf("%.6f %.1f %.4f\n", r.seconds, r.peak_rss_mb, r.gflop);
+      std::printf("%.6f %.1f %.4f %.6f\n", r.seconds, r.peak_rss_mb, r.gflop, r.gemm_seconds);
       return 0;
     }
   } catch (const std::exception& error) {
@@ -174,7 +191,7 @@ int main(int argc, char** argv) {
             << " thread(s); median of " << repeats << "; one process per row\n\n";
   std::cout << std::left << std::setw(9) << "kernel" << std::setw(8) << "pass" << std::right << std::setw(8)
             << "L" << std::setw(12) << "seconds" << std::setw(14) << "peak RSS MB" << std::setw(10)
-            << "GFLOP/s" << "\n";
+            << "GFLOP/s" << std::setw(12) << "GEMMs s" << std::setw(8) << "ratio" << "\n";
   for (const std::string kernel : {"causal", "normal", "softmax"}) {
     for (std::int64_t L : lengths) {
       for (bool backward : {false, true}) {
@@ -194,7 +211,8 @@ int main(int argc, char** argv) {
         }
         std::cout << std::fixed << std::setprecision(4) << std::setw(12) << r.seconds << std::setprecision(0)
                   << std::setw(14) << r.peak_rss_mb << std::setprecision(1) << std::setw(10)
-                  << r.gflop / r.seconds << "\n";
+                  << r.gflop / r.seconds << std::setprecision(4) << std::setw(12) << r.gemm_seconds
+                  << std::setprecision(2) << std::setw(8) << r.seconds / r.gemm_seconds << "\n";
       }
     }
   }

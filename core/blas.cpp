@@ -9,6 +9,7 @@
 #include "error.h"
 
 #include "parallel.h"
+#include "profile.h"
 
 namespace flowgrad::blas {
 
@@ -16,18 +17,33 @@ namespace {
 
 CBLAS_TRANSPOSE flag(bool transpose) { return transpose ? CblasTrans : CblasNoTrans; }
 
-void call_blas(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
-               std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
+void cblas_gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
+                std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
   cblas_sgemm(CblasRowMajor, flag(ta), flag(tb), static_cast<blasint>(m), static_cast<blasint>(n),
               static_cast<blasint>(k), alpha, a, static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, c,
               static_cast<blasint>(ldc));
 }
 
-void call_blas(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, double alpha, const double* a,
-               std::int64_t lda, const double* b, std::int64_t ldb, double beta, double* c, std::int64_t ldc) {
+void cblas_gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, double alpha, const double* a,
+                std::int64_t lda, const double* b, std::int64_t ldb, double beta, double* c, std::int64_t ldc) {
   cblas_dgemm(CblasRowMajor, flag(ta), flag(tb), static_cast<blasint>(m), static_cast<blasint>(n),
               static_cast<blasint>(k), alpha, a, static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, c,
               static_cast<blasint>(ldc));
+}
+
+// One OpenBLAS call. While profiling, its time goes to the region "gemm
+// (thread-seconds)": summed over the threads that ran GEMMs, so divided by
+// the thread count it is the time the GEMMs alone would take (a floor).
+template <class T>
+void call_blas(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
+               std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc) {
+  if (!profile::enabled()) {
+    cblas_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  const std::int64_t start = profile::now_ns();
+  cblas_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  profile::record(kGemmRegion, static_cast<double>(profile::now_ns() - start) * 1e-9);
 }
 
 // Below this many multiply-adds a GEMM runs on the calling thread: a task
@@ -87,6 +103,18 @@ double measure_sgemm_gflops(std::int64_t n, int repeats) {
   }
   std::sort(seconds.begin(), seconds.end());
   return 2.0 * static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(n) / seconds[seconds.size() / 2] * 1e-9;
+}
+
+template <>
+void gemv<float>(std::int64_t m, std::int64_t n, const float* a, std::int64_t lda, const float* x, float* y) {
+  cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<blasint>(m), static_cast<blasint>(n), 1.0f, a,
+              static_cast<blasint>(lda), x, 1, 0.0f, y, 1);
+}
+
+template <>
+void gemv<double>(std::int64_t m, std::int64_t n, const double* a, std::int64_t lda, const double* x, double* y) {
+  cblas_dgemv(CblasRowMajor, CblasNoTrans, static_cast<blasint>(m), static_cast<blasint>(n), 1.0, a,
+              static_cast<blasint>(lda), x, 1, 0.0, y, 1);
 }
 
 template void gemm<float>(bool, bool, std::int64_t, std::int64_t, std::int64_t, float, const float*, std::int64_t,

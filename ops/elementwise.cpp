@@ -12,6 +12,7 @@
 #include "../autograd/grad_mode.h"
 #include "../autograd/node.h"
 #include "kernels.h"
+#include "vector_math.h"
 #include "reduce.h"
 
 namespace flowgrad {
@@ -23,26 +24,6 @@ namespace {
 
 constexpr double kGeluC = 0.7978845608028654;  // sqrt(2 / pi)
 constexpr double kGeluA = 0.044715;
-
-// e^x in float without a libm call, so that gelu's loops vectorise: x =
-// k·ln2 + r with |r| ≤ ln2/2 (ln2 split in two for an exact k·ln2_hi), e^r
-// by its Taylor series to r^7 (truncation < 1e-8 relative, under float's
-// 6e-8), and 2^k written into the exponent bits. Rounding x·log2(e) with the
-// 1.5·2^23 shift leaves k in the low mantissa bits of `shifted`, so no
-// float-to-int conversion is needed. x is clamped to [-87, 88]: e^x stays a
-// normal float.
-inline float exp_vectorisable(float x) {
-  x = x < -87.0f ? -87.0f : x;  // ternaries (not std::min/max references) are if-converted
-  x = x > 88.0f ? 88.0f : x;
-  constexpr float kShift = 12582912.0f;  // 1.5·2^23
-  const float shifted = x * 1.44269504f + kShift;
-  const float k = shifted - kShift;
-  const float r = (x - k * 0.693359375f) - k * -2.12194440e-4f;
-  const float p =
-      1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720 + r * (1.0f / 5040)))))));
-  const std::uint32_t k_bits = std::bit_cast<std::uint32_t>(shifted) - 0x4B400000u;  // k mod 2^32
-  return p * std::bit_cast<float>((k_bits + 127u) << 23);
-}
 
 // h = ½(1 + tanh u) = σ(2u), the factor gelu needs. In float, 1/(1 + e^{−2u})
 // costs one exponential (a fraction of tanhf) and, unlike 1 + tanh u, does

@@ -1,0 +1,33 @@
+// Float math written so that GCC vectorises the loops that call it (no libm
+// calls, selects as ternaries). Internal to the library's kernels.
+#pragma once
+
+#include <bit>
+#include <cstdint>
+
+namespace flowgrad {
+
+// e^x in float without a libm call, so that loops calling it vectorise: x =
+// k·ln2 + r with |r| ≤ ln2/2 (ln2 split in two for an exact k·ln2_hi), e^r
+// by its Taylor series to r^7 (truncation < 1e-8 relative, under float's
+// 6e-8), and 2^k written into the exponent bits. Rounding x·log2(e) with the
+// 1.5·2^23 shift leaves k in the low mantissa bits of `shifted`, so no
+// float-to-int conversion is needed. x is clamped to [-87, 88]: e^x stays a
+// normal float.
+inline float exp_vectorisable(float x) {
+  x = x < -87.0f ? -87.0f : x;  // ternaries (not std::min/max references) are if-converted
+  x = x > 88.0f ? 88.0f : x;
+  constexpr float kShift = 12582912.0f;  // 1.5·2^23
+  const float shifted = x * 1.44269504f + kShift;
+  const float k = shifted - kShift;
+  const float r = (x - k * 0.693359375f) - k * -2.12194440e-4f;
+  const float p =
+      1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720 + r * (1.0f / 5040)))))));
+  const std::uint32_t k_bits = std::bit_cast<std::uint32_t>(shifted) - 0x4B400000u;  // k mod 2^32
+  return p * std::bit_cast<float>((k_bits + 127u) << 23);
+}
+
+// σ(x) = 1 / (1 + e^-x) through exp_vectorisable.
+inline float sigmoid_vectorisable(float x) { return 1.0f / (1.0f + exp_vectorisable(-x)); }
+
+}  // namespace flowgrad
