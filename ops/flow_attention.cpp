@@ -33,10 +33,13 @@ namespace {
 std::int64_t causal_chunk(std::int64_t D, std::int64_t M) { return std::clamp<std::int64_t>(std::max(D, M), 16, 128); }
 
 // A scratch buffer. It is a Tensor so that memory_stats() counts it.
+struct Uninitialised {};  // for a Buffer that is written in full before it is read
+
 template <class T>
 class Buffer {
  public:
   explicit Buffer(std::int64_t size) : tensor_(zeros({size}, dtype_of<T>)), data_(tensor_.data<T>()) {}
+  Buffer(std::int64_t size, Uninitialised) : tensor_(empty({size}, dtype_of<T>)), data_(tensor_.data<T>()) {}
   T* data() { return data_; }
   T& operator[](std::int64_t i) { return data_[i]; }
   T* row(std::int64_t i, std::int64_t width) { return data_ + i * width; }
@@ -46,19 +49,32 @@ class Buffer {
   T* data_;
 };
 
+// Σ_d term(d) in kLanes independent partial sums (lane d mod kLanes), added
+// in lane order at the end: the lanes vectorise without reassociating any
+// sum, so the result is the same on every machine and thread count.
+constexpr std::int64_t kLanes = 8;
+
+template <class T, class Term>
+T lane_sum(std::int64_t n, Term term) {
+  T lanes[kLanes] = {};
+  std::int64_t d = 0;
+  for (; d + kLanes <= n; d += kLanes)
+    for (std::int64_t j = 0; j < kLanes; ++j) lanes[j] += term(d + j);
+  for (; d < n; ++d) lanes[d % kLanes] += term(d);
+  T total = 0;
+  for (const T lane : lanes) total += lane;
+  return total;
+}
+
 template <class T>
 T dot(const T* a, const T* b, std::int64_t n) {
-  T total = 0;
-  for (std::int64_t d = 0; d < n; ++d) total += a[d] * b[d];
-  return total;
+  return lane_sum<T>(n, [&](std::int64_t d) { return a[d] * b[d]; });
 }
 
 // (a + ε)·(b + ε), the flow dot product.
 template <class T>
 T dot_eps(const T* a, const T* b, std::int64_t n, T eps) {
-  T total = 0;
-  for (std::int64_t d = 0; d < n; ++d) total += (a[d] + eps) * (b[d] + eps);
-  return total;
+  return lane_sum<T>(n, [&](std::int64_t d) { return (a[d] + eps) * (b[d] + eps); });
 }
 
 // y += alpha · x
@@ -129,7 +145,7 @@ struct NormalFlows {
   Buffer<T> source_outgoing, conserved_source_raw, source_competition;  // S
 
   NormalFlows(const T* Q, const T* K, Sizes sizes, Settings<T> s)
-      : n(sizes), q(n.L * n.D), k(n.S * n.D), k_sum(n.D), q_sum(n.D), k_outgoing(n.D),
+      : n(sizes), q(n.L * n.D, Uninitialised{}), k(n.S * n.D, Uninitialised{}), k_sum(n.D), q_sum(n.D), k_outgoing(n.D),
         q_incoming(n.D), sink_incoming(n.L), conserved_sink(n.L), sink_allocation(n.L),
         source_outgoing(n.S), conserved_source_raw(n.S), source_competition(n.S) {
     const std::int64_t D = n.D;
@@ -306,7 +322,7 @@ struct CausalFlows {
   Buffer<T> k_cumsum, q_cumsum, k_outgoing, q_incoming;
 
   CausalFlows(const T* Q, const T* K, Sizes sizes, Settings<T> s, bool keep_prefix_sums)
-      : n(sizes), q(n.L * n.D), k(n.L * n.D), sink_incoming(n.L), source_outgoing(n.L),
+      : n(sizes), q(n.L * n.D, Uninitialised{}), k(n.L * n.D, Uninitialised{}), sink_incoming(n.L), source_outgoing(n.L),
         conserved_sink(n.L), conserved_source_raw(n.L), sink_allocation(n.L), exp_source(n.L),
         exp_source_cumsum(n.L), source_competition(n.L),
         k_cumsum(keep_prefix_sums ? n.L * n.D : 0), q_cumsum(keep_prefix_sums ? n.L * n.D : 0),
