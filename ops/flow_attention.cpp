@@ -35,18 +35,83 @@ std::int64_t causal_chunk(std::int64_t D, std::int64_t M) { return std::clamp<st
 // A scratch buffer. It is a Tensor so that memory_stats() counts it.
 struct Uninitialised {};  // for a Buffer that is written in full before it is read
 
+// Scratch memory for the buffers of one head, per thread: the first buffer
+// takes one block (as large as the largest head this thread has seen), the
+// others are carved from it, and the block goes back when the last buffer of
+// the head is gone. A head of a short sequence would otherwise spend more on
+// its ~15-30 allocations than on its arithmetic. Buffers that do not fit get
+// their own memory and make the next block larger.
+class ScratchArena {
+ public:
+  static ScratchArena& of_this_thread() {
+    thread_local ScratchArena arena;
+    return arena;
+  }
+
+  // Memory for `bytes` (a multiple of kAlign), or null when the block is full.
+  std::byte* take(std::int64_t bytes) {
+    if (open_ == 0) {
+      wanted_ = std::max(wanted_, bytes);
+      block_ = empty({wanted_ / 8}, kFloat64);  // bytes, in 8-byte elements
+      used_ = 0;
+    }
+    ++open_;
+    if (used_ + bytes > 8 * block_.numel()) {
+      wanted_ = std::max(wanted_, used_ + bytes);
+      return nullptr;
+    }
+    std::byte* memory = reinterpret_cast<std::byte*>(block_.data<double>()) + used_;
+    used_ += bytes;
+    return memory;
+  }
+
+  void give_back() {
+    if (--open_ == 0) block_ = Tensor();
+  }
+
+  static constexpr std::int64_t kAlign = 64;
+
+ private:
+  Tensor block_;            // counted by memory_stats() like any tensor
+  std::int64_t used_ = 0, wanted_ = 0;
+  int open_ = 0;            // buffers alive on this thread
+};
+
+// A scratch buffer of `size` values (zeroed unless Uninitialised), from the
+// thread's ScratchArena. Lives on the stack of the code that uses it.
 template <class T>
 class Buffer {
  public:
-  explicit Buffer(std::int64_t size) : tensor_(zeros({size}, dtype_of<T>)), data_(tensor_.data<T>()) {}
-  Buffer(std::int64_t size, Uninitialised) : tensor_(empty({size}, dtype_of<T>)), data_(tensor_.data<T>()) {}
+  explicit Buffer(std::int64_t size) : Buffer(size, Uninitialised{}) { std::fill_n(data_, size, T(0)); }
+  Buffer(std::int64_t size, Uninitialised) {
+    const std::int64_t bytes =
+        std::max<std::int64_t>(1, (size * static_cast<std::int64_t>(sizeof(T)) + ScratchArena::kAlign - 1) /
+                                      ScratchArena::kAlign) *
+        ScratchArena::kAlign;
+    std::byte* memory = ScratchArena::of_this_thread().take(bytes);
+    if (memory == nullptr) {
+      try {
+        own_ = empty({size}, dtype_of<T>);
+      } catch (...) {  // no destructor runs for a constructor that throws
+        ScratchArena::of_this_thread().give_back();
+        throw;
+      }
+      data_ = own_.data<T>();
+    } else {
+      data_ = reinterpret_cast<T*>(memory);
+    }
+  }
+  ~Buffer() { ScratchArena::of_this_thread().give_back(); }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+
   T* data() { return data_; }
   T& operator[](std::int64_t i) { return data_[i]; }
   T* row(std::int64_t i, std::int64_t width) { return data_ + i * width; }
 
  private:
-  Tensor tensor_;
-  T* data_;
+  Tensor own_;  // when the arena's block was full
+  T* data_ = nullptr;
 };
 
 // Σ_d term(d) in kLanes independent partial sums (lane d mod kLanes), added
