@@ -107,12 +107,14 @@ double measure_sgemm_gflops(std::int64_t n, int repeats) {
 
 template <>
 void gemv<float>(std::int64_t m, std::int64_t n, const float* a, std::int64_t lda, const float* x, float* y) {
+  get_num_threads();  // the thread settings (OpenBLAS single-threaded) are applied on first use
   cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<blasint>(m), static_cast<blasint>(n), 1.0f, a,
               static_cast<blasint>(lda), x, 1, 0.0f, y, 1);
 }
 
 template <>
 void gemv<double>(std::int64_t m, std::int64_t n, const double* a, std::int64_t lda, const double* x, double* y) {
+  get_num_threads();
   cblas_dgemv(CblasRowMajor, CblasNoTrans, static_cast<blasint>(m), static_cast<blasint>(n), 1.0, a,
               static_cast<blasint>(lda), x, 1, 0.0, y, 1);
 }

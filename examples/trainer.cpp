@@ -56,8 +56,11 @@ Trainer::Trainer(TrainerOptions options, nn::Module& model, nn::Optimizer& optim
   for (auto& [name, gen] : rngs_.per_rank)
     if (comm_.rank() > 0) gen->manual_seed(fg::Generator(*gen).next_u64() + static_cast<std::uint64_t>(comm_.rank()));
   fault_ = injected_fault();
-  // Every rank measures its own cores; ranks sharing a machine measure at the same time.
-  if (options_.flops_per_item > 0) sgemm_flops_ = comm_.all_reduce(fg::blas::measure_sgemm_gflops() * 1e9);
+  // Every rank measures its own cores; ranks sharing a machine start together.
+  if (options_.flops_per_item > 0) {
+    comm_.barrier();
+    sgemm_flops_ = comm_.all_reduce(fg::blas::measure_sgemm_gflops() * 1e9);
+  }
 }
 
 std::pair<std::int64_t, std::int64_t> Trainer::shard(std::int64_t n) const {

@@ -47,7 +47,7 @@ struct DropoutMask {
     philox_block(key, counter, words);
     const T keep = static_cast<T>(scale);
     for (std::int64_t i = 0; i < count; ++i)
-      out[i] = words[i % 4][i / 4] >= threshold ? in[i] * keep : T(0);
+      out[i] = in[i] * (words[i % 4][i / 4] >= threshold ? keep : T(0));  // NaN stays NaN, as in PyTorch
   }
 
   // philox4x32(key, counter + g) for g in [0, kGroupsPerBlock), word w in words[w][g].

@@ -28,8 +28,9 @@ namespace {
 
 // Rows per causal chunk: each chunk's work is three GEMMs plus a c×c block.
 // Per position a chunk of c rows costs about 2c(D + M) multiply-adds inside
-// the chunk (its masked c×c block) and 4DM through the state; c near
-// max(D, M) balances the two while the GEMMs stay large enough to be fast.
+// the chunk (its masked c×c block) and 4DM through the state: they balance
+// at c = 2DM/(D + M), which is D for the square heads of Flowformer
+// (D = M). max(D, M) is that, and for D ≠ M errs towards larger GEMMs.
 std::int64_t causal_chunk(std::int64_t D, std::int64_t M) { return std::clamp<std::int64_t>(std::max(D, M), 16, 128); }
 
 // A scratch buffer. It is a Tensor so that memory_stats() counts it.
@@ -186,7 +187,7 @@ struct Settings {
 
 // The feature map: q = σ(Q), k = σ(K) (§N0 / §C0). In float, through an
 // exponential that vectorises, compiled for x86-64-v4 / v3 / baseline and
-// chosen at load (all three give the same bits).
+// chosen at load (all three give the same bits: -ffp-contract=off).
 [[gnu::target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")]]
 void feature_map(const float* x, std::int64_t n, float* out) {
   for (std::int64_t i = 0; i < n; ++i) out[i] = sigmoid_vectorisable(x[i]);
