@@ -413,6 +413,15 @@ TEST_CASE("dropout gradient is the saved mask times the scale") {
       {transposed_randn({6, 5}, gen)});
 }
 
+TEST_CASE("dropout passes NaN and infinity through, dropped or kept (x times 0, as PyTorch)") {
+  Generator gen(15);
+  const std::vector<float> y = dropout(full({64}, std::nan(""), kFloat32), 0.5, true, gen).to_vector<float>();
+  for (float v : y) REQUIRE(std::isnan(v));
+  const std::vector<float> z =
+      dropout(full({64}, std::numeric_limits<double>::infinity(), kFloat32), 0.5, true, gen).to_vector<float>();
+  for (float v : z) REQUIRE((std::isnan(v) || std::isinf(v)));  // inf · 0 is NaN
+}
+
 TEST_CASE("dropout with p = 1 zeroes everything") {
   Generator gen(13);
   Tensor x = ones({4, 4}, kFloat64).requires_grad_();
