@@ -31,7 +31,13 @@ namespace {
 // the chunk (its masked c×c block) and 4DM through the state: they balance
 // at c = 2DM/(D + M), which is D for the square heads of Flowformer
 // (D = M). max(D, M) is that, and for D ≠ M errs towards larger GEMMs.
-std::int64_t causal_chunk(std::int64_t D, std::int64_t M) { return std::clamp<std::int64_t>(std::max(D, M), 16, 128); }
+// The first chunk needs no state GEMM (the state is still zero), so a
+// sequence of up to twice that is one chunk: for short heads the GEMM
+// calls (about half a microsecond each), not their multiply-adds, cost most.
+std::int64_t causal_chunk(std::int64_t L, std::int64_t D, std::int64_t M) {
+  const std::int64_t balance = std::clamp<std::int64_t>(std::max(D, M), 16, 128);
+  return L <= 2 * balance ? std::max<std::int64_t>(L, 1) : balance;
+}
 
 // A scratch buffer. It is a Tensor so that memory_stats() counts it.
 struct Uninitialised {};  // for a Buffer that is written in full before it is read
@@ -438,27 +444,29 @@ struct CausalFlows {
 };
 
 // §C4 on one chunk [t, t+c): R_c = q_c S_prev + (q_c k_cᵀ ⊙ Lower) W_c.
+// For the first chunk (t = 0) S_prev is zero and its GEMM is skipped.
 template <class T>
-void causal_chunk_aggregate(const T* q_c, const T* k_c, const T* W_c, const T* state, std::int64_t c,
-                            Sizes n, T* block, T* R_c) {
-  gemm<T>(false, false, c, n.M, n.D, q_c, state, T(0), R_c);
+void causal_chunk_aggregate(const T* q_c, const T* k_c, const T* W_c, const T* state, std::int64_t t,
+                            std::int64_t c, Sizes n, T* block, T* R_c) {
   gemm<T>(false, true, c, c, n.D, q_c, k_c, T(0), block);
   mask_block(block, c, [](std::int64_t a, std::int64_t b) { return b <= a; });
-  gemm<T>(false, false, c, n.M, c, block, W_c, T(1), R_c);
+  gemm<T>(false, false, c, n.M, c, block, W_c, T(0), R_c);
+  if (t > 0) gemm<T>(false, false, c, n.M, n.D, q_c, state, T(1), R_c);
 }
 
 template <class T>
 void causal_forward(const T* Q, const T* K, const T* V, T* out, Sizes n, Settings<T> s) {
   CausalFlows<T> f(Q, K, n, s, /*keep_prefix_sums=*/false);
-  const std::int64_t chunk = causal_chunk(n.D, n.M);
+  const std::int64_t chunk = causal_chunk(n.L, n.D, n.M);
   Buffer<T> W(n.L * n.M), state(n.D * n.M), block(chunk * chunk);
   f.weighted_values(V, W.data());
   for (std::int64_t t = 0; t < n.L; t += chunk) {
     const std::int64_t c = std::min(chunk, n.L - t);
     T* out_c = out + t * n.M;
-    causal_chunk_aggregate(f.q.row(t, n.D), f.k.row(t, n.D), W.row(t, n.M), state.data(), c, n,
+    causal_chunk_aggregate(f.q.row(t, n.D), f.k.row(t, n.D), W.row(t, n.M), state.data(), t, c, n,
                            block.data(), out_c);
-    gemm<T>(true, false, n.D, n.M, c, f.k.row(t, n.D), W.row(t, n.M), T(1), state.data());
+    if (t + c < n.L)  // the state of the last chunk is not read
+      gemm<T>(true, false, n.D, n.M, c, f.k.row(t, n.D), W.row(t, n.M), T(1), state.data());
     for (std::int64_t a = 0; a < c; ++a) {
       const T row_scale = f.row_scale(t + a);
       for (std::int64_t m = 0; m < n.M; ++m) out_c[a * n.M + m] *= row_scale;
@@ -473,7 +481,7 @@ void causal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
   const std::int64_t L = n.L, D = n.D, M = n.M;
   CausalFlows<T> f(Q, K, n, s, /*keep_prefix_sums=*/true);
   Buffer<T> W(L * M), dR(L * M), dW(L * M), ds(L), state(D * M);
-  const std::int64_t chunk = causal_chunk(D, M);
+  const std::int64_t chunk = causal_chunk(L, D, M);
   Buffer<T> block(chunk * chunk), R_c(chunk * M);
   f.weighted_values(V, W.data());
   T* dq = dQ;  // ∂L/∂q until §C0 turns it into ∂L/∂Q
@@ -486,7 +494,7 @@ void causal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
     const T* q_c = f.q.row(t, D);
     const T* k_c = f.k.row(t, D);
     const T* W_c = W.row(t, M);
-    causal_chunk_aggregate(q_c, k_c, W_c, state.data(), c, n, block.data(), R_c.data());
+    causal_chunk_aggregate(q_c, k_c, W_c, state.data(), t, c, n, block.data(), R_c.data());
     for (std::int64_t a = 0; a < c; ++a) {
       const std::int64_t i = t + a;
       ds[i] = dot(G + i * M, R_c.row(a, M), M);
@@ -494,11 +502,11 @@ void causal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
       for (std::int64_t m = 0; m < M; ++m) dR[i * M + m] = row_scale * G[i * M + m];
     }
     T* dR_c = dR.row(t, M);
-    gemm<T>(false, true, c, D, M, dR_c, state.data(), T(1), dq + t * D);
+    if (t > 0) gemm<T>(false, true, c, D, M, dR_c, state.data(), T(1), dq + t * D);
     gemm<T>(false, true, c, c, M, dR_c, W_c, T(0), block.data());
     mask_block(block.data(), c, [](std::int64_t a, std::int64_t b) { return b <= a; });
     gemm<T>(false, false, c, D, c, block.data(), k_c, T(1), dq + t * D);
-    gemm<T>(true, false, D, M, c, k_c, W_c, T(1), state.data());  // S_prev += k_cᵀ W_c
+    if (t + c < L) gemm<T>(true, false, D, M, c, k_c, W_c, T(1), state.data());  // S_prev += k_cᵀ W_c
   }
 
   // §C4 backward, backward sweep with the suffix state T_next = Σ_{i after chunk} q_i ⊗ dR_i:
@@ -512,15 +520,16 @@ void causal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
     const T* W_c = W.row(t, M);
     const T* dR_c = dR.row(t, M);
     auto upper = [](std::int64_t a, std::int64_t b) { return b >= a; };
-    gemm<T>(false, true, c, D, M, W_c, state.data(), T(1), dk + t * D);
+    const bool after = t + c < L;  // T_next is zero for the last chunk
+    if (after) gemm<T>(false, true, c, D, M, W_c, state.data(), T(1), dk + t * D);
     gemm<T>(false, true, c, c, M, W_c, dR_c, T(0), block.data());
     mask_block(block.data(), c, upper);
     gemm<T>(false, false, c, D, c, block.data(), q_c, T(1), dk + t * D);
-    gemm<T>(false, false, c, M, D, k_c, state.data(), T(0), dW.row(t, M));
     gemm<T>(false, true, c, c, D, k_c, q_c, T(0), block.data());
     mask_block(block.data(), c, upper);
-    gemm<T>(false, false, c, M, c, block.data(), dR_c, T(1), dW.row(t, M));
-    gemm<T>(true, false, D, M, c, q_c, dR_c, T(1), state.data());  // T_next += q_cᵀ dR_c
+    gemm<T>(false, false, c, M, c, block.data(), dR_c, T(0), dW.row(t, M));
+    if (after) gemm<T>(false, false, c, M, D, k_c, state.data(), T(1), dW.row(t, M));
+    if (t > 0) gemm<T>(true, false, D, M, c, q_c, dR_c, T(1), state.data());  // T_next += q_cᵀ dR_c
   }
 
   // W_i = C_i v_i;  s_i = A_i I_i / n_i
