@@ -40,7 +40,7 @@ std::int64_t causal_chunk(std::int64_t L, std::int64_t D, std::int64_t M) {
 }
 
 // A scratch buffer. It is a Tensor so that memory_stats() counts it.
-struct Uninitialised {};  // for a Buffer that is written in full before it is read
+struct Zeroed {};  // for a Buffer that accumulates; others are written before they are read
 
 // Scratch memory for the buffers of one head, per thread: the first buffer
 // takes one block (as large as the largest head this thread has seen), the
@@ -84,13 +84,13 @@ class ScratchArena {
   int open_ = 0;            // buffers alive on this thread
 };
 
-// A scratch buffer of `size` values (zeroed unless Uninitialised), from the
+// A scratch buffer of `size` values (uninitialised unless Zeroed), from the
 // thread's ScratchArena. Lives on the stack of the code that uses it.
 template <class T>
 class Buffer {
  public:
-  explicit Buffer(std::int64_t size) : Buffer(size, Uninitialised{}) { std::fill_n(data_, size, T(0)); }
-  Buffer(std::int64_t size, Uninitialised) {
+  Buffer(std::int64_t size, Zeroed) : Buffer(size) { std::fill_n(data_, size, T(0)); }
+  explicit Buffer(std::int64_t size) {
     const std::int64_t bytes =
         std::max<std::int64_t>(1, (size * static_cast<std::int64_t>(sizeof(T)) + ScratchArena::kAlign - 1) /
                                       ScratchArena::kAlign) *
@@ -166,8 +166,8 @@ template <class T>
 void gemm(bool transpose_a, bool transpose_b, std::int64_t m, std::int64_t n, std::int64_t k,
           const T* a, const T* b, T beta, T* c) {
   if (m == 0 || n == 0) return;
-  if (k == 0) {
-    for (std::int64_t i = 0; i < m * n; ++i) c[i] *= beta;
+  if (k == 0) {  // beta = 0 never reads C, as in BLAS
+    for (std::int64_t i = 0; i < m * n; ++i) c[i] = beta == T(0) ? T(0) : c[i] * beta;
     return;
   }
   blas::gemm<T>(transpose_a, transpose_b, m, n, k, T(1), a, transpose_a ? m : k, b,
@@ -217,8 +217,8 @@ struct NormalFlows {
   Buffer<T> source_outgoing, conserved_source_raw, source_competition;  // S
 
   NormalFlows(const T* Q, const T* K, Sizes sizes, Settings<T> s)
-      : n(sizes), q(n.L * n.D, Uninitialised{}), k(n.S * n.D, Uninitialised{}), k_sum(n.D), q_sum(n.D), k_outgoing(n.D),
-        q_incoming(n.D), sink_incoming(n.L), conserved_sink(n.L), sink_allocation(n.L),
+      : n(sizes), q(n.L * n.D), k(n.S * n.D), k_sum(n.D, Zeroed{}), q_sum(n.D, Zeroed{}),
+        k_outgoing(n.D, Zeroed{}), q_incoming(n.D, Zeroed{}), sink_incoming(n.L), conserved_sink(n.L), sink_allocation(n.L),
         source_outgoing(n.S), conserved_source_raw(n.S), source_competition(n.S) {
     const std::int64_t D = n.D;
     // §N0
@@ -333,7 +333,7 @@ void normal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
   }
 
   // §N2 backward: Ĩ_i = (q_i+ε)·(k_outgoing+ε), k_outgoing = Σ_j O_j k_j
-  Buffer<T> d_k_outgoing(D), d_q_incoming(D), dO(S);
+  Buffer<T> d_k_outgoing(D, Zeroed{}), d_q_incoming(D, Zeroed{}), dO(S);
   for (std::int64_t i = 0; i < L; ++i) {
     axpy(d_conserved_sink[i], f.k_outgoing.data(), dq + i * D, D);
     for (std::int64_t d = 0; d < D; ++d) {
@@ -356,7 +356,7 @@ void normal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
   }
 
   // §N1 backward: I_i = 1/u_i, u_i = (q_i+ε)·(k_sum+ε);  O_j = 1/w_j, w_j = (k_j+ε)·(q_sum+ε)
-  Buffer<T> d_k_sum(D), d_q_sum(D);
+  Buffer<T> d_k_sum(D, Zeroed{}), d_q_sum(D, Zeroed{});
   for (std::int64_t i = 0; i < L; ++i) {
     const T du = -f.sink_incoming[i] * f.sink_incoming[i] * dI[i];
     for (std::int64_t d = 0; d < D; ++d) {
@@ -394,7 +394,7 @@ struct CausalFlows {
   Buffer<T> k_cumsum, q_cumsum, k_outgoing, q_incoming;
 
   CausalFlows(const T* Q, const T* K, Sizes sizes, Settings<T> s, bool keep_prefix_sums)
-      : n(sizes), q(n.L * n.D, Uninitialised{}), k(n.L * n.D, Uninitialised{}), sink_incoming(n.L), source_outgoing(n.L),
+      : n(sizes), q(n.L * n.D), k(n.L * n.D), sink_incoming(n.L), source_outgoing(n.L),
         conserved_sink(n.L), conserved_source_raw(n.L), sink_allocation(n.L), exp_source(n.L),
         exp_source_cumsum(n.L), source_competition(n.L),
         k_cumsum(keep_prefix_sums ? n.L * n.D : 0), q_cumsum(keep_prefix_sums ? n.L * n.D : 0),
@@ -402,7 +402,7 @@ struct CausalFlows {
     const std::int64_t D = n.D;
     feature_map(Q, n.L * D, q.data());  // §C0
     feature_map(K, n.L * D, k.data());
-    Buffer<T> k_run(D), q_run(D), k_outgoing_run(D), q_incoming_run(D);
+    Buffer<T> k_run(D, Zeroed{}), q_run(D, Zeroed{}), k_outgoing_run(D, Zeroed{}), q_incoming_run(D, Zeroed{});
     T exp_run = 0;
     for (std::int64_t i = 0; i < n.L; ++i) {
       const T count = static_cast<T>(i + 1);  // n_i
@@ -458,7 +458,7 @@ template <class T>
 void causal_forward(const T* Q, const T* K, const T* V, T* out, Sizes n, Settings<T> s) {
   CausalFlows<T> f(Q, K, n, s, /*keep_prefix_sums=*/false);
   const std::int64_t chunk = causal_chunk(n.L, n.D, n.M);
-  Buffer<T> W(n.L * n.M), state(n.D * n.M), block(chunk * chunk);
+  Buffer<T> W(n.L * n.M), state(n.D * n.M, Zeroed{}), block(chunk * chunk);
   f.weighted_values(V, W.data());
   for (std::int64_t t = 0; t < n.L; t += chunk) {
     const std::int64_t c = std::min(chunk, n.L - t);
@@ -480,7 +480,7 @@ void causal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
                      Settings<T> s) {
   const std::int64_t L = n.L, D = n.D, M = n.M;
   CausalFlows<T> f(Q, K, n, s, /*keep_prefix_sums=*/true);
-  Buffer<T> W(L * M), dR(L * M), dW(L * M), ds(L), state(D * M);
+  Buffer<T> W(L * M), dR(L * M), dW(L * M), ds(L), state(D * M, Zeroed{});
   const std::int64_t chunk = causal_chunk(L, D, M);
   Buffer<T> block(chunk * chunk), R_c(chunk * M);
   f.weighted_values(V, W.data());
@@ -544,8 +544,8 @@ void causal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
 
   // §C3–§C1 backward in one reverse pass. The suffix sums (rcumsum) of the
   // derivation are running sums, complete at position i once i is added.
-  Buffer<T> d_k_outgoing_suffix(D), d_q_incoming_suffix(D), d_k_cumsum_suffix(D),
-      d_q_cumsum_suffix(D);
+  Buffer<T> d_k_outgoing_suffix(D, Zeroed{}), d_q_incoming_suffix(D, Zeroed{}),
+      d_k_cumsum_suffix(D, Zeroed{}), d_q_cumsum_suffix(D, Zeroed{});
   T d_exp_cumsum_suffix = 0;
   for (std::int64_t i = L - 1; i >= 0; --i) {
     const T count = static_cast<T>(i + 1);
@@ -749,7 +749,7 @@ TensorList backward_all(const Problem& p, const Tensor& q, const Tensor& k, cons
         normal_backward(Qh, Kh, Vh, G, dQh, dKh, dVh, hn, s);
         return;
       }
-      Buffer<T> dK_real(hn.S * n.D), dV_real(hn.S * n.M);
+      Buffer<T> dK_real(hn.S * n.D, Zeroed{}), dV_real(hn.S * n.M, Zeroed{});  // zero on entry
       normal_backward(Qh, Kh, Vh, G, dQh, dK_real.data(), dV_real.data(), hn, s);
       for (std::int64_t r = 0; r < hn.S; ++r) {  // padded rows stay zero
         std::copy_n(dK_real.row(r, n.D), n.D, dKh + (*real)[r] * n.D);
