@@ -14,6 +14,7 @@
 #include "core/shape.h"
 #include "core/storage.h"
 #include "core/tensor.h"
+#include "core/version.h"
 
 #include "autograd/grad_mode.h"
 #include "autograd/gradcheck.h"

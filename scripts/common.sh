@@ -73,10 +73,24 @@ ensure_deps() {
     apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null
 }
 
-# configure_build DIR [meson options...]: sets DIR up the first time; later
-# only re-applies the given options (ninja re-runs meson by itself when a
-# meson.build changes; --reconfigure also learns options added since).
+# configure_build DIR [meson options...]: sets DIR up the first time with
+# everything this repository builds (tests, examples, benchmarks: enabled, so
+# a missing dependency is an error, not a silently smaller build); later only
+# applies the given options (ninja re-runs meson by itself when a meson.build
+# changes).
 configure_build() {
+  local dir=$1
+  shift
+  local everything=(-Dtests=enabled -Dexamples=enabled -Dbench=enabled)
+  if [[ -f $dir/meson-private/coredata.dat ]]; then
+    meson configure "$dir" "${everything[@]}" "$@" >/dev/null
+    return 0
+  fi
+  log "configuring $dir"
+  meson setup "$dir" "${everything[@]}" "$@"
+}
+
+build() {
   local dir=$1
   shift
   if [[ -f $dir/meson-private/coredata.dat ]]; then

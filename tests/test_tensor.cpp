@@ -190,3 +190,12 @@ TEST_CASE("thread counts above kMaxThreads are refused") {
                       Catch::Contains("[set_num_threads]") && Catch::Contains("1 to 1024") && Catch::Contains("1025"));
   REQUIRE(get_num_threads() == 2);  // unchanged
 }
+
+TEST_CASE("the version macros and the library's version() agree") {
+  const std::string expected = std::to_string(FLOWGRAD_VERSION_MAJOR) + "." + std::to_string(FLOWGRAD_VERSION_MINOR) +
+                               "." + std::to_string(FLOWGRAD_VERSION_PATCH);
+  CHECK(expected == FLOWGRAD_VERSION_STRING);
+  CHECK(std::string(version()) == FLOWGRAD_VERSION_STRING);
+  CHECK(FLOWGRAD_VERSION ==
+        FLOWGRAD_VERSION_MAJOR * 10000 + FLOWGRAD_VERSION_MINOR * 100 + FLOWGRAD_VERSION_PATCH);
+}

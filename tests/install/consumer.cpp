@@ -1,5 +1,6 @@
 // Out-of-tree program built by scripts/check-install against the INSTALLED
-// library, with nothing but `pkg-config --cflags --libs flowgrad`. It proves
+// library, with nothing but `pkg-config --cflags --libs flowgrad`, and as a
+// meson project with flowgrad as its subproject (tests/subproject). It proves
 // the installed headers are self-contained and that the .pc file brings every
 // flag and library they need (oneTBB is used inline by core/parallel.h).
 // Exits non-zero on any mismatch.
@@ -7,6 +8,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <vector>
 
 namespace {
@@ -25,6 +27,11 @@ void expect_near(const char* what, double actual, double expected) {
 int main() {
   using namespace flowgrad;
   try {
+    // The headers and the library loaded at run time are the same version.
+    if (std::strcmp(version(), FLOWGRAD_VERSION_STRING) != 0 || FLOWGRAD_VERSION_MAJOR < 0) {
+      std::printf("MISMATCH version: library %s, headers %s\n", version(), FLOWGRAD_VERSION_STRING);
+      ++failures;
+    }
     set_num_threads(2);
 
     // L = Σ (x·w + sigmoid(x));  dL/dx = w + σ(x)(1 − σ(x)),  dL/dw = x.
@@ -67,6 +74,6 @@ int main() {
     return 1;
   }
   if (failures > 0) return 1;
-  std::printf("consumer: installed flowgrad works (gradients, gradcheck, parallel_for)\n");
+  std::printf("consumer: flowgrad %s works (gradients, gradcheck, parallel_for)\n", version());
   return 0;
 }
