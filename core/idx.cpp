@@ -30,6 +30,12 @@ std::string type_name(std::uint8_t code) {
   }
 }
 
+// "0x0d": a type code as the IDX format writes it.
+std::string hex_byte(std::uint8_t byte) {
+  constexpr char kDigits[] = "0123456789abcdef";
+  return {'0', 'x', kDigits[byte >> 4], kDigits[byte & 0xF]};
+}
+
 bool is_gzip(ByteSource& source) {
   if (source.size() < 2) return false;
   std::uint8_t magic[2];
@@ -121,7 +127,7 @@ IdxArray read_idx_from(ByteSource& source) {
   if (stream.read(magic, 4) != 4) ctx.fail("file too short for the IDX magic number");
   if (magic[0] != 0 || magic[1] != 0) ctx.fail("not an IDX file (magic number must start with two zero bytes)");
   if (magic[2] != kUnsignedByte)
-    ctx.fail("element type 0x", std::hex, static_cast<int>(magic[2]), std::dec, " (", type_name(magic[2]),
+    ctx.fail("element type ", hex_byte(magic[2]), " (", type_name(magic[2]),
              ") is not supported; only unsigned bytes (0x08) are");
   const int dims = magic[3];
   if (dims < 1 || dims > kMaxDims) ctx.fail(dims, " dimensions; expected 1 to ", kMaxDims);

@@ -11,7 +11,9 @@
 #include <string>
 #include <thread>
 
+#include <tbb/blocked_range.h>
 #include <tbb/global_control.h>
+#include <tbb/parallel_for.h>
 
 #include "error.h"
 
@@ -65,5 +67,14 @@ void set_num_threads(int n) {
 }
 
 int get_num_threads() { return settings().num_threads.load(std::memory_order_relaxed); }
+
+void parallel_for_chunks(std::int64_t n, std::int64_t grain, RangeBody body) {
+  // simple_partitioner halves the range down to chunks of at most `grain`:
+  // the chunks depend on n and grain alone, not on the threads or timing.
+  tbb::parallel_for(
+      tbb::blocked_range<std::int64_t>(0, n, grain),
+      [&](const tbb::blocked_range<std::int64_t>& r) { body(r.begin(), r.end()); },
+      tbb::simple_partitioner());
+}
 
 }  // namespace flowgrad

@@ -8,9 +8,8 @@
 #pragma once
 
 #include <cstdint>
-
-#include <tbb/blocked_range.h>
-#include <tbb/parallel_for.h>
+#include <type_traits>
+#include <utility>
 
 namespace flowgrad {
 
@@ -24,6 +23,27 @@ int get_num_threads();
 // Below this many elements an elementwise loop runs on the calling thread.
 constexpr std::int64_t kParallelGrain = 32768;
 
+// A non-owning reference to a callable body(begin, end): what parallel_for
+// hands to oneTBB, so that oneTBB's headers stay out of this one (and out of
+// every program that includes flowgrad.h). One indirect call per chunk.
+class RangeBody {
+ public:
+  template <class Body>
+    requires std::is_invocable_v<Body&, std::int64_t, std::int64_t>
+  RangeBody(Body& body)  // NOLINT: converts implicitly, like a function_ref
+      : object_(static_cast<void*>(&body)), call_([](void* object, std::int64_t begin, std::int64_t end) {
+          (*static_cast<Body*>(object))(begin, end);
+        }) {}
+  void operator()(std::int64_t begin, std::int64_t end) const { call_(object_, begin, end); }
+
+ private:
+  void* object_;
+  void (*call_)(void*, std::int64_t, std::int64_t);
+};
+
+// The oneTBB loop behind parallel_for (core/parallel.cpp).
+void parallel_for_chunks(std::int64_t n, std::int64_t grain, RangeBody body);
+
 // Calls body(begin, end) on disjoint chunks covering [0, n). Runs inline when
 // n <= grain or only one thread is allowed. Chunk boundaries depend only on n
 // and grain, so per-chunk work is reproducible.
@@ -34,10 +54,7 @@ void parallel_for(std::int64_t n, std::int64_t grain, Body&& body) {
     body(std::int64_t{0}, n);
     return;
   }
-  tbb::parallel_for(
-      tbb::blocked_range<std::int64_t>(0, n, grain),
-      [&](const tbb::blocked_range<std::int64_t>& r) { body(r.begin(), r.end()); },
-      tbb::simple_partitioner());
+  parallel_for_chunks(n, grain, RangeBody(body));
 }
 
 }  // namespace flowgrad

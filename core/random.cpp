@@ -2,12 +2,35 @@
 
 #include <cmath>
 #include <numbers>
+#include <random>
 #include <sstream>
 
 namespace flowgrad {
 
+struct Generator::Engine {
+  std::mt19937_64 mt;
+};
+
+Generator::Generator(std::uint64_t seed) : engine_(std::make_unique<Engine>(Engine{std::mt19937_64(seed)})) {}
+Generator::Generator(const Generator& other)
+    : engine_(std::make_unique<Engine>(*other.engine_)), has_spare_normal_(other.has_spare_normal_),
+      spare_normal_(other.spare_normal_) {}
+Generator& Generator::operator=(const Generator& other) {
+  if (this != &other) {
+    *engine_ = *other.engine_;
+    has_spare_normal_ = other.has_spare_normal_;
+    spare_normal_ = other.spare_normal_;
+  }
+  return *this;
+}
+Generator::~Generator() = default;
+
+void Generator::manual_seed(std::uint64_t seed) { engine_->mt.seed(seed); }
+
+std::uint64_t Generator::next_u64() { return engine_->mt(); }
+
 double Generator::uniform() {
-  return static_cast<double>(engine_() >> 11) * 0x1.0p-53;
+  return static_cast<double>(engine_->mt() >> 11) * 0x1.0p-53;
 }
 
 double Generator::normal() {
@@ -27,7 +50,7 @@ double Generator::normal() {
 
 std::string Generator::state() const {
   std::ostringstream out;
-  out << engine_ << ' ' << has_spare_normal_ << ' ';
+  out << engine_->mt << ' ' << has_spare_normal_ << ' ';
   out.precision(17);
   out << std::hexfloat << spare_normal_;
   return out.str();
@@ -43,7 +66,7 @@ void Generator::set_state(const std::string& state) {
   in >> spare_text;
   if (in.fail()) fail("Generator::set_state", "the state string is not one written by state()");
   spare = std::strtod(spare_text.c_str(), nullptr);
-  engine_ = engine;
+  engine_->mt = engine;
   has_spare_normal_ = has_spare;
   spare_normal_ = spare;
 }

@@ -4,7 +4,7 @@
 
 #include <array>
 #include <cstdint>
-#include <random>
+#include <memory>
 #include <string>
 
 #include "tensor.h"
@@ -13,10 +13,13 @@ namespace flowgrad {
 
 class Generator {
  public:
-  explicit Generator(std::uint64_t seed = 0) : engine_(seed) {}
+  explicit Generator(std::uint64_t seed = 0);
+  Generator(const Generator& other);  // copies the state; a move copies too
+  Generator& operator=(const Generator& other);
+  ~Generator();
 
-  void manual_seed(std::uint64_t seed) { engine_.seed(seed); }
-  std::uint64_t next_u64() { return engine_(); }
+  void manual_seed(std::uint64_t seed);
+  std::uint64_t next_u64();  // the next output of the 64-bit Mersenne Twister (std::mt19937_64)
   double uniform();  // in [0, 1), 53 random bits
   double normal();   // standard normal (Box-Muller; independent of libstdc++'s)
 
@@ -25,7 +28,8 @@ class Generator {
   void set_state(const std::string& state);
 
  private:
-  std::mt19937_64 engine_;
+  struct Engine;  // std::mt19937_64, kept out of this header (<random> is heavy)
+  std::unique_ptr<Engine> engine_;
   bool has_spare_normal_ = false;
   double spare_normal_ = 0.0;
 };

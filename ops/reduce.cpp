@@ -6,6 +6,7 @@
 #include <cmath>
 #include <limits>
 
+#include <tbb/blocked_range.h>
 #include <tbb/parallel_reduce.h>
 
 #include "../autograd/node.h"

@@ -1,5 +1,6 @@
 #include <cmath>
 #include <limits>
+#include <random>
 
 #include "test_util.h"
 
@@ -198,4 +199,35 @@ TEST_CASE("the version macros and the library's version() agree") {
   CHECK(std::string(version()) == FLOWGRAD_VERSION_STRING);
   CHECK(FLOWGRAD_VERSION ==
         FLOWGRAD_VERSION_MAJOR * 10000 + FLOWGRAD_VERSION_MINOR * 100 + FLOWGRAD_VERSION_PATCH);
+}
+
+TEST_CASE("fail() writes numbers, characters and strings as a stream would") {
+  auto message_of = [](auto... parts) {
+    try {
+      fail("op", parts...);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  CHECK(message_of("n=", -3, " u=", std::size_t{7}, " b=", true) == "[op] n=-3 u=7 b=1");
+  CHECK(message_of(1e-6, ' ', 0.5, ' ', 2.0f, ' ', 123456789.0) == "[op] 1e-06 0.5 2 1.23457e+08");
+  CHECK(message_of(std::numeric_limits<double>::infinity(), std::string(" s"), std::string_view(" v")) ==
+        "[op] inf s v");
+}
+
+TEST_CASE("a Generator is the 64-bit Mersenne Twister, and its copies continue alike") {
+  Generator gen(42);
+  std::mt19937_64 reference(42);
+  for (int i = 0; i < 1000; ++i) REQUIRE(gen.next_u64() == reference());
+  Generator copy = gen;
+  Generator moved = std::move(copy);
+  Generator assigned(7);
+  assigned = gen;
+  for (int i = 0; i < 10; ++i) {
+    const std::uint64_t expected = reference();
+    CHECK(gen.next_u64() == expected);
+    CHECK(moved.next_u64() == expected);
+    CHECK(assigned.next_u64() == expected);
+  }
 }

@@ -2,7 +2,7 @@
 // library, with nothing but `pkg-config --cflags --libs flowgrad`, and as a
 // meson project with flowgrad as its subproject (tests/subproject). It proves
 // the installed headers are self-contained and that the .pc file brings every
-// flag and library they need (oneTBB is used inline by core/parallel.h).
+// flag and library they need.
 // Exits non-zero on any mismatch.
 #include <flowgrad/flowgrad.h>
 
@@ -61,8 +61,9 @@ int main() {
       ++failures;
     }
 
-    // parallel_for is a template over oneTBB, instantiated here: this needs
-    // the tbb flags from the .pc file. Each index writes only its own slot.
+    // parallel_for is a template instantiated here whose chunks run on oneTBB
+    // inside the library: no oneTBB header or flag is needed. Each index
+    // writes only its own slot.
     std::vector<std::int64_t> squares(100000);
     parallel_for(static_cast<std::int64_t>(squares.size()), 1000,
                  [&](std::int64_t begin, std::int64_t end) {
