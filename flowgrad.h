@@ -30,6 +30,7 @@
 #include "ops/linear.h"
 #include "ops/loss.h"
 #include "ops/normalization.h"
+#include "ops/select.h"
 #include "ops/shape_ops.h"
 #include "ops/softmax.h"
 

@@ -17,6 +17,7 @@
 #include <functional>
 #include <iosfwd>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "dtype.h"
@@ -238,12 +239,24 @@ Tensor from_vector(const std::vector<T>& values) {
 
 template <class T>
 Tensor from_vector(const std::vector<T>& values, const Shape& shape) {
-  if (shape_numel(shape) != static_cast<std::int64_t>(values.size()))
-    fail("from_vector", "shape ", shape_str(shape), " needs ", shape_numel(shape),
-         " values, got ", values.size());
-  Tensor t = empty(shape, dtype_of<T>);
-  std::copy(values.begin(), values.end(), t.data<T>());
-  return t;
+  static_assert(std::is_arithmetic_v<T> && !std::is_same_v<T, bool>,
+                "from_vector takes numbers: float and double keep their type, other integers become int64");
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, std::int64_t>) {
+    std::vector<std::int64_t> wide(values.size());
+    for (std::size_t i = 0; i < values.size(); ++i) {
+      if constexpr (std::is_unsigned_v<T> && sizeof(T) >= sizeof(std::int64_t))
+        if (values[i] > static_cast<T>(INT64_MAX))
+          fail("from_vector", "value ", values[i], " at index ", i, " does not fit in int64");
+      wide[i] = static_cast<std::int64_t>(values[i]);
+    }
+    return from_vector(wide, shape);
+  } else {
+    if (shape_numel(shape) != static_cast<std::int64_t>(values.size()))
+      fail("from_vector", "shape ", shape_str(shape), " needs ", shape_numel(shape), " values, got ", values.size());
+    Tensor t = empty(shape, dtype_of<T>);
+    std::copy(values.begin(), values.end(), t.data<T>());
+    return t;
+  }
 }
 
 }  // namespace flowgrad

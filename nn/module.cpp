@@ -103,6 +103,13 @@ void Module::load_state_dict(const std::map<std::string, Tensor>& state) {
 
 void Module::save(const std::string& path) const { save_safetensors(path, state_dict()); }
 
-void Module::load(const std::string& path) { load_state_dict(load_safetensors(path)); }
+void Module::load(const std::string& path) {
+  const std::map<std::string, Tensor> state = load_safetensors(path);  // its errors name the file
+  try {
+    load_state_dict(state);
+  } catch (const Error& e) {
+    fail("Module::load", path, ": ", e.what());
+  }
+}
 
 }  // namespace flowgrad::nn

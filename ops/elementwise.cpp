@@ -134,6 +134,27 @@ Tensor relu(const Tensor& x) {
                   [](auto dy, auto v) { return v > 0 ? dy : decltype(dy){0}; });
 }
 
+// abs: y = |x|;  dx = dy · sign(x), 0 at x = 0
+Tensor abs(const Tensor& x) {
+  return unary_op("abs", x, Keep::Input, [](auto v) { return std::abs(v); },
+                  [](auto dy, auto v) {
+                    using T = decltype(v);
+                    return v > 0 ? dy : v < 0 ? -dy : T(0);
+                  });
+}
+
+// sin: y = sin x;  dx = dy · cos x
+Tensor sin(const Tensor& x) {
+  return unary_op("sin", x, Keep::Input, [](auto v) { return std::sin(v); },
+                  [](auto dy, auto v) { return dy * std::cos(v); });
+}
+
+// cos: y = cos x;  dx = −dy · sin x
+Tensor cos(const Tensor& x) {
+  return unary_op("cos", x, Keep::Input, [](auto v) { return std::cos(v); },
+                  [](auto dy, auto v) { return -dy * std::sin(v); });
+}
+
 // gelu: y = ½x(1 + t), t = tanh(u), u = c(x + 0.044715x³), c = √(2/π)
 //       dx = dy · (½(1 + t) + ½x(1 - t²) · c(1 + 3·0.044715x²))
 // With h = ½(1 + t): y = x·h and dy/dx = h + 2x·h(1 − h) · c(1 + 3·0.044715x²).

@@ -20,6 +20,9 @@ Tensor reciprocal(const Tensor& x);
 Tensor sigmoid(const Tensor& x);
 Tensor tanh(const Tensor& x);
 Tensor relu(const Tensor& x);
+Tensor abs(const Tensor& x);  // gradient sign(x), 0 at 0 (as PyTorch)
+Tensor sin(const Tensor& x);
+Tensor cos(const Tensor& x);
 // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), the GPT-2 form.
 Tensor gelu(const Tensor& x);
 // Gradient passes where min <= x <= max, and is zero outside.

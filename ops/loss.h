@@ -13,4 +13,13 @@ namespace flowgrad {
 // (0/0), as in PyTorch. Returns a 0-dim tensor of logits' dtype.
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, std::int64_t ignore_index = -100);
 
+// Mean over the non-ignored rows of −log_probs[row, target[row]] (PyTorch's
+// nll_loss with reduction='mean'): cross_entropy for inputs that already are
+// log-probabilities. Same shapes, targets and ignore_index rules.
+Tensor nll_loss(const Tensor& log_probs, const Tensor& targets, std::int64_t ignore_index = -100);
+
+// Mean of (input − target)² over all elements (reduction='mean'); input and
+// target of the same shape and float dtype, both differentiable.
+Tensor mse_loss(const Tensor& input, const Tensor& target);
+
 }  // namespace flowgrad

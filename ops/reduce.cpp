@@ -144,12 +144,34 @@ Tensor sum(const Tensor& x, const std::vector<std::int64_t>& dims, bool keepdim)
   return y;
 }
 
-// mean: y = sum(x) / n  (n = number of elements reduced into each output)
+namespace {
+
+// mean: y = sum(x) / n;  dx = dy / n broadcast back over the reduced dims
+// (n = number of elements reduced into each output)
+class MeanBackward final : public Node {
+ public:
+  std::string_view name() const override { return "mean"; }
+  TensorList backward(const Tensor& dy) override {
+    return {(dy * (1.0 / static_cast<double>(count))).reshape(keepdim_shape).expand(next_edges()[0].shape)};
+  }
+  Shape keepdim_shape;
+  std::int64_t count = 0;
+};
+
+}  // namespace
+
 Tensor mean(const Tensor& x, const std::vector<std::int64_t>& dims, bool keepdim) {
   ReductionPlan plan = plan_reduction(x, dims, keepdim, "mean");
   const std::int64_t n = shape_numel(plan.reduced_shape);
   if (n == 0) fail("mean", "mean over zero elements of shape ", shape_str(x.shape()));
-  return sum(x, dims, keepdim) * (1.0 / static_cast<double>(n));
+  Tensor y = kernels::map_unary(sum_kernel(x, plan), "mean",
+                                [n](auto total) { return total * (1 / static_cast<decltype(total)>(n)); });
+  if (auto node = autograd::make_node<MeanBackward>({x})) {
+    node->keepdim_shape = plan.keepdim_shape;
+    node->count = n;
+    autograd::set_history(y, node);
+  }
+  return y;
 }
 
 Tensor sum_to(const Tensor& x, const Shape& shape) {

@@ -1,0 +1,165 @@
+// Comparisons, where, masked_fill, allclose; abs, sin, cos; nll_loss, mse_loss.
+#include <cmath>
+#include <limits>
+
+#include "test_util.h"
+
+using namespace flowgrad;
+using namespace flowgrad::testing;
+
+TEST_CASE("comparisons give 0/1 masks with broadcasting, and no history") {
+  const Tensor a = tensor({1, 2, 3}, {3, 1}, kFloat64).requires_grad_();
+  const Tensor b = tensor({2, 3}, {2}, kFloat64);
+  require_values(eq(a, b), {0, 0, 1, 0, 0, 1});
+  require_values(ne(a, b), {1, 1, 0, 1, 1, 0});
+  require_values(lt(a, b), {1, 1, 0, 1, 0, 0});
+  require_values(le(a, b), {1, 1, 1, 1, 0, 1});
+  require_values(gt(a, b), {0, 0, 0, 0, 1, 0});
+  require_values(ge(a, b), {0, 0, 1, 0, 1, 1});
+  CHECK(eq(a, b).shape() == Shape{3, 2});
+  CHECK_FALSE(lt(a, b).requires_grad());
+  require_values(gt(a, 1.5), {0, 1, 1});
+  // NaN equals nothing; int64 tensors compare as values.
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  require_values(eq(tensor({nan, 1.0}, kFloat64), tensor({nan, 1.0}, kFloat64)), {0, 1});
+  require_values(ne(tensor({nan}, kFloat64), 0.0), {1});
+  require_values(eq(from_vector<std::int64_t>({3, 4, 5}), 4.0), {0, 1, 0});
+  REQUIRE_THROWS_WITH(lt(a, tensor({1, 2}, {2}, kFloat32)), Catch::Contains("[lt]") && Catch::Contains("float32"));
+  REQUIRE_THROWS_WITH(eq(a, zeros({2, 2}, kFloat64)), Catch::Contains("[eq]") && Catch::Contains("[3, 1]"));
+  REQUIRE_THROWS_WITH(ge(Tensor(), 1.0), Catch::Contains("[ge]"));
+}
+
+TEST_CASE("where picks per element, broadcasts, and sends the gradient to the side taken") {
+  const Tensor condition = tensor({1, 0, 1}, {3}, kFloat64);
+  const Tensor a = tensor({10, 20, 30, 40, 50, 60}, {2, 3}, kFloat64);
+  const Tensor b = tensor({-1}, {1}, kFloat64);
+  require_values(where(condition, a, b), {10, -1, 30, 40, -1, 60});
+  // An int64 condition works; the side not taken never leaks NaN or inf.
+  const double inf = std::numeric_limits<double>::infinity();
+  require_values(where(from_vector<std::int64_t>({0, 2}), tensor({inf, 1.0}, kFloat64), tensor({5.0, inf}, kFloat64)),
+                 {5, 1});
+  Generator gen(3);
+  const Tensor mask = gt(rand({2, 3}, gen, kFloat64), 0.5);
+  require_gradients_match([&](const TensorList& in) { return where(mask, in[0], in[1]); },
+                          {randn({2, 3}, gen, kFloat64), randn({3}, gen, kFloat64)});
+  // da is dy where the condition holds, db the rest, summed over b's broadcast.
+  const Tensor x = randn({2, 3}, gen, kFloat64).requires_grad_();
+  const Tensor y = randn({3}, gen, kFloat64).requires_grad_();
+  sum(where(condition, x, y)).backward();
+  require_values(x.grad(), {1, 0, 1, 1, 0, 1});
+  require_values(y.grad(), {0, 2, 0});
+  REQUIRE_THROWS_WITH(where(condition, a, tensor({1.0}, kFloat32)), Catch::Contains("[where]"));
+  REQUIRE_THROWS_WITH(where(tensor({1, 0}, kFloat64), a, b), Catch::Contains("[where]") && Catch::Contains("[2]"));
+}
+
+TEST_CASE("masked_fill fills where the mask is set and passes the gradient elsewhere") {
+  const Tensor x = tensor({1, 2, 3, 4}, {2, 2}, kFloat64);
+  const Tensor mask = tensor({0, 1}, {2}, kFloat64);
+  require_values(masked_fill(x, mask, -1e9), {1, -1e9, 3, -1e9});
+  Generator gen(4);
+  require_gradients_match([&](const TensorList& in) { return masked_fill(in[0], mask, 0.5); },
+                          {randn({2, 2}, gen, kFloat64)});
+  REQUIRE_THROWS_WITH(masked_fill(x, zeros({3}, kFloat64), 0.0),
+                      Catch::Contains("[masked_fill]") && Catch::Contains("[3]") && Catch::Contains("[2, 2]"));
+  REQUIRE_THROWS_WITH(masked_fill(x, zeros({2, 2, 2}, kFloat64), 0.0), Catch::Contains("[masked_fill]"));
+  REQUIRE_THROWS_WITH(masked_fill(zeros({2}, kInt64), mask, 0.0), Catch::Contains("[masked_fill]"));
+}
+
+TEST_CASE("allclose follows torch.allclose") {
+  const Tensor a = tensor({1.0, 2.0, 1e10}, kFloat64);
+  CHECK(allclose(a, tensor({1.0, 2.0 + 1e-6, 1e10 * (1 + 1e-6)}, kFloat64)));
+  CHECK_FALSE(allclose(a, tensor({1.0, 2.001, 1e10}, kFloat64)));
+  CHECK(allclose(a, tensor({1.0, 2.001, 1e10}, kFloat64), 1e-3));
+  const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
+  CHECK_FALSE(allclose(tensor({nan}, kFloat64), tensor({nan}, kFloat64)));
+  CHECK(allclose(tensor({nan, inf}, kFloat64), tensor({nan, inf}, kFloat64), 1e-5, 1e-8, true));
+  CHECK_FALSE(allclose(tensor({inf}, kFloat64), tensor({-inf}, kFloat64)));
+  CHECK(allclose(tensor({1, 1}, {2, 1}, kFloat32), tensor({1}, kFloat64)));  // broadcast, any float dtypes
+  REQUIRE_THROWS_WITH(allclose(a, zeros({2}, kFloat64)), Catch::Contains("[allclose]"));
+  REQUIRE_THROWS_WITH(allclose(a, a, -1.0), Catch::Contains("[allclose]") && Catch::Contains("rtol=-1"));
+}
+
+TEST_CASE("abs, sin and cos: values and gradients") {
+  const Tensor x = tensor({-2.0, -0.5, 0.0, 0.5, 2.0}, kFloat64).requires_grad_();
+  require_values(abs(x), {2, 0.5, 0, 0.5, 2});
+  require_values(sin(x), {std::sin(-2.0), std::sin(-0.5), 0, std::sin(0.5), std::sin(2.0)}, 1e-15);
+  require_values(cos(x), {std::cos(-2.0), std::cos(-0.5), 1, std::cos(0.5), std::cos(2.0)}, 1e-15);
+  sum(abs(x)).backward();
+  require_values(x.grad(), {-1, -1, 0, 1, 1});  // 0 at the kink, as PyTorch
+  Generator gen(5);
+  for (const auto& op : {+[](const Tensor& t) { return sin(t); }, +[](const Tensor& t) { return cos(t); }})
+    require_gradients_match([&](const TensorList& in) { return op(in[0]); }, {transposed_randn({3, 4}, gen)});
+  // abs away from its kink
+  require_gradients_match([](const TensorList& in) { return abs(in[0]); },
+                          {tensor({-1.5, -0.25, 0.25, 3.0}, kFloat64)});
+  CHECK(sin(tensor({1.0}, kFloat32)).dtype() == kFloat32);
+}
+
+TEST_CASE("nll_loss is cross_entropy on log-probabilities, ignore_index included") {
+  Generator gen(6);
+  const Tensor logits = randn({4, 5}, gen, kFloat64);
+  const Tensor targets = from_vector<std::int64_t>({1, -100, 4, 0});
+  const Tensor log_probs = log_softmax(logits, -1);
+  CHECK(nll_loss(log_probs, targets).item<double>() ==
+        Approx(cross_entropy(logits, targets).item<double>()).epsilon(1e-13));
+  const std::vector<double> lp = log_probs.to_vector<double>();
+  CHECK(nll_loss(log_probs, targets).item<double>() == Approx(-(lp[1] + lp[14] + lp[15]) / 3).epsilon(1e-14));
+  require_gradients_match([&](const TensorList& in) { return nll_loss(in[0], targets); },
+                          {randn({4, 5}, gen, kFloat64)});
+  // [B, T, C] with targets [B, T], every row ignored: NaN as in PyTorch
+  CHECK(std::isnan(nll_loss(zeros({2, 1, 3}, kFloat64), full({2, 1}, -100, kInt64)).item<double>()));
+  REQUIRE_THROWS_WITH(nll_loss(log_probs, from_vector<std::int64_t>({0, 1, 5, 0})),
+                      Catch::Contains("[nll_loss]") && Catch::Contains("target 5"));
+  REQUIRE_THROWS_WITH(nll_loss(log_probs, zeros({4}, kFloat64)), Catch::Contains("[nll_loss]") && Catch::Contains("int64"));
+  REQUIRE_THROWS_WITH(nll_loss(log_probs, from_vector<std::int64_t>({0, 1})),
+                      Catch::Contains("[nll_loss]") && Catch::Contains("[4, 5]"));
+}
+
+TEST_CASE("mse_loss: value and gradients in both arguments") {
+  const Tensor x = tensor({1, 2, 3, 4}, {2, 2}, kFloat64);
+  const Tensor t = tensor({1, 0, 3, 1}, {2, 2}, kFloat64);
+  CHECK(mse_loss(x, t).item<double>() == Approx((4.0 + 9.0) / 4.0));
+  Generator gen(7);
+  require_gradients_match([](const TensorList& in) { return mse_loss(in[0], in[1]); },
+                          {transposed_randn({3, 2}, gen), randn({3, 2}, gen, kFloat64)});
+  REQUIRE_THROWS_WITH(mse_loss(x, zeros({4}, kFloat64)), Catch::Contains("[mse_loss]") && Catch::Contains("[4]"));
+  REQUIRE_THROWS_WITH(mse_loss(x, t.to(kFloat32)), Catch::Contains("[mse_loss]") && Catch::Contains("float32"));
+  REQUIRE_THROWS_WITH(mse_loss(zeros({0}, kFloat64), zeros({0}, kFloat64)), Catch::Contains("[mse_loss]"));
+}
+
+// Smaller fixes that came with these ops.
+
+TEST_CASE("mean has its own node, and its gradient is 1/n everywhere") {
+  const Tensor x = tensor({1, 2, 3, 4, 5, 6}, {2, 3}, kFloat64).requires_grad_();
+  const Tensor y = mean(x, {1});
+  REQUIRE(y.grad_fn() != nullptr);
+  CHECK(y.grad_fn()->name() == "mean");
+  require_values(y, {2, 5});
+  sum(y).backward();
+  require_values(x.grad(), {1.0 / 3, 1.0 / 3, 1.0 / 3, 1.0 / 3, 1.0 / 3, 1.0 / 3});
+  Generator gen(8);
+  require_gradients_match([](const TensorList& in) { return mean(in[0], {0}, true); }, {transposed_randn({3, 4}, gen)});
+}
+
+TEST_CASE("from_vector takes any integer type as int64, and refuses what int64 cannot hold") {
+  const Tensor a = from_vector(std::vector<int>{-1, 2, 3}, {3});
+  CHECK(a.dtype() == kInt64);
+  CHECK(a.to_vector<std::int64_t>() == std::vector<std::int64_t>{-1, 2, 3});
+  CHECK(from_vector(std::vector<std::uint8_t>{255, 0}).to_vector<std::int64_t>() == std::vector<std::int64_t>{255, 0});
+  CHECK(from_vector(std::vector<float>{1.5f}).dtype() == kFloat32);
+  REQUIRE_THROWS_WITH(from_vector(std::vector<std::uint64_t>{1, std::uint64_t{1} << 63}),
+                      Catch::Contains("[from_vector]") && Catch::Contains("index 1"));
+  REQUIRE_THROWS_WITH(from_vector(std::vector<int>{1, 2}, {3}), Catch::Contains("[from_vector]"));
+}
+
+TEST_CASE("Module::load names the file when its tensors do not fit the module") {
+  TempDir dir;
+  Generator gen(9);
+  nn::Linear small(2, 3, true, gen);
+  nn::Linear other(4, 3, true, gen);
+  const std::string path = dir.file("small.safetensors");
+  small.save(path);
+  REQUIRE_THROWS_WITH(other.load(path), Catch::Contains("[Module::load]") && Catch::Contains(path) &&
+                                            Catch::Contains("weight") && Catch::Contains("[3, 2]"));
+  REQUIRE_THROWS_WITH(other.load(dir.file("missing.safetensors")), Catch::Contains("missing.safetensors"));
+}
