@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <optional>
 
 #include <tbb/blocked_range.h>
 #include <tbb/parallel_reduce.h>
@@ -192,21 +193,24 @@ Tensor sum_to(const Tensor& x, const Shape& shape) {
   return sum(x, dims, /*keepdim=*/true).reshape(shape);
 }
 
-// ---- max ----
+// ---- max, min, argmax, argmin ----
 
 namespace {
 
-// The running maximum of a slice and the dense offset (in a contiguous
-// tensor of x's shape) where it was first seen. Ties keep the earlier
-// position, so the gradient goes to the first arg-max; a NaN wins and stays,
-// so max propagates NaN as in PyTorch.
-template <class T>
+enum class Extreme { Max, Min };
+
+// The running maximum (or minimum) of a slice and the dense offset (in a
+// contiguous tensor of x's shape) where it was first seen. Ties keep the
+// earlier position, so the gradient goes to the first arg-max; a NaN wins and
+// stays, so max and min propagate NaN as in PyTorch.
+template <class T, Extreme kind>
 struct RunningMax {
   T value{};
   std::int64_t position = -1;  // -1 while nothing was offered
 
   void offer(T candidate, std::int64_t candidate_position) {
-    const bool better = position < 0 || (!std::isnan(value) && (candidate > value || std::isnan(candidate)));
+    const bool beyond = kind == Extreme::Max ? candidate > value : candidate < value;
+    const bool better = position < 0 || (!std::isnan(value) && (beyond || std::isnan(candidate)));
     if (better) {
       value = candidate;
       position = candidate_position;
@@ -223,24 +227,26 @@ struct MaxResult {
   std::vector<std::int64_t> argmax;  // per output element, dense offset in x
 };
 
-MaxResult max_kernel(const Tensor& x, const ReductionPlan& plan) {
+template <Extreme kind>
+MaxResult max_kernel(const Tensor& x, const ReductionPlan& plan, const char* op) {
   const std::int64_t n_out = shape_numel(plan.kept_shape);
   const std::int64_t n_reduced = shape_numel(plan.reduced_shape);
   MaxResult result{empty(plan.out_shape, x.dtype()), std::vector<std::int64_t>(n_out)};
-  dispatch_floating(x.dtype(), "max", [&]<class T>() {
+  dispatch_floating(x.dtype(), op, [&]<class T>() {
+    using Running = RunningMax<T, kind>;
     const T* in = x.data<T>();
     T* values = result.values.data<T>();
     // Scans positions [begin, end) of the slice whose first element is at
     // offset `base` (dense offset `dense_base`).
     auto scan = [&](std::int64_t base, std::int64_t dense_base, std::int64_t begin, std::int64_t end) {
-      RunningMax<T> best;
+      Running best;
       kernels::strided_range<2>(plan.reduced_shape, {&plan.reduced_strides, &plan.reduced_dense},
                                 begin, end, [&](const std::array<std::int64_t, 2>& off) {
                                   best.offer(in[base + off[0]], dense_base + off[1]);
                                 });
       return best;
     };
-    auto store = [&](std::int64_t i, const RunningMax<T>& best) {
+    auto store = [&](std::int64_t i, const Running& best) {
       values[i] = best.value;
       result.argmax[i] = best.position;
     };
@@ -256,13 +262,13 @@ MaxResult max_kernel(const Tensor& x, const ReductionPlan& plan) {
       return;
     }
     // One output, many inputs: split the slice, merge the pieces in order.
-    RunningMax<T> best = tbb::parallel_deterministic_reduce(
-        tbb::blocked_range<std::int64_t>(0, n_reduced, kParallelGrain), RunningMax<T>{},
-        [&](const tbb::blocked_range<std::int64_t>& r, RunningMax<T> acc) {
+    Running best = tbb::parallel_deterministic_reduce(
+        tbb::blocked_range<std::int64_t>(0, n_reduced, kParallelGrain), Running{},
+        [&](const tbb::blocked_range<std::int64_t>& r, Running acc) {
           acc.merge(scan(0, 0, r.begin(), r.end()));
           return acc;
         },
-        [](RunningMax<T> earlier, const RunningMax<T>& later) {
+        [](Running earlier, const Running& later) {
           earlier.merge(later);
           return earlier;
         });
@@ -271,10 +277,11 @@ MaxResult max_kernel(const Tensor& x, const ReductionPlan& plan) {
   return result;
 }
 
-// max: y = x[first arg-max of each slice];  dx = dy at that position, 0 elsewhere
+// max (min): y = x[first arg-max (arg-min) of each slice];  dx = dy at that position, 0 elsewhere
 class MaxBackward final : public Node {
  public:
-  std::string_view name() const override { return "max"; }
+  explicit MaxBackward(const char* name) : name_(name) {}
+  std::string_view name() const override { return name_; }
   TensorList backward(const Tensor& dy) override {
     Tensor dx = zeros(next_edges()[0].shape, dy.dtype());
     const Tensor dy_dense = dy.contiguous();  // row-major order = argmax order
@@ -289,21 +296,64 @@ class MaxBackward final : public Node {
     return {dx};
   }
   std::vector<std::int64_t> argmax;
+
+ private:
+  const char* name_;
 };
 
-}  // namespace
-
-Tensor max(const Tensor& x, const std::vector<std::int64_t>& dims, bool keepdim) {
-  ReductionPlan plan = plan_reduction(x, dims, keepdim, "max");
+template <Extreme kind>
+Tensor extreme(const char* op, const Tensor& x, const std::vector<std::int64_t>& dims, bool keepdim) {
+  ReductionPlan plan = plan_reduction(x, dims, keepdim, op);
   if (shape_numel(plan.reduced_shape) == 0)
-    fail("max", "max over zero elements: reducing dims ", shape_str(dims), " of shape ",
-         shape_str(x.shape()));
-  MaxResult result = max_kernel(x, plan);
-  if (auto node = autograd::make_node<MaxBackward>({x})) {
+    fail(op, op, " over zero elements: reducing dims ", shape_str(dims), " of shape ", shape_str(x.shape()));
+  MaxResult result = max_kernel<kind>(x, plan, op);
+  if (autograd::any_requires_grad({x})) {
+    auto node = std::make_shared<MaxBackward>(op);
+    autograd::connect_inputs(*node, {x});
     node->argmax = std::move(result.argmax);
     autograd::set_history(result.values, node);
   }
   return result.values;
+}
+
+// The index along `dim` (or in the flattened tensor, without dim) of each
+// slice's first maximum (minimum), int64.
+template <Extreme kind>
+Tensor arg_extreme(const char* op, const Tensor& x, std::optional<std::int64_t> dim, bool keepdim) {
+  const Tensor flat = dim ? x : x.reshape({x.numel()});
+  const std::vector<std::int64_t> dims = {dim ? *dim : 0};
+  ReductionPlan plan = plan_reduction(flat, dims, dim && keepdim, op);
+  if (shape_numel(plan.reduced_shape) == 0)
+    fail(op, op, " over zero elements: dim ", dims[0], " of shape ", shape_str(x.shape()));
+  const MaxResult result = max_kernel<kind>(flat.detach(), plan, op);
+  // A dense offset o of x holds index (o / stride) mod size along the dim.
+  const std::int64_t d = dims[0] < 0 ? dims[0] + flat.dim() : dims[0];
+  std::int64_t stride = 1;
+  for (std::int64_t later = d + 1; later < flat.dim(); ++later) stride *= flat.shape()[later];
+  const std::int64_t size = flat.shape()[d];
+  Tensor indices = empty(plan.out_shape, kInt64);
+  std::int64_t* out = indices.data<std::int64_t>();
+  for (std::size_t i = 0; i < result.argmax.size(); ++i) out[i] = result.argmax[i] / stride % size;
+  return dim ? indices : indices.reshape({});
+}
+
+}  // namespace
+
+Tensor max(const Tensor& x, const std::vector<std::int64_t>& dims, bool keepdim) {
+  return extreme<Extreme::Max>("max", x, dims, keepdim);
+}
+
+Tensor min(const Tensor& x, const std::vector<std::int64_t>& dims, bool keepdim) {
+  return extreme<Extreme::Min>("min", x, dims, keepdim);
+}
+
+Tensor argmax(const Tensor& x) { return arg_extreme<Extreme::Max>("argmax", x, std::nullopt, false); }
+Tensor argmax(const Tensor& x, std::int64_t dim, bool keepdim) {
+  return arg_extreme<Extreme::Max>("argmax", x, dim, keepdim);
+}
+Tensor argmin(const Tensor& x) { return arg_extreme<Extreme::Min>("argmin", x, std::nullopt, false); }
+Tensor argmin(const Tensor& x, std::int64_t dim, bool keepdim) {
+  return arg_extreme<Extreme::Min>("argmin", x, dim, keepdim);
 }
 
 // ---- cumsum ----

@@ -14,6 +14,15 @@ Tensor mean(const Tensor& x, const std::vector<std::int64_t>& dims = {}, bool ke
 // Maximum over `dims`; the gradient goes to the first arg-max of each slice.
 // A slice containing NaN has max NaN (and its gradient goes to that NaN).
 Tensor max(const Tensor& x, const std::vector<std::int64_t>& dims = {}, bool keepdim = false);
+// Minimum over `dims`, the same way (first arg-min; NaN propagates).
+Tensor min(const Tensor& x, const std::vector<std::int64_t>& dims = {}, bool keepdim = false);
+// Index (int64) of the first maximum (minimum) along `dim`, or in the
+// flattened tensor (a 0-dim result) without it; NaN counts as the maximum and
+// the minimum, as in PyTorch. Not differentiable.
+Tensor argmax(const Tensor& x);
+Tensor argmax(const Tensor& x, std::int64_t dim, bool keepdim = false);
+Tensor argmin(const Tensor& x);
+Tensor argmin(const Tensor& x, std::int64_t dim, bool keepdim = false);
 
 // Sums a broadcast result back to `shape` (the reverse of broadcasting):
 // what a broadcast input's gradient needs.

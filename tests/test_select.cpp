@@ -163,3 +163,32 @@ TEST_CASE("Module::load names the file when its tensors do not fit the module") 
                                             Catch::Contains("weight") && Catch::Contains("[3, 2]"));
   REQUIRE_THROWS_WITH(other.load(dir.file("missing.safetensors")), Catch::Contains("missing.safetensors"));
 }
+
+TEST_CASE("min, argmax and argmin: first extreme, NaN propagates, gradient to the first arg-min") {
+  const Tensor x = tensor({3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 9}, {3, 4}, kFloat64).requires_grad_();
+  require_values(min(x, {1}), {1, 2, 3});
+  CHECK(min(x).item<double>() == 1);
+  CHECK(min(x, {0}, true).shape() == Shape{1, 4});
+  CHECK(min(x, {1}).grad_fn()->name() == "min");
+  sum(min(x, {1})).backward();  // ties: the first 1 in row 0
+  require_values(x.grad(), {0, 1, 0, 0, 0, 0, 1, 0, 0, 1, 0, 0});
+  Generator gen(10);
+  require_gradients_match([](const TensorList& in) { return min(in[0], {0}); }, {transposed_randn({3, 4}, gen)});
+
+  require_values(argmax(x, 1), {2, 1, 3});
+  require_values(argmin(x, 1), {1, 2, 1});
+  CHECK(argmax(x, 1).dtype() == kInt64);
+  CHECK(argmax(x, 0, true).shape() == Shape{1, 4});
+  require_values(argmax(x, 0), {1, 1, 2, 2});  // ties: the first 5 in column 0
+  CHECK(argmax(x).item<std::int64_t>() == 5);  // the first 9, flattened
+  CHECK(argmin(x).dim() == 0);
+  CHECK(argmin(x).item<std::int64_t>() == 1);
+  CHECK(argmax(x, -1).shape() == Shape{3});
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  CHECK(argmax(tensor({1.0, nan, 7.0}, kFloat64)).item<std::int64_t>() == 1);
+  CHECK(argmin(tensor({1.0, nan, -7.0}, kFloat64)).item<std::int64_t>() == 1);
+  CHECK(std::isnan(min(tensor({1.0, nan}, kFloat64)).item<double>()));
+  REQUIRE_THROWS_WITH(argmax(x, 2), Catch::Contains("[argmax]"));
+  REQUIRE_THROWS_WITH(argmin(zeros({0}, kFloat64)), Catch::Contains("[argmin]"));
+  REQUIRE_THROWS_WITH(min(zeros({2, 0}, kFloat64), {1}), Catch::Contains("[min]") && Catch::Contains("[2, 0]"));
+}
