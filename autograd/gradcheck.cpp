@@ -35,32 +35,19 @@ std::string GradcheckResult::report() const {
   return out.str();
 }
 
-GradcheckResult gradcheck(const DifferentiableFunction& f, const TensorList& inputs,
-                          const GradcheckOptions& options) {
+namespace {
+
+// Backward once with random output weights W, then central differences of
+// Σ W ⊙ evaluate() on every element of every float64 leaf, poked in place
+// in its storage. Leaves of other dtypes (indices) are not checked.
+GradcheckResult compare_with_finite_differences(const std::function<Tensor()>& evaluate, const TensorList& leaves,
+                                                const GradcheckOptions& options, const char* op) {
   GradcheckResult result;
-  result.max_abs_error.assign(inputs.size(), 0.0);
-  result.max_rel_error.assign(inputs.size(), 0.0);
-
-  // Leaves that alias the inputs' storage (keeping their strides), so the
-  // function sees the same layouts and finite differences can poke elements.
-  TensorList leaves;
-  for (std::size_t i = 0; i < inputs.size(); ++i) {
-    const Tensor& input = inputs[i];
-    if (input.dtype() == kFloat32)
-      fail("gradcheck", "input ", i, " of shape ", shape_str(input.shape()),
-           " is float32; finite differences need float64");
-    Tensor leaf = input.detach();
-    if (input.dtype() == kFloat64) {
-      for (std::int64_t s : leaf.strides())
-        if (s == 0) leaf = leaf.clone();  // an expanded input would alias its own elements
-      leaf.requires_grad_(true);
-    }
-    leaves.push_back(leaf);
-  }
-
-  Tensor output = f(leaves);
+  result.max_abs_error.assign(leaves.size(), 0.0);
+  result.max_rel_error.assign(leaves.size(), 0.0);
+  Tensor output = evaluate();
   if (!output.requires_grad())
-    fail("gradcheck", "the function's output of shape ", shape_str(output.shape()),
+    fail(op, "the function's output of shape ", shape_str(output.shape()),
          " does not depend on any input that requires grad");
   Generator gen(options.seed);
   Tensor weights = randn(output.shape(), gen, output.dtype());
@@ -78,9 +65,9 @@ GradcheckResult gradcheck(const DifferentiableFunction& f, const TensorList& inp
     for (std::size_t k = 0; k < offsets.size(); ++k) {
       const double original = data[offsets[k]];
       data[offsets[k]] = original + options.step;
-      const double plus = weighted_sum(f(leaves), w);
+      const double plus = weighted_sum(evaluate(), w);
       data[offsets[k]] = original - options.step;
-      const double minus = weighted_sum(f(leaves), w);
+      const double minus = weighted_sum(evaluate(), w);
       data[offsets[k]] = original;
       const double numeric = (plus - minus) / (2.0 * options.step);
 
@@ -92,6 +79,56 @@ GradcheckResult gradcheck(const DifferentiableFunction& f, const TensorList& inp
     }
   }
   return result;
+}
+
+}  // namespace
+
+GradcheckResult gradcheck(const DifferentiableFunction& f, const TensorList& inputs,
+                          const GradcheckOptions& options) {
+  // Leaves that alias the inputs' storage (keeping their strides), so the
+  // function sees the same layouts and finite differences can poke elements.
+  TensorList leaves;
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    const Tensor& input = inputs[i];
+    if (input.dtype() == kFloat32)
+      fail("gradcheck", "input ", i, " of shape ", shape_str(input.shape()),
+           " is float32; finite differences need float64");
+    Tensor leaf = input.detach();
+    if (input.dtype() == kFloat64) {
+      for (std::int64_t s : leaf.strides())
+        if (s == 0) leaf = leaf.clone();  // an expanded input would alias its own elements
+      leaf.requires_grad_(true);
+    }
+    leaves.push_back(leaf);
+  }
+  return compare_with_finite_differences([&] { return f(leaves); }, leaves, options, "gradcheck");
+}
+
+GradcheckResult gradcheck_parameters(const std::function<Tensor()>& f, const TensorList& parameters,
+                                     const GradcheckOptions& options) {
+  for (std::size_t i = 0; i < parameters.size(); ++i) {
+    const Tensor& p = parameters[i];
+    if (!p.defined() || p.dtype() != kFloat64 || !p.requires_grad() || !p.is_leaf())
+      fail("gradcheck_parameters", "parameter ", i, " must be a float64 leaf that requires grad; got ",
+           p.defined() ? dtype_name(p.dtype()) : "an undefined tensor", p.defined() ? " " : "",
+           p.defined() ? shape_str(p.shape()) : "");
+    for (std::int64_t s : p.strides())
+      if (s == 0) fail("gradcheck_parameters", "parameter ", i, " of shape ", shape_str(p.shape()),
+                       " is an expanded view: its elements alias each other");
+  }
+  // The parameters' own gradients are put aside and given back, whatever happens.
+  struct RestoreGradients {
+    const TensorList& parameters;
+    TensorList saved;
+    ~RestoreGradients() {
+      for (std::size_t i = 0; i < parameters.size(); ++i) parameters[i].set_grad(saved[i]);
+    }
+  } restore{parameters, {}};
+  for (const Tensor& p : parameters) {
+    restore.saved.push_back(p.grad());
+    p.set_grad(Tensor());
+  }
+  return compare_with_finite_differences(f, parameters, options, "gradcheck_parameters");
 }
 
 }  // namespace flowgrad

@@ -35,4 +35,11 @@ using DifferentiableFunction = std::function<Tensor(const TensorList&)>;
 GradcheckResult gradcheck(const DifferentiableFunction& f, const TensorList& inputs,
                           const GradcheckOptions& options = {});
 
+// The same check for tensors the function uses itself, such as a module's
+// parameters (module.parameters()): f() is evaluated as it is, the
+// parameters (float64 leaves that require grad) are perturbed in place and
+// restored, and their .grad is left exactly as it was before the call.
+GradcheckResult gradcheck_parameters(const std::function<Tensor()>& f, const TensorList& parameters,
+                                     const GradcheckOptions& options = {});
+
 }  // namespace flowgrad

@@ -66,4 +66,38 @@ void xavier_uniform_(const Tensor& t, Generator& gen, double gain) {
   uniform_(t, -bound, bound, gen);
 }
 
+void xavier_normal_(const Tensor& t, Generator& gen, double gain) {
+  check_target("xavier_normal_", t);
+  if (t.dim() < 2) fail("xavier_normal_", "needs a weight of at least 2 dims, got shape ", shape_str(t.shape()));
+  if (!(gain > 0.0)) fail("xavier_normal_", "gain must be positive, got ", gain);
+  auto [fan_in, fan_out] = fan_in_and_fan_out(t);
+  if (fan_in + fan_out == 0) return;  // nothing to fill
+  normal_(t, gain * std::sqrt(2.0 / static_cast<double>(fan_in + fan_out)), gen);
+}
+
+namespace {
+
+// The std of He initialisation, checked.
+double kaiming_std(const char* op, const Tensor& t, double a, FanMode mode) {
+  check_target(op, t);
+  if (t.dim() < 2) fail(op, "needs a weight of at least 2 dims, got shape ", shape_str(t.shape()));
+  if (!std::isfinite(a)) fail(op, "the leaky slope a must be finite, got ", a);
+  auto [fan_in, fan_out] = fan_in_and_fan_out(t);
+  const std::int64_t fan = mode == FanMode::FanIn ? fan_in : fan_out;
+  if (fan == 0) return 0.0;  // an empty weight: nothing to fill
+  return std::sqrt(2.0 / (1.0 + a * a)) / std::sqrt(static_cast<double>(fan));
+}
+
+}  // namespace
+
+void kaiming_normal_(const Tensor& t, Generator& gen, double a, FanMode mode) {
+  const double std = kaiming_std("kaiming_normal_", t, a, mode);
+  if (std > 0.0) normal_(t, std, gen);
+}
+
+void kaiming_uniform_(const Tensor& t, Generator& gen, double a, FanMode mode) {
+  const double bound = std::sqrt(3.0) * kaiming_std("kaiming_uniform_", t, a, mode);
+  if (bound > 0.0) uniform_(t, -bound, bound, gen);
+}
+
 }  // namespace flowgrad::nn::init

@@ -220,3 +220,16 @@ TEST_CASE("views propagate gradients to the right elements") {
                           GradcheckOptions{.step = 1e-3, .atol = 1e-3, .rtol = 1e-3});
   require_gradients_match([](const TensorList& in) { return in[0].flatten(); }, {transposed_randn({3, 4}, gen)});
 }
+
+TEST_CASE("the README's custom op example is examples/custom_op.cpp, and it passes its gradcheck") {
+  const std::string source = read_text_file(std::string(FLOWGRAD_SOURCE_DIR) + "/examples/custom_op.cpp");
+  const std::string readme = read_text_file(std::string(FLOWGRAD_SOURCE_DIR) + "/README.md");
+  REQUIRE(source.size() > 500);
+  CHECK(readme.find("```cpp\n" + source + "```") != std::string::npos);
+  TempDir dir;
+  const ProgramRun run = run_program(CUSTOM_OP_PATH, "", dir);
+  INFO(run.output);
+  CHECK(run.status == 0);
+  CHECK(run.output.find("softplus: input 0: max abs error") != std::string::npos);
+  CHECK(run.output.find("passed") != std::string::npos);
+}

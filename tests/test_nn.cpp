@@ -361,6 +361,32 @@ TEST_CASE("init: xavier_uniform_ uses PyTorch's fan_in and fan_out") {
   REQUIRE_THROWS_WITH(init::fan_in_and_fan_out(zeros({5})), Catch::Contains("[fan_in_and_fan_out]"));
 }
 
+TEST_CASE("init: xavier_normal_ and kaiming_* give PyTorch's standard deviations") {
+  Generator gen(18);
+  auto sample_std = [](const Tensor& w) {
+    const std::vector<double> v = w.to_vector<double>();
+    double squares = 0.0;
+    for (double e : v) squares += e * e;
+    return std::sqrt(squares / static_cast<double>(v.size()));
+  };
+  Tensor w = empty({400, 200}, kFloat64);  // fan_in 200, fan_out 400
+  init::xavier_normal_(w, gen);
+  CHECK(sample_std(w) == Approx(std::sqrt(2.0 / 600.0)).epsilon(0.02));
+  init::kaiming_normal_(w, gen);
+  CHECK(sample_std(w) == Approx(std::sqrt(2.0 / 200.0)).epsilon(0.02));
+  init::kaiming_normal_(w, gen, 0.0, init::FanMode::FanOut);
+  CHECK(sample_std(w) == Approx(std::sqrt(2.0 / 400.0)).epsilon(0.02));
+  init::kaiming_uniform_(w, gen, std::sqrt(5.0));  // nn.Linear's default in PyTorch: bound 1/sqrt(fan_in)
+  const double bound = 1.0 / std::sqrt(200.0);
+  CHECK(std::max(max(w).item<double>(), -min(w).item<double>()) <= bound);
+  CHECK(max(w).item<double>() > 0.99 * bound);
+  CHECK(sample_std(w) == Approx(bound / std::sqrt(3.0)).epsilon(0.02));
+  REQUIRE_THROWS_WITH(init::kaiming_normal_(zeros({5}), gen), Catch::Contains("[kaiming_normal_]") &&
+                                                                  Catch::Contains("[5]"));
+  REQUIRE_THROWS_WITH(init::kaiming_uniform_(w, gen, NAN), Catch::Contains("[kaiming_uniform_]"));
+  REQUIRE_THROWS_WITH(init::xavier_normal_(w, gen, 0.0), Catch::Contains("[xavier_normal_] gain"));
+}
+
 // ================================================================ optimizers
 
 namespace {

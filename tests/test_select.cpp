@@ -192,3 +192,24 @@ TEST_CASE("min, argmax and argmin: first extreme, NaN propagates, gradient to th
   REQUIRE_THROWS_WITH(argmin(zeros({0}, kFloat64)), Catch::Contains("[argmin]"));
   REQUIRE_THROWS_WITH(min(zeros({2, 0}, kFloat64), {1}), Catch::Contains("[min]") && Catch::Contains("[2, 0]"));
 }
+
+TEST_CASE("gradcheck_parameters checks a module's own parameters and leaves their gradients alone") {
+  Generator gen(12);
+  nn::Linear linear(3, 2, true, gen, 0.5, kFloat64);
+  const Tensor x = randn({4, 3}, gen, kFloat64);
+  const Tensor sentinel = full({2, 3}, 7.0, kFloat64);
+  linear.weight.set_grad(sentinel);  // a gradient the caller accumulated before
+  const TensorList params = linear.parameters();
+  GradcheckResult result = gradcheck_parameters([&] { return tanh(linear.forward(x)); }, params);
+  INFO(result.report());
+  CHECK(result.passed);
+  CHECK(linear.weight.grad().shares_storage_with(sentinel));
+  require_values(linear.weight.grad(), std::vector<double>(6, 7.0));
+  CHECK_FALSE(linear.bias.grad().defined());
+  // A gradient that misses a path fails: the weight is also used outside autograd.
+  GradcheckResult wrong = gradcheck_parameters(
+      [&] { return linear.forward(x) + sum(linear.weight.detach() * linear.weight.detach()); }, params);
+  CHECK_FALSE(wrong.passed);
+  REQUIRE_THROWS_WITH(gradcheck_parameters([&] { return linear.forward(x); }, {x}),
+                      Catch::Contains("[gradcheck_parameters]") && Catch::Contains("[4, 3]"));
+}
