@@ -129,9 +129,35 @@ std::string_view safetensors_dtype_code(DType dtype) {
   return "?";
 }
 
+// How a tensor's elements are stored in the file. F16 and BF16 (common in
+// shared PyTorch checkpoints) are read into float32, exactly.
+enum class StoredAs { Native, Float16, BFloat16 };
+
+// IEEE binary16 -> float32, exactly (subnormals, infinities and NaN payloads).
+float float_from_half(std::uint16_t half) {
+  const std::uint32_t sign = static_cast<std::uint32_t>(half & 0x8000u) << 16;
+  const std::uint32_t exponent = (half >> 10) & 0x1Fu;
+  const std::uint32_t mantissa = half & 0x3FFu;
+  std::uint32_t bits = 0;
+  if (exponent == 0) {  // zero or subnormal: mantissa · 2^−24, exact in float
+    const float magnitude = static_cast<float>(mantissa) * 0x1p-24f;
+    return sign != 0 ? -magnitude : magnitude;
+  }
+  if (exponent == 0x1F) {
+    bits = sign | 0x7F800000u | (mantissa << 13);  // infinity or NaN
+  } else {
+    bits = sign | ((exponent - 15 + 127) << 23) | (mantissa << 13);
+  }
+  return std::bit_cast<float>(bits);
+}
+
+// bfloat16 is the upper half of a float32.
+float float_from_bfloat16(std::uint16_t value) { return std::bit_cast<float>(static_cast<std::uint32_t>(value) << 16); }
+
 struct SafetensorsEntry {
   std::string name;
-  DType dtype = kFloat32;
+  DType dtype = kFloat32;   // of the tensor made from it
+  StoredAs stored = StoredAs::Native;
   Shape shape;
   std::uint64_t begin = 0;
   std::uint64_t end = 0;
@@ -180,9 +206,12 @@ SafetensorsEntry parse_safetensors_entry(const FileContext& ctx, const std::stri
     entry.dtype = kFloat64;
   } else if (code == "I64") {
     entry.dtype = kInt64;
+  } else if (code == "F16" || code == "BF16") {
+    entry.dtype = kFloat32;
+    entry.stored = code == "F16" ? StoredAs::Float16 : StoredAs::BFloat16;
   } else {
     ctx.fail("tensor '", name, "' has unsupported dtype \"", preview(code),
-             "\" (supported: F32, F64, I64)");
+             "\" (supported: F32, F64, I64; F16 and BF16 are read as F32)");
   }
 
   const Json& shape = field("shape");
@@ -191,7 +220,8 @@ SafetensorsEntry parse_safetensors_entry(const FileContext& ctx, const std::stri
   for (const Json& size : shape)
     entry.shape.push_back(
         static_cast<std::int64_t>(json_count(ctx, name, "shape", size, kInt64Max)));
-  const std::uint64_t nbytes = checked_nbytes(ctx, entry.shape, entry.dtype);
+  // Half-precision elements take half the bytes of the float32 they become.
+  const std::uint64_t nbytes = checked_nbytes(ctx, entry.shape, entry.dtype) / (entry.stored == StoredAs::Native ? 1 : 2);
 
   const Json& offsets = field("data_offsets");
   if (!offsets.is_array() || offsets.size() != 2)
@@ -517,12 +547,20 @@ SafetensorsFile read_safetensors(ByteSource& file) {
     }
   }
   // Every entry now fits the buffer and they tile it, so the allocations
-  // below add up to at most the file size.
+  // below add up to at most twice the file size (half precision widened).
   check_buffer_coverage(ctx, entries, buffer_size);
   for (const SafetensorsEntry& entry : entries) {
     Tensor t = empty(entry.shape, entry.dtype);
-    file.read(buffer_start + entry.begin, t.storage()->data(), entry.end - entry.begin,
-              "the data of tensor '" + entry.name + "'");
+    const std::string what = "the data of tensor '" + entry.name + "'";
+    if (entry.stored == StoredAs::Native) {
+      file.read(buffer_start + entry.begin, t.storage()->data(), entry.end - entry.begin, what);
+    } else {
+      std::vector<std::uint16_t> halves(static_cast<std::size_t>(t.numel()));
+      file.read(buffer_start + entry.begin, halves.data(), entry.end - entry.begin, what);
+      float* out = t.data<float>();
+      for (std::size_t i = 0; i < halves.size(); ++i)
+        out[i] = entry.stored == StoredAs::Float16 ? float_from_half(halves[i]) : float_from_bfloat16(halves[i]);
+    }
     result.tensors.emplace(entry.name, std::move(t));
   }
   return result;

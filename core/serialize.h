@@ -23,7 +23,8 @@ namespace flowgrad {
 //   {"name": {"dtype": "F32", "shape": [2, 3], "data_offsets": [begin, end]}, ...,
 //    "__metadata__": {"key": "value"}}
 // then the data buffer, which the tensors must cover exactly (no gaps, no
-// overlaps). Supported dtypes: F32, F64, I64.
+// overlaps). Supported dtypes: F32, F64, I64; F16 and BF16 are read into
+// float32 exactly (written files use F32, F64 and I64 only).
 
 struct SafetensorsFile {
   std::map<std::string, Tensor> tensors;

@@ -267,8 +267,11 @@ TEST_CASE("broken safetensors files are rejected with a message naming op, path 
                      "\"__metadata__\" entry 'k' must be a string");
   }
   SECTION("unknown dtype and bad shapes") {
-    require_rejected(safetensors_bytes("{" + entry("a", "\"F16\"", "[4]", "[0,8]") + "}", eight),
-                     "unsupported dtype \"F16\"");
+    require_rejected(safetensors_bytes("{" + entry("a", "\"U8\"", "[4]", "[0,8]") + "}", eight),
+                     "unsupported dtype \"U8\"");
+    // Half precision takes 2 bytes an element: 4 of them fill 8 bytes, not 16.
+    require_rejected(safetensors_bytes("{" + entry("a", "\"BF16\"", "[2]", "[0,8]") + "}", eight),
+                     "hold 8 bytes but shape [2] of BF16 needs 4");
     require_rejected(safetensors_bytes("{" + entry("a", "\"F32\"", "[-2]", "[0,8]") + "}", eight),
                      "entry -2 is negative");
     require_rejected(safetensors_bytes("{" + entry("a", "\"F32\"", "[2.5]", "[0,8]") + "}", eight),
@@ -612,4 +615,21 @@ TEST_CASE("append_to_file and replace_file_contents check every write through cl
   }
   REQUIRE_THROWS_WITH(read_file_contents("test", "/dev/full"), Catch::Contains("not a regular file"));
   REQUIRE_THROWS_WITH(read_file_contents("test", dir.path().string()), Catch::Contains("is a directory"));
+}
+
+TEST_CASE("F16 and BF16 safetensors tensors are read as float32, exactly as PyTorch converts them") {
+  // Written by tests/golden/make_half_golden.py with PyTorch: each half tensor
+  // next to PyTorch's .float() of it (zeros, subnormals, the largest finite
+  // values, infinities, NaN and random values).
+  const SafetensorsFile file =
+      load_safetensors_file(std::string(FLOWGRAD_SOURCE_DIR) + "/tests/golden/half_precision.safetensors");
+  for (const char* name : {"half", "bfloat16"}) {
+    INFO(name);
+    const Tensor read = file.tensors.at(name);
+    const Tensor expected = file.tensors.at(std::string(name) + "_as_f32");
+    REQUIRE(read.dtype() == kFloat32);
+    REQUIRE(read.shape() == expected.shape());
+    CHECK(std::memcmp(read.data<float>(), expected.data<float>(), sizeof(float) * read.numel()) == 0);
+  }
+  CHECK(file.tensors.at("half").to_vector<float>()[5] == 0x1p-24f);  // 6e-8 becomes the smallest subnormal
 }
