@@ -141,7 +141,14 @@ Storage::Storage(std::size_t nbytes)
   record_allocation(nbytes_);
 }
 
+Storage::Storage(void* data, std::size_t nbytes, std::function<void(void*)> release)
+    : data_(data), nbytes_(nbytes), external_(true), release_(std::move(release)) {}
+
 Storage::~Storage() {
+  if (external_) {
+    if (release_) release_(data_);
+    return;
+  }
   BufferCache::instance().release(data_, capacity_);
   g_current_bytes.fetch_sub(nbytes_);
 }

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 
 namespace flowgrad {
@@ -15,6 +16,10 @@ class Storage {
   static constexpr std::size_t kAlignment = 64;
 
   explicit Storage(std::size_t nbytes);  // contents uninitialised
+  // The caller's memory, not copied and not counted in memory_stats():
+  // `release` (if any) is called with `data` when the last tensor viewing it
+  // is gone. See from_blob.
+  Storage(void* data, std::size_t nbytes, std::function<void(void*)> release);
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
@@ -29,6 +34,8 @@ class Storage {
   void* data_ = nullptr;
   std::size_t nbytes_ = 0;
   std::size_t capacity_ = 0;  // bytes actually reserved (see the buffer cache)
+  bool external_ = false;     // the caller's memory (from_blob)
+  std::function<void(void*)> release_;
   std::atomic<std::uint64_t> version_{0};
 };
 

@@ -39,6 +39,21 @@ bool Tensor::shares_storage_with(const Tensor& other) const {
   return defined() && other.defined() && storage() == other.storage();
 }
 
+Tensor from_blob(void* data, const Shape& shape, DType dtype, std::function<void(void*)> release) {
+  const std::size_t nbytes = static_cast<std::size_t>(checked_numel(shape, "from_blob")) * dtype_size(dtype);
+  if (data == nullptr && nbytes > 0)
+    fail("from_blob", "data is null for a ", dtype_name(dtype), " tensor of shape ", shape_str(shape));
+  if (reinterpret_cast<std::uintptr_t>(data) % dtype_size(dtype) != 0)
+    fail("from_blob", "data at ", reinterpret_cast<std::uintptr_t>(data), " is not aligned to the ",
+         dtype_size(dtype), " bytes of ", dtype_name(dtype), " (shape ", shape_str(shape), ")");
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = std::make_shared<Storage>(data, nbytes, std::move(release));
+  impl->shape = shape;
+  impl->strides = contiguous_strides(shape);
+  impl->dtype = dtype;
+  return Tensor(std::move(impl));
+}
+
 Tensor empty(const Shape& shape, DType dtype) {
   const std::size_t nbytes = static_cast<std::size_t>(checked_numel(shape, "empty")) * dtype_size(dtype);
   auto impl = std::make_shared<TensorImpl>();

@@ -146,6 +146,12 @@ Tensor from_vector(const std::vector<T>& values, const Shape& shape);
 Tensor tensor(std::initializer_list<double> values, DType dtype = kFloat32);
 Tensor tensor(std::initializer_list<double> values, const Shape& shape, DType dtype = kFloat32);
 Tensor scalar_tensor(double value, DType dtype = kFloat32);  // 0-dim
+// A contiguous tensor over the caller's memory, without a copy: writes go
+// both ways. The memory must stay valid (and aligned for the dtype) while
+// any tensor, view or saved-for-backward copy uses it; `release`, if given,
+// is called with `data` once the last of them is gone (never when from_blob
+// throws: the memory stays the caller's). As torch::from_blob.
+Tensor from_blob(void* data, const Shape& shape, DType dtype, std::function<void(void*)> release = {});
 
 // A tensor with the given layout over an existing storage. No autograd:
 // the differentiable views in ops/views.cpp build on it.

@@ -231,3 +231,39 @@ TEST_CASE("a Generator is the 64-bit Mersenne Twister, and its copies continue a
     CHECK(assigned.next_u64() == expected);
   }
 }
+
+TEST_CASE("from_blob wraps the caller's memory without a copy, and releases it after the last view") {
+  std::vector<double> memory = {1, 2, 3, 4, 5, 6};
+  int released = 0;
+  {
+    Tensor t = from_blob(memory.data(), {2, 3}, kFloat64, [&](void* data) {
+      CHECK(data == memory.data());
+      ++released;
+    });
+    CHECK(t.data<double>() == memory.data());
+    memory[4] = 50;  // the caller's writes are the tensor's
+    CHECK(t.at<double>({1, 1}) == 50);
+    Tensor column = t.select(1, 2);  // a view keeps the memory in use
+    fill_(column, -1.0);             // and the tensor's writes are the caller's
+    CHECK(memory[2] == -1);
+    CHECK(memory[5] == -1);
+    t = Tensor();
+    CHECK(released == 0);
+    // Autograd works on it; the saved input keeps it alive too.
+    Tensor leaf = from_blob(memory.data(), {6}, kFloat64).requires_grad_();
+    Tensor y = sum(leaf * leaf);
+    y.backward();
+    CHECK(leaf.grad().to_vector<double>() == std::vector<double>{2, 4, -2, 8, 100, -2});
+  }
+  CHECK(released == 1);
+  const std::size_t before = memory_stats().current_bytes;
+  Tensor counted_nowhere = from_blob(memory.data(), {6}, kFloat64);
+  CHECK(memory_stats().current_bytes == before);  // the caller's memory, not ours
+
+  float floats[4] = {};
+  REQUIRE_THROWS_WITH(from_blob(reinterpret_cast<char*>(floats) + 2, {1}, kFloat32),
+                      Catch::Contains("[from_blob]") && Catch::Contains("aligned"));
+  REQUIRE_THROWS_WITH(from_blob(nullptr, {2}, kFloat32), Catch::Contains("[from_blob]") && Catch::Contains("null"));
+  REQUIRE_THROWS_WITH(from_blob(floats, {-1}, kFloat32), Catch::Contains("[from_blob]"));
+  CHECK(from_blob(nullptr, {0, 3}, kFloat32).numel() == 0);
+}
