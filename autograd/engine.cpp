@@ -35,8 +35,15 @@ void check_gradient(const Tensor& grad, const Shape& shape, DType dtype, std::st
          dtype_name(grad.dtype()), ", expected ", shape_str(shape), " and ", dtype_name(dtype));
 }
 
+// Gradients that autograd::grad asks for: those arriving at these nodes are
+// kept (after hooks) in `grads`, and no leaf's .grad() is touched.
+struct Capture {
+  std::unordered_map<Node*, std::vector<std::size_t>> inputs_of;  // node -> input positions
+  TensorList grads;
+};
+
 // Runs the tensor hooks of `node`'s output, then keeps a retained gradient.
-Tensor apply_hooks(Node& node, Tensor grad) {
+Tensor apply_hooks(Node& node, Tensor grad, bool keep_retained = true) {
   for (const GradHook& hook : node.hooks()) {
     Tensor replaced = hook(grad);
     if (replaced.defined()) {
@@ -45,7 +52,7 @@ Tensor apply_hooks(Node& node, Tensor grad) {
       grad = replaced;
     }
   }
-  if (std::shared_ptr<TensorImpl> retained = node.retained_output())
+  if (std::shared_ptr<TensorImpl> retained = node.retained_output(); retained && keep_retained)
     accumulate_grad(retained->autograd->grad, grad);
   return grad;
 }
@@ -68,14 +75,12 @@ void add_to_pending(Tensor& sum, const Tensor& incoming) {
   add_elements(incoming, sum);
 }
 
-}  // namespace
-
-void run_backward(const Tensor& root, const Tensor& grad_root, bool retain_graph) {
+void run_engine(const Tensor& root, const Tensor& grad_root, bool retain_graph, Capture* capture) {
+  const char* op = capture != nullptr ? "grad" : "backward";
   std::shared_ptr<Node> root_node = gradient_node(root);
   if (!root_node)
-    fail("backward", "the tensor of shape ", shape_str(root.shape()),
-         " does not require grad and has no grad_fn");
-  check_gradient(grad_root, root.shape(), root.dtype(), "backward", "the gradient given");
+    fail(op, "the tensor of shape ", shape_str(root.shape()), " does not require grad and has no grad_fn");
+  check_gradient(grad_root, root.shape(), root.dtype(), op, "the gradient given");
 
   NoGradGuard no_grad;
   std::unordered_map<Node*, int> dependencies = count_dependencies(root_node.get());
@@ -98,8 +103,14 @@ void run_backward(const Tensor& root, const Tensor& grad_root, bool retain_graph
         fail(node->name(),
              "trying to run backward through the graph a second time: it was freed by the "
              "first backward; call backward(gradient, /*retain_graph=*/true) the first time");
-      grad = apply_hooks(*node, std::move(grad));
-      if (profile::enabled()) {
+      grad = apply_hooks(*node, std::move(grad), capture == nullptr);
+      if (capture != nullptr) {
+        if (auto wanted = capture->inputs_of.find(node.get()); wanted != capture->inputs_of.end())
+          for (std::size_t position : wanted->second) capture->grads[position] = grad;
+      }
+      if (capture != nullptr && dynamic_cast<AccumulateGrad*>(node.get()) != nullptr) {
+        // autograd::grad leaves every .grad() as it was.
+      } else if (profile::enabled()) {
         const std::int64_t start = profile::now_ns();
         input_grads = node->backward(grad);
         const char* region = node->profile_region();
@@ -126,6 +137,39 @@ void run_backward(const Tensor& root, const Tensor& grad_root, bool retain_graph
       if (--dependencies[next] == 0) ready.push_back(edges[i].node);
     }
   }
+}
+
+}  // namespace
+
+void run_backward(const Tensor& root, const Tensor& grad_root, bool retain_graph) {
+  run_engine(root, grad_root, retain_graph, nullptr);
+}
+
+TensorList grad(const Tensor& output, const TensorList& inputs, const Tensor& grad_output, bool retain_graph,
+                bool allow_unused) {
+  if (!output.defined()) fail("grad", "the output is an undefined tensor");
+  Capture capture;
+  capture.grads.resize(inputs.size());
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    std::shared_ptr<Node> node = inputs[i].defined() ? gradient_node(inputs[i]) : nullptr;
+    if (!node)
+      fail("grad", "input ", i, inputs[i].defined() ? " of shape " + shape_str(inputs[i].shape()) : std::string(),
+           " does not require grad");
+    capture.inputs_of[node.get()].push_back(i);
+  }
+  Tensor grad_root = grad_output;
+  if (!grad_root.defined()) {
+    if (output.numel() != 1)
+      fail("grad", "a grad_output can be created implicitly only for a one-element output, got shape ",
+           shape_str(output.shape()));
+    grad_root = ones(output.shape(), output.dtype());
+  }
+  run_engine(output, grad_root, retain_graph, &capture);
+  for (std::size_t i = 0; i < inputs.size(); ++i)
+    if (!capture.grads[i].defined() && !allow_unused)
+      fail("grad", "the output of shape ", shape_str(output.shape()), " does not depend on input ", i, " of shape ",
+           shape_str(inputs[i].shape()), " (pass allow_unused = true to get an undefined gradient)");
+  return capture.grads;
 }
 
 }  // namespace flowgrad::autograd

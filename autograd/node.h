@@ -132,6 +132,15 @@ void set_history(const Tensor& output, const std::shared_ptr<Node>& node);
 // Runs backward from `root` with dL/d(root) = `grad_root`.
 void run_backward(const Tensor& root, const Tensor& grad_root, bool retain_graph);
 
+// The gradients of `output` with respect to `inputs`, returned instead of
+// accumulated: no .grad() anywhere in the graph changes (as torch.autograd.grad).
+// `grad_output` is dL/d(output) (default: 1 for a one-element output).
+// Every input must require grad; one that `output` does not depend on is an
+// error, or an undefined tensor with allow_unused. Hooks on the inputs run.
+// The gradients carry no graph themselves (no double backward).
+TensorList grad(const Tensor& output, const TensorList& inputs, const Tensor& grad_output = Tensor(),
+                bool retain_graph = false, bool allow_unused = false);
+
 // ---- template definitions ----
 
 void connect_inputs(Node& node, const TensorList& inputs);

@@ -233,3 +233,37 @@ TEST_CASE("the README's custom op example is examples/custom_op.cpp, and it pass
   CHECK(run.output.find("softplus: input 0: max abs error") != std::string::npos);
   CHECK(run.output.find("passed") != std::string::npos);
 }
+
+TEST_CASE("autograd::grad returns gradients without touching any .grad()") {
+  Generator gen(21);
+  const Tensor x = randn({3}, gen, kFloat64).requires_grad_();
+  const Tensor y = randn({3}, gen, kFloat64).requires_grad_();
+  const Tensor unused = randn({2}, gen, kFloat64).requires_grad_();
+  const Tensor prior = full({3}, 5.0, kFloat64);
+  y.set_grad(prior);
+  const Tensor h = x * y;  // a non-leaf input too
+  const Tensor out = sum(h + sin(x));
+  const TensorList grads = autograd::grad(out, {x, y, h}, Tensor(), /*retain_graph=*/true);
+  const std::vector<double> xs = x.to_vector<double>(), ys = y.to_vector<double>();
+  for (std::size_t i = 0; i < 3; ++i) {
+    CHECK(grads[0].to_vector<double>()[i] == Approx(ys[i] + std::cos(xs[i])).epsilon(1e-14));
+    CHECK(grads[1].to_vector<double>()[i] == Approx(xs[i]).epsilon(1e-14));
+  }
+  require_values(grads[2], {1, 1, 1});
+  CHECK_FALSE(x.grad().defined());
+  CHECK(y.grad().shares_storage_with(prior));
+  require_values(y.grad(), {5, 5, 5});
+  CHECK_FALSE(grads[0].requires_grad());
+  // The same numbers as backward, which then accumulates as usual.
+  out.backward();
+  require_close(x.grad(), grads[0], 0, 0);
+
+  const Tensor out2 = sum(x * x);
+  REQUIRE_THROWS_WITH(autograd::grad(out2, {x, unused}, Tensor(), true),
+                      Catch::Contains("[grad]") && Catch::Contains("input 1") && Catch::Contains("allow_unused"));
+  const TensorList partial = autograd::grad(out2, {x, unused}, Tensor(), true, /*allow_unused=*/true);
+  CHECK_FALSE(partial[1].defined());
+  REQUIRE_THROWS_WITH(autograd::grad(out2, {x.detach()}), Catch::Contains("[grad]") && Catch::Contains("require grad"));
+  REQUIRE_THROWS_WITH(autograd::grad(x * y, {x}), Catch::Contains("[grad]") && Catch::Contains("[3]"));
+  require_values(autograd::grad(x * y, {y}, ones({3}, kFloat64))[0], xs);
+}
