@@ -213,3 +213,54 @@ TEST_CASE("gradcheck_parameters checks a module's own parameters and leaves thei
   REQUIRE_THROWS_WITH(gradcheck_parameters([&] { return linear.forward(x); }, {x}),
                       Catch::Contains("[gradcheck_parameters]") && Catch::Contains("[4, 3]"));
 }
+
+TEST_CASE("index_select and gather pick along a dim; their gradients scatter-add back") {
+  const Tensor x = tensor({0, 1, 2, 3, 10, 11, 12, 13, 20, 21, 22, 23}, {3, 4}, kFloat64);
+  require_values(index_select(x, 0, from_vector<std::int64_t>({2, 0, 2})), {20, 21, 22, 23, 0, 1, 2, 3, 20, 21, 22, 23});
+  require_values(index_select(x, -1, from_vector<std::int64_t>({3, 1})), {3, 1, 13, 11, 23, 21});
+  const Tensor index = from_vector<std::int64_t>({3, 0, 1, 1, 2, 2}, {3, 2});
+  require_values(gather(x, 1, index), {3, 0, 11, 11, 22, 22});
+  // An index smaller than x in the other dims reads only that part.
+  require_values(gather(x, 0, from_vector<std::int64_t>({2, 1}, {1, 2})), {20, 11});
+  Generator gen(13);
+  require_gradients_match([&](const TensorList& in) { return gather(in[0], 1, index); }, {transposed_randn({3, 4}, gen)});
+  require_gradients_match([&](const TensorList& in) { return gather(in[0], 0, from_vector<std::int64_t>({2, 2}, {1, 2})); },
+                          {randn({3, 4}, gen, kFloat64)});
+  require_gradients_match(
+      [&](const TensorList& in) { return index_select(in[0], 0, from_vector<std::int64_t>({1, 1, 0})); },
+      {randn({2, 3}, gen, kFloat64)});
+  const Tensor leaf = randn({2, 3}, gen, kFloat64).requires_grad_();
+  sum(index_select(leaf, 1, from_vector<std::int64_t>({2, 2, 0}))).backward();
+  require_values(leaf.grad(), {1, 0, 2, 1, 0, 2});  // a repeated index adds up
+  REQUIRE_THROWS_WITH(index_select(x, 0, from_vector<std::int64_t>({3})),
+                      Catch::Contains("[index_select]") && Catch::Contains("index 3") && Catch::Contains("[3, 4]"));
+  REQUIRE_THROWS_WITH(index_select(x, 2, from_vector<std::int64_t>({0})), Catch::Contains("[index_select]"));
+  REQUIRE_THROWS_WITH(index_select(x, 0, tensor({0.0}, kFloat64)), Catch::Contains("[index_select]") &&
+                                                                         Catch::Contains("int64"));
+  REQUIRE_THROWS_WITH(gather(x, 1, from_vector<std::int64_t>({0, 1})), Catch::Contains("[gather]") &&
+                                                                             Catch::Contains("as many dims"));
+  REQUIRE_THROWS_WITH(gather(x, 1, zeros({4, 1}, kInt64)), Catch::Contains("[gather]") && Catch::Contains("dim 0"));
+  REQUIRE_THROWS_WITH(gather(x, 1, full({3, 1}, -1, kInt64)), Catch::Contains("[gather]") && Catch::Contains("index -1"));
+}
+
+TEST_CASE("topk: the k largest or smallest, ties in index order, NaN largest; values differentiable") {
+  const Tensor x = tensor({3, 1, 4, 1, 5, 9, 2, 6}, {2, 4}, kFloat64);
+  TopK top = topk(x, 2);
+  require_values(top.values, {4, 3, 9, 6});
+  require_values(top.indices, {2, 0, 1, 3});
+  CHECK(top.indices.dtype() == kInt64);
+  TopK bottom = topk(x, 3, 1, false);
+  require_values(bottom.values, {1, 1, 3, 2, 5, 6});
+  require_values(bottom.indices, {1, 3, 0, 2, 0, 3});  // the tie 1, 1 in index order
+  TopK columns = topk(x, 1, 0);
+  require_values(columns.values, {5, 9, 4, 6});
+  CHECK(columns.values.shape() == Shape{1, 4});
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  CHECK(topk(tensor({1.0, nan, 2.0}, kFloat64), 1).indices.item<std::int64_t>() == 1);
+  CHECK(topk(x, 0).values.shape() == Shape{2, 0});
+  Generator gen(14);
+  require_gradients_match([](const TensorList& in) { return topk(in[0], 2, 1).values; }, {transposed_randn({3, 5}, gen)});
+  REQUIRE_THROWS_WITH(topk(x, 5), Catch::Contains("[topk]") && Catch::Contains("k = 5") && Catch::Contains("[2, 4]"));
+  REQUIRE_THROWS_WITH(topk(x, 1, 3), Catch::Contains("[topk]"));
+  REQUIRE_THROWS_WITH(topk(zeros({3}, kInt64), 1), Catch::Contains("[topk]") && Catch::Contains("int64"));
+}
