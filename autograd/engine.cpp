@@ -105,8 +105,11 @@ void run_engine(const Tensor& root, const Tensor& grad_root, bool retain_graph, 
              "first backward; call backward(gradient, /*retain_graph=*/true) the first time");
       grad = apply_hooks(*node, std::move(grad), capture == nullptr);
       if (capture != nullptr) {
-        if (auto wanted = capture->inputs_of.find(node.get()); wanted != capture->inputs_of.end())
-          for (std::size_t position : wanted->second) capture->grads[position] = grad;
+        if (auto wanted = capture->inputs_of.find(node.get()); wanted != capture->inputs_of.end()) {
+          Tensor own;  // a private contiguous copy: grad may be a broadcast view or the caller's tensor
+          accumulate_grad(own, grad);
+          for (std::size_t position : wanted->second) capture->grads[position] = own;
+        }
       }
       if (capture != nullptr && dynamic_cast<AccumulateGrad*>(node.get()) != nullptr) {
         // autograd::grad leaves every .grad() as it was.

@@ -63,12 +63,17 @@ GradcheckResult compare_with_finite_differences(const std::function<Tensor()>& e
     double* data = static_cast<double*>(leaf.storage()->data());
     std::vector<std::int64_t> offsets = element_offsets(leaf);
     for (std::size_t k = 0; k < offsets.size(); ++k) {
-      const double original = data[offsets[k]];
-      data[offsets[k]] = original + options.step;
+      // The poked element gets its value back even when the function throws.
+      struct Restore {
+        double& element;
+        const double original;
+        ~Restore() { element = original; }
+      } restore{data[offsets[k]], data[offsets[k]]};
+      restore.element = restore.original + options.step;
       const double plus = weighted_sum(evaluate(), w);
-      data[offsets[k]] = original - options.step;
+      restore.element = restore.original - options.step;
       const double minus = weighted_sum(evaluate(), w);
-      data[offsets[k]] = original;
+      restore.element = restore.original;
       const double numeric = (plus - minus) / (2.0 * options.step);
 
       const double error = std::abs(analytic[k] - numeric);
@@ -116,19 +121,26 @@ GradcheckResult gradcheck_parameters(const std::function<Tensor()>& f, const Ten
       if (s == 0) fail("gradcheck_parameters", "parameter ", i, " of shape ", shape_str(p.shape()),
                        " is an expanded view: its elements alias each other");
   }
-  // The parameters' own gradients are put aside and given back, whatever happens.
+  // Each parameter once (tied modules list a tensor twice): its own gradient
+  // is put aside and given back, whatever happens.
+  TensorList unique;
+  for (const Tensor& p : parameters) {
+    bool seen = false;
+    for (const Tensor& u : unique) seen = seen || u.impl_ptr() == p.impl_ptr();
+    if (!seen) unique.push_back(p);
+  }
   struct RestoreGradients {
     const TensorList& parameters;
     TensorList saved;
     ~RestoreGradients() {
-      for (std::size_t i = 0; i < parameters.size(); ++i) parameters[i].set_grad(saved[i]);
+      for (std::size_t i = 0; i < saved.size(); ++i) parameters[i].set_grad(saved[i]);
     }
-  } restore{parameters, {}};
-  for (const Tensor& p : parameters) {
+  } restore{unique, {}};
+  for (const Tensor& p : unique) {
     restore.saved.push_back(p.grad());
     p.set_grad(Tensor());
   }
-  return compare_with_finite_differences(f, parameters, options, "gradcheck_parameters");
+  return compare_with_finite_differences(f, unique, options, "gradcheck_parameters");
 }
 
 }  // namespace flowgrad

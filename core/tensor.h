@@ -150,7 +150,8 @@ Tensor scalar_tensor(double value, DType dtype = kFloat32);  // 0-dim
 // both ways. The memory must stay valid (and aligned for the dtype) while
 // any tensor, view or saved-for-backward copy uses it; `release`, if given,
 // is called with `data` once the last of them is gone (never when from_blob
-// throws: the memory stays the caller's). As torch::from_blob.
+// throws: the memory stays the caller's). `release` must not throw (it runs
+// in a destructor). As torch::from_blob.
 Tensor from_blob(void* data, const Shape& shape, DType dtype, std::function<void(void*)> release = {});
 
 // A tensor with the given layout over an existing storage. No autograd:

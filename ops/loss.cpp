@@ -190,7 +190,8 @@ class MseLossBackward final : public Node {
 Tensor nll_loss(const Tensor& log_probs, const Tensor& targets, std::int64_t ignore_index) {
   const TargetRows checked = check_targets("nll_loss", "log_probs", log_probs, targets, ignore_index);
   if (!is_floating(log_probs.dtype()))
-    fail("nll_loss", "log_probs must be float32 or float64, got ", dtype_name(log_probs.dtype()));
+    fail("nll_loss", "log_probs must be float32 or float64, got ", dtype_name(log_probs.dtype()), " ",
+         shape_str(log_probs.shape()));
   const std::int64_t* target = checked.values.data<std::int64_t>();
   const Tensor x = log_probs.detach().contiguous();
   double total = 0.0;  // in row order: the same for any thread count

@@ -324,7 +324,8 @@ Tensor arg_extreme(const char* op, const Tensor& x, std::optional<std::int64_t> 
   const std::vector<std::int64_t> dims = {dim ? *dim : 0};
   ReductionPlan plan = plan_reduction(flat, dims, dim && keepdim, op);
   if (shape_numel(plan.reduced_shape) == 0)
-    fail(op, op, " over zero elements: dim ", dims[0], " of shape ", shape_str(x.shape()));
+    fail(op, op, " over zero elements", dim ? ": dim " + std::to_string(*dim) : std::string(), " of shape ",
+         shape_str(x.shape()));
   const MaxResult result = max_kernel<kind>(flat.detach(), plan, op);
   // A dense offset o of x holds index (o / stride) mod size along the dim.
   const std::int64_t d = dims[0] < 0 ? dims[0] + flat.dim() : dims[0];

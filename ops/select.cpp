@@ -15,16 +15,17 @@ using autograd::SavedTensor;
 
 namespace {
 
-void check_defined(const char* op, std::initializer_list<const Tensor*> tensors) {
-  for (const Tensor* t : tensors)
-    if (!t->defined()) fail(op, "inputs must be defined tensors");
+// Every named argument must be a defined tensor.
+void check_defined(const char* op, std::initializer_list<std::pair<const char*, const Tensor*>> arguments) {
+  for (const auto& [name, t] : arguments)
+    if (!t->defined()) fail(op, name, " is an undefined tensor");
 }
 
 // A mask (1 where compare(a, b), else 0). int64 operands are compared as
 // float64 values, exactly up to 2^53.
 template <class Compare>
 Tensor compare(const char* op, const Tensor& a, const Tensor& b, Compare holds) {
-  check_defined(op, {&a, &b});
+  check_defined(op, {{"a", &a}, {"b", &b}});
   const bool integers = a.dtype() == kInt64 || b.dtype() == kInt64;
   if (integers && a.dtype() != b.dtype() && a.dtype() != kFloat64 && b.dtype() != kFloat64)
     fail(op, "cannot compare ", dtype_name(a.dtype()), " ", shape_str(a.shape()), " with ", dtype_name(b.dtype()),
@@ -39,7 +40,7 @@ Tensor compare(const char* op, const Tensor& a, const Tensor& b, Compare holds) 
 
 // `value` as a 0-dim tensor to compare `like` with.
 Tensor scalar_for(const char* op, double value, const Tensor& like) {
-  check_defined(op, {&like});
+  check_defined(op, {{"a", &like}});
   return scalar_tensor(value, like.dtype() == kInt64 ? kFloat64 : like.dtype());
 }
 
@@ -94,13 +95,14 @@ Tensor gt(const Tensor& a, double b) { return gt(a, scalar_for("gt", b, a)); }
 Tensor ge(const Tensor& a, double b) { return ge(a, scalar_for("ge", b, a)); }
 
 Tensor where(const Tensor& condition, const Tensor& a, const Tensor& b) {
-  check_defined("where", {&condition, &a, &b});
+  check_defined("where", {{"condition", &condition}, {"a", &a}, {"b", &b}});
   if (a.dtype() != b.dtype() || !is_floating(a.dtype()))
     fail("where", "a and b must share a float dtype; got ", dtype_name(a.dtype()), " ", shape_str(a.shape()),
          " and ", dtype_name(b.dtype()), " ", shape_str(b.shape()));
   const Shape shape =
       broadcast_shapes(broadcast_shapes(condition.shape(), a.shape(), "where"), b.shape(), "where");
-  const Tensor mask = ne(condition.detach().to(a.dtype()), 0.0);
+  // Nonzero in the condition's own dtype (1e-50 stays true next to float32 values).
+  const Tensor mask = ne(condition.detach(), 0.0).to(a.dtype());
   Tensor y = select_values(mask, a, b, shape);
   if (auto node = autograd::make_node<WhereBackward>({a, b})) {
     node->mask.save(mask);
@@ -110,7 +112,7 @@ Tensor where(const Tensor& condition, const Tensor& a, const Tensor& b) {
 }
 
 Tensor masked_fill(const Tensor& x, const Tensor& mask, double value) {
-  check_defined("masked_fill", {&x, &mask});
+  check_defined("masked_fill", {{"x", &x}, {"mask", &mask}});
   if (!is_floating(x.dtype()))
     fail("masked_fill", "x must be float32 or float64, got ", dtype_name(x.dtype()), " ", shape_str(x.shape()));
   if (broadcast_shapes(x.shape(), mask.shape(), "masked_fill") != x.shape())
@@ -179,7 +181,7 @@ class GatherBackward final : public Node {
 }  // namespace
 
 Tensor gather(const Tensor& x, std::int64_t dim, const Tensor& index) {
-  check_defined("gather", {&x, &index});
+  check_defined("gather", {{"x", &x}, {"index", &index}});
   if (!is_floating(x.dtype()) || index.dtype() != kInt64)
     fail("gather", "expected a float x and an int64 index; got x ", dtype_name(x.dtype()), " ", shape_str(x.shape()),
          " and index ", dtype_name(index.dtype()), " ", shape_str(index.shape()));
@@ -213,11 +215,13 @@ Tensor gather(const Tensor& x, std::int64_t dim, const Tensor& index) {
 }
 
 Tensor index_select(const Tensor& x, std::int64_t dim, const Tensor& index) {
-  check_defined("index_select", {&x, &index});
+  check_defined("index_select", {{"x", &x}, {"index", &index}});
   if (index.dtype() != kInt64 || index.dim() != 1)
     fail("index_select", "index must be a 1-D int64 tensor, got ", dtype_name(index.dtype()), " ",
          shape_str(index.shape()));
   if (x.dim() == 0) fail("index_select", "x must have at least one dim, got a 0-dim tensor");
+  if (!is_floating(x.dtype()))
+    fail("index_select", "x must be float32 or float64, got ", dtype_name(x.dtype()), " ", shape_str(x.shape()));
   dim = normalize_dim(dim, x.dim(), "index_select");
   check_index_values("index_select", index, x.size(dim), dim, x);
   // The same index at every position of the other dims: a gather.
@@ -229,8 +233,9 @@ Tensor index_select(const Tensor& x, std::int64_t dim, const Tensor& index) {
 }
 
 TopK topk(const Tensor& x, std::int64_t k, std::int64_t dim, bool largest) {
-  check_defined("topk", {&x});
-  if (!is_floating(x.dtype())) fail("topk", "x must be float32 or float64, got ", dtype_name(x.dtype()));
+  check_defined("topk", {{"x", &x}});
+  if (!is_floating(x.dtype()))
+    fail("topk", "x must be float32 or float64, got ", dtype_name(x.dtype()), " ", shape_str(x.shape()));
   if (x.dim() == 0) fail("topk", "x must have at least one dim, got a 0-dim tensor");
   dim = normalize_dim(dim, x.dim(), "topk");
   if (k < 0 || k > x.size(dim))
@@ -264,7 +269,7 @@ TopK topk(const Tensor& x, std::int64_t k, std::int64_t dim, bool largest) {
 }
 
 bool allclose(const Tensor& a, const Tensor& b, double rtol, double atol, bool equal_nan) {
-  check_defined("allclose", {&a, &b});
+  check_defined("allclose", {{"a", &a}, {"b", &b}});
   if (!(rtol >= 0) || !(atol >= 0)) fail("allclose", "rtol and atol must be >= 0, got rtol=", rtol, " atol=", atol);
   const Tensor close = kernels::map_binary(
       a.detach().to(kFloat64), b.detach().to(kFloat64), "allclose", [=](double x, double y) {

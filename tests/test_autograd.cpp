@@ -266,4 +266,13 @@ TEST_CASE("autograd::grad returns gradients without touching any .grad()") {
   REQUIRE_THROWS_WITH(autograd::grad(out2, {x.detach()}), Catch::Contains("[grad]") && Catch::Contains("require grad"));
   REQUIRE_THROWS_WITH(autograd::grad(x * y, {x}), Catch::Contains("[grad]") && Catch::Contains("[3]"));
   require_values(autograd::grad(x * y, {y}, ones({3}, kFloat64))[0], xs);
+  // The gradients are the caller's own: contiguous, sharing no memory with
+  // the graph or with grad_output (sum's backward is a broadcast view).
+  const Tensor seed = ones({3}, kFloat64);
+  const Tensor through = autograd::grad(x + 0.0, {x}, seed)[0];
+  CHECK_FALSE(through.shares_storage_with(seed));
+  const Tensor of_sum = autograd::grad(sum(x), {x})[0];
+  CHECK(of_sum.is_contiguous());
+  fill_(of_sum, 2.0);
+  require_values(of_sum, {2, 2, 2});
 }

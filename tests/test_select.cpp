@@ -49,6 +49,9 @@ TEST_CASE("where picks per element, broadcasts, and sends the gradient to the si
   require_values(x.grad(), {1, 0, 1, 1, 0, 1});
   require_values(y.grad(), {0, 2, 0});
   REQUIRE_THROWS_WITH(where(condition, a, tensor({1.0}, kFloat32)), Catch::Contains("[where]"));
+  // Nonzero counts in the condition's own dtype: 1e-50 is true next to float32 values.
+  require_values(where(tensor({1e-50, 0.0}, kFloat64), tensor({1, 2}, kFloat32), tensor({3, 4}, kFloat32)), {1, 4});
+  REQUIRE_THROWS_WITH(where(Tensor(), a, b), Catch::Contains("[where] condition is an undefined tensor"));
   REQUIRE_THROWS_WITH(where(tensor({1, 0}, kFloat64), a, b), Catch::Contains("[where]") && Catch::Contains("[2]"));
 }
 
@@ -210,6 +213,21 @@ TEST_CASE("gradcheck_parameters checks a module's own parameters and leaves thei
   GradcheckResult wrong = gradcheck_parameters(
       [&] { return linear.forward(x) + sum(linear.weight.detach() * linear.weight.detach()); }, params);
   CHECK_FALSE(wrong.passed);
+  // A tied parameter listed twice keeps its gradient.
+  GradcheckResult tied = gradcheck_parameters([&] { return linear.forward(x); }, {linear.weight, linear.weight});
+  CHECK(tied.passed);
+  CHECK(linear.weight.grad().shares_storage_with(sentinel));
+  // A function that throws leaves the parameters' values as they were.
+  const std::vector<double> before = linear.weight.to_vector<double>();
+  int calls = 0;
+  REQUIRE_THROWS(gradcheck_parameters(
+      [&] {
+        if (++calls == 3) fail("test", "thrown during a finite difference");
+        return linear.forward(x);
+      },
+      params));
+  CHECK(linear.weight.to_vector<double>() == before);
+  CHECK(linear.weight.grad().shares_storage_with(sentinel));
   REQUIRE_THROWS_WITH(gradcheck_parameters([&] { return linear.forward(x); }, {x}),
                       Catch::Contains("[gradcheck_parameters]") && Catch::Contains("[4, 3]"));
 }
