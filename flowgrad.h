@@ -36,6 +36,7 @@
 
 #include "nn/module.h"
 #include "nn/layers.h"
+#include "nn/attention.h"
 #include "nn/init.h"
 #include "nn/optim.h"
 #include "nn/schedule.h"
@@ -44,7 +45,7 @@
 #include "dist/communicator.h"
 #include "dist/data_parallel.h"
 
-#include "models/flow_attention_layer.h"
+#include "models/char_lm.h"
 #include "models/flowformer.h"
 #include "models/vision.h"
 

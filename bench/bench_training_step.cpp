@@ -86,7 +86,7 @@ int run_single(const Shape& shape, const std::string& attention, int threads, in
   config.n_head = shape.heads;
   config.n_embd = shape.embd;
   config.dropout = shape.dropout;
-  config.attention = models::parse_attention_kind(attention);
+  config.attention = nn::parse_attention_kind(attention);
   fg::Generator init_gen(1), data_gen(2);
   models::FlowformerLM model(config, init_gen);
   nn::AdamW optimizer(nn::param_groups_for_decay(model.named_parameters(), 0.1),

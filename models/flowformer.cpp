@@ -1,15 +1,12 @@
 #include "flowformer.h"
 
 #include <algorithm>
-#include <charconv>
 #include <cmath>
-#include <cstdlib>
 #include <functional>
-#include <iomanip>
 #include <limits>
-#include <sstream>
 
 #include "../autograd/grad_mode.h"
+#include "../core/json_object.h"
 #include "../ops/elementwise.h"
 #include "../ops/loss.h"
 #include "../ops/reduce.h"
@@ -30,7 +27,7 @@ FlowformerConfig FlowformerConfig::mini(std::int64_t vocab_size) {
   config.n_embd = 192;
   config.dropout = 0.1;
   config.causal = true;
-  config.attention = AttentionKind::Flow;
+  config.attention = nn::AttentionKind::Flow;
   return config;
 }
 
@@ -58,72 +55,29 @@ double FlowformerConfig::trunk_parameter_count(std::int64_t positions) const {
          static_cast<double>(n_layer) * block + 2 * C;
 }
 
-std::string FlowformerConfig::to_string() const {
-  std::ostringstream out;
-  out << std::setprecision(std::numeric_limits<double>::max_digits10);
-  out << "vocab_size=" << vocab_size << '\n'
-      << "block_size=" << block_size << '\n'
-      << "n_layer=" << n_layer << '\n'
-      << "n_head=" << n_head << '\n'
-      << "n_embd=" << n_embd << '\n'
-      << "dropout=" << dropout << '\n'
-      << "causal=" << (causal ? "true" : "false") << '\n'
-      << "attention=" << attention_kind_name(attention) << '\n';
-  return out.str();
+std::string FlowformerConfig::to_json() const {
+  const nlohmann::json json{{"vocab_size", vocab_size}, {"block_size", block_size}, {"n_layer", n_layer},
+                            {"n_head", n_head},         {"n_embd", n_embd},         {"dropout", dropout},
+                            {"causal", causal},         {"attention", nn::attention_kind_name(attention)}};
+  return json.dump();
 }
 
-namespace {
-
-std::int64_t parse_int(const std::string& key, const std::string& text) {
-  std::int64_t value = 0;
-  const char* end = text.data() + text.size();
-  auto [ptr, ec] = std::from_chars(text.data(), end, value);
-  if (ec != std::errc() || ptr != end || text.empty())
-    fail("FlowformerConfig", "value of ", key, " is not an integer: \"", text, "\"");
-  return value;
-}
-
-double parse_double(const std::string& key, const std::string& text) {
-  char* end = nullptr;
-  const double value = std::strtod(text.c_str(), &end);
-  if (text.empty() || end != text.c_str() + text.size())
-    fail("FlowformerConfig", "value of ", key, " is not a number: \"", text, "\"");
-  return value;
-}
-
-bool parse_bool(const std::string& key, const std::string& text) {
-  if (text == "true") return true;
-  if (text == "false") return false;
-  fail("FlowformerConfig", "value of ", key, " must be true or false, got \"", text, "\"");
-}
-
-}  // namespace
-
-FlowformerConfig FlowformerConfig::from_string(const std::string& text) {
+FlowformerConfig FlowformerConfig::from_json(const std::string& text) {
+  constexpr const char* op = "FlowformerConfig";
+  const nlohmann::json json = parse_json(text, op);
+  JsonObjectReader reader(json, op);
   FlowformerConfig config;
-  std::istringstream lines(text);
-  std::string line;
-  int line_number = 0;
-  while (std::getline(lines, line)) {
-    ++line_number;
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.empty()) continue;
-    const auto equals = line.find('=');
-    if (equals == std::string::npos)
-      fail("FlowformerConfig", "line ", line_number, " is not key=value: \"", line, "\"");
-    const std::string key = line.substr(0, equals), value = line.substr(equals + 1);
-    // clang-format off
-    if (key == "vocab_size") config.vocab_size = parse_int(key, value);
-    else if (key == "block_size") config.block_size = parse_int(key, value);
-    else if (key == "n_layer") config.n_layer = parse_int(key, value);
-    else if (key == "n_head") config.n_head = parse_int(key, value);
-    else if (key == "n_embd") config.n_embd = parse_int(key, value);
-    else if (key == "dropout") config.dropout = parse_double(key, value);
-    else if (key == "causal") config.causal = parse_bool(key, value);
-    else if (key == "attention") config.attention = parse_attention_kind(value);
-    else fail("FlowformerConfig", "unknown key \"", key, "\" on line ", line_number);
-    // clang-format on
-  }
+  reader.read("vocab_size", config.vocab_size);
+  reader.read("block_size", config.block_size);
+  reader.read("n_layer", config.n_layer);
+  reader.read("n_head", config.n_head);
+  reader.read("n_embd", config.n_embd);
+  reader.read("dropout", config.dropout);
+  reader.read("causal", config.causal);
+  std::string attention(nn::attention_kind_name(config.attention));
+  reader.read("attention", attention);
+  config.attention = nn::parse_attention_kind(attention);
+  reader.finish();
   config.validate();
   return config;
 }
@@ -136,7 +90,7 @@ FlowformerBlock::FlowformerBlock(const FlowformerConfig& config, Generator& init
                                  std::shared_ptr<Generator> dropout_gen, DType dtype) {
   config.validate();
   if (!dropout_gen) fail("FlowformerBlock", "the dropout generator is null");
-  FlowAttentionLayerOptions attn_options;
+  nn::FlowAttentionLayerOptions attn_options;
   attn_options.d_model = config.n_embd;
   attn_options.n_heads = config.n_head;
   attn_options.causal = config.causal;
@@ -145,12 +99,11 @@ FlowformerBlock::FlowformerBlock(const FlowformerConfig& config, Generator& init
   // GPT-2's scaled init of the residual projection, on the MLP's only (as
   // the reference does): keeps the residual stream's variance from growing
   // with depth.
-  const double proj_std = 0.02 / std::sqrt(2.0 * static_cast<double>(config.n_layer));
+  const double proj_std = nn::kDefaultInitStd / std::sqrt(2.0 * static_cast<double>(config.n_layer));
   ln_1 = register_module("ln_1", std::make_shared<nn::LayerNorm>(config.n_embd, 1e-5, dtype));
-  attn = register_module("attn", std::make_shared<FlowAttention>(attn_options, init_gen, dropout_gen, dtype));
+  attn = register_module("attn", std::make_shared<nn::FlowAttention>(attn_options, init_gen, dropout_gen, dtype));
   ln_2 = register_module("ln_2", std::make_shared<nn::LayerNorm>(config.n_embd, 1e-5, dtype));
-  mlp = register_module("mlp", std::make_shared<nn::MLP>(config.n_embd, 4 * config.n_embd, config.dropout,
-                                                         init_gen, dropout_gen, proj_std, dtype));
+  mlp = register_module("mlp", std::make_shared<nn::MLP>(config.n_embd, 4 * config.n_embd, init_gen, dropout_gen, nn::MLPOptions{.dropout = config.dropout, .proj_init_std = proj_std, .dtype = dtype}));
 }
 
 Tensor FlowformerBlock::forward(const Tensor& x, const Tensor& mask) const {
@@ -158,7 +111,7 @@ Tensor FlowformerBlock::forward(const Tensor& x, const Tensor& mask) const {
   return y + mlp->forward(ln_2->forward(y));
 }
 
-Tensor FlowformerBlock::step(const Tensor& x_t, AttentionDecodeState& state) const {
+Tensor FlowformerBlock::step(const Tensor& x_t, nn::AttentionDecodeState& state) const {
   NoGradGuard no_grad;
   const Tensor y = x_t + attn->step(ln_1->forward(x_t), state);
   return y + mlp->forward(ln_2->forward(y));
@@ -172,9 +125,9 @@ FlowformerTrunk::FlowformerTrunk(const FlowformerConfig& config, std::int64_t po
                                  std::shared_ptr<Generator> dropout_gen, DType dtype) {
   if (config.vocab_size > 0)
     wte = register_module(
-        "wte", std::make_shared<nn::Embedding>(config.vocab_size, config.n_embd, init_gen, 0.02, dtype));
+        "wte", std::make_shared<nn::Embedding>(config.vocab_size, config.n_embd, init_gen, nn::EmbeddingOptions{.dtype = dtype}));
   wpe = register_module("wpe",
-                        std::make_shared<nn::Embedding>(positions, config.n_embd, init_gen, 0.02, dtype));
+                        std::make_shared<nn::Embedding>(positions, config.n_embd, init_gen, nn::EmbeddingOptions{.dtype = dtype}));
   drop = register_module("drop", std::make_shared<nn::Dropout>(config.dropout, dropout_gen));
   h = register_module("h", std::make_shared<FlowformerBlocks>());
   for (std::int64_t i = 0; i < config.n_layer; ++i)
@@ -223,15 +176,14 @@ FlowformerLM::FlowformerLM(const FlowformerConfig& config, Generator& init_gen, 
   dropout_gen_ = own_dropout_gen ? std::make_shared<Generator>() : std::move(dropout_gen);
   transformer = register_module("transformer", std::make_shared<FlowformerTrunk>(
                                                    config, config.block_size, init_gen, dropout_gen_, dtype));
-  lm_head = register_module("lm_head", std::make_shared<nn::Linear>(config.n_embd, config.vocab_size, false,
-                                                                    init_gen, 0.02, dtype));
+  lm_head = register_module("lm_head", std::make_shared<nn::Linear>(config.n_embd, config.vocab_size, init_gen, nn::LinearOptions{.bias = false, .dtype = dtype}));
   if (own_dropout_gen) dropout_gen_->manual_seed(init_gen.next_u64());
 }
 
 double FlowformerConfig::training_flops_per_token(std::int64_t length) const {
   const double d = static_cast<double>(n_embd), layers = static_cast<double>(n_layer);
   const double weights = layers * 12.0 * d * d + d * static_cast<double>(vocab_size);
-  const double per_layer_attention = attention == AttentionKind::Flow ? 12.0 * d * (d / static_cast<double>(n_head))
+  const double per_layer_attention = attention == nn::AttentionKind::Flow ? 12.0 * d * (d / static_cast<double>(n_head))
                                                             : 12.0 * static_cast<double>(length) * d;
   return 6.0 * weights + layers * per_layer_attention;
 }
@@ -269,10 +221,7 @@ std::vector<std::int64_t> FlowformerLM::generate(const std::vector<std::int64_t>
   if (n_new > 0 && positions > config_.block_size)
     fail("FlowformerLM::generate", "a prompt of ", prompt.size(), " tokens and ", n_new, " new tokens need ",
          positions, " positions, more than block_size=", config_.block_size);
-  // Check the sampling options before any work.
-  if (!sampling.greedy && !(sampling.temperature > 0.0 && std::isfinite(sampling.temperature)))
-    fail("sample_token", "temperature must be positive and finite, got ", sampling.temperature);
-  if (sampling.top_k < 0) fail("sample_token", "top_k must not be negative, got ", sampling.top_k);
+  sampling.validate();  // before any work
 
   std::vector<std::int64_t> sequence = prompt;
   if (n_new == 0) return sequence;
@@ -291,13 +240,17 @@ std::vector<std::int64_t> FlowformerLM::generate(const std::vector<std::int64_t>
 // Sampling and incremental decoding
 // ---------------------------------------------------------------------------
 
+void SamplingOptions::validate() const {
+  if (!greedy && !(temperature > 0.0 && std::isfinite(temperature)))
+    fail("sample_token", "temperature must be positive and finite, got ", temperature);
+  if (top_k < 0) fail("sample_token", "top_k must not be negative, got ", top_k);
+}
+
 std::int64_t sample_token(const Tensor& logits, const SamplingOptions& options, Generator& rng) {
   if (!logits.defined() || logits.dim() != 1 || logits.numel() == 0 || !is_floating(logits.dtype()))
     fail("sample_token", "expected float logits [vocab], got ",
          logits.defined() ? shape_str(logits.shape()) : std::string("an undefined tensor"));
-  if (!options.greedy && !(options.temperature > 0.0 && std::isfinite(options.temperature)))
-    fail("sample_token", "temperature must be positive and finite, got ", options.temperature);
-  if (options.top_k < 0) fail("sample_token", "top_k must not be negative, got ", options.top_k);
+  options.validate();
   const std::vector<double> values = logits.to_vector<double>();
   const std::int64_t vocab = static_cast<std::int64_t>(values.size());
   for (double v : values)
@@ -390,11 +343,11 @@ FlowformerEncoder::FlowformerEncoder(const FlowformerConfig& config, std::int64_
   // The class token takes position 0, so block_size real tokens still fit.
   const std::int64_t positions = config.block_size + (pooling == Pooling::ClassToken ? 1 : 0);
   if (pooling == Pooling::ClassToken)
-    cls_token = register_parameter("cls_token", randn({1, 1, config.n_embd}, init_gen, dtype, 0.0, 0.02));
+    cls_token = register_parameter("cls_token", randn({1, 1, config.n_embd}, init_gen, dtype, 0.0, nn::kDefaultInitStd));
   transformer = register_module("transformer", std::make_shared<FlowformerTrunk>(config, positions, init_gen,
                                                                                  dropout_generator, dtype));
   head = register_module(
-      "head", std::make_shared<nn::Linear>(config.n_embd, num_classes, true, init_gen, 0.02, dtype));
+      "head", std::make_shared<nn::Linear>(config.n_embd, num_classes, init_gen, nn::LinearOptions{.dtype = dtype}));
   if (own_dropout_gen) dropout_generator->manual_seed(init_gen.next_u64());
 }
 

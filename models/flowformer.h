@@ -15,7 +15,7 @@
 
 #include "../core/random.h"
 #include "../nn/layers.h"
-#include "flow_attention_layer.h"
+#include "../nn/attention.h"
 
 namespace flowgrad::models {
 
@@ -27,7 +27,7 @@ struct FlowformerConfig {
   std::int64_t n_embd = 192;  // a multiple of n_head
   double dropout = 0.1;
   bool causal = true;
-  AttentionKind attention = AttentionKind::Flow;
+  nn::AttentionKind attention = nn::AttentionKind::Flow;
 
   // The character-level configuration "mini" of the spec.
   static FlowformerConfig mini(std::int64_t vocab_size);
@@ -48,11 +48,12 @@ struct FlowformerConfig {
   //   A = 12·length·d for softmax (Q Kᵀ and A V over the whole length,
   //   as PaLM counts it; the causal half is not subtracted).
   double training_flops_per_token(std::int64_t length) const;
-  // "key=value" lines, one per field, for a checkpoint's metadata;
-  // from_string reads them back (unknown keys or malformed lines throw,
-  // missing keys keep their defaults) and validates.
-  std::string to_string() const;
-  static FlowformerConfig from_string(const std::string& text);
+  // A JSON object with one key per field, for a checkpoint's metadata:
+  //   {"vocab_size": 65, "block_size": 128, ..., "attention": "flow"}
+  // from_json reads it back (unknown keys, repeated keys and values of the
+  // wrong type throw, missing keys keep their defaults) and validates.
+  std::string to_json() const;
+  static FlowformerConfig from_json(const std::string& text);
 
   bool operator==(const FlowformerConfig&) const = default;
 };
@@ -65,10 +66,10 @@ class FlowformerBlock : public nn::Module {
   // x [B, T, n_embd]; mask [B, T] (nonzero = real token, non-causal only).
   Tensor forward(const Tensor& x, const Tensor& mask = Tensor()) const;
   // One position of incremental causal decoding (no autograd).
-  Tensor step(const Tensor& x_t, AttentionDecodeState& state) const;
+  Tensor step(const Tensor& x_t, nn::AttentionDecodeState& state) const;
 
   std::shared_ptr<nn::LayerNorm> ln_1, ln_2;
-  std::shared_ptr<FlowAttention> attn;
+  std::shared_ptr<nn::FlowAttention> attn;
   std::shared_ptr<nn::MLP> mlp;
 };
 
@@ -107,6 +108,8 @@ struct SamplingOptions {
   double temperature = 1.0;  // logits are divided by it; must be positive unless greedy
   std::int64_t top_k = 0;    // keep the k most likely tokens (ties at the k-th kept); 0 = all
   bool greedy = false;       // take the arg-max (the first one on ties); ignores the rest
+
+  void validate() const;  // throws "[sample_token] ..." naming a bad temperature or top_k
 };
 
 // Picks a token from a row of logits [vocab]: arg-max when greedy, else a
@@ -175,7 +178,7 @@ class IncrementalDecoder {
   const FlowformerLM* model_;
   std::int64_t batch_;
   std::int64_t position_ = 0;
-  std::vector<AttentionDecodeState> layers_;
+  std::vector<nn::AttentionDecodeState> layers_;
 };
 
 enum class Pooling {

@@ -1,9 +1,7 @@
 #include "vision.h"
 
-#include <charconv>
-#include <sstream>
-
 #include "../core/error.h"
+#include "../core/json_object.h"
 
 namespace flowgrad::models {
 
@@ -16,16 +14,7 @@ std::string_view pooling_name(Pooling pooling) { return pooling == Pooling::Mean
 Pooling parse_pooling(const std::string& text) {
   if (text == "mean") return Pooling::Mean;
   if (text == "class_token") return Pooling::ClassToken;
-  fail(kConfigOp, "pooling must be mean or class_token, got \"", text, "\"");
-}
-
-std::int64_t parse_size(const std::string& key, const std::string& text) {
-  std::int64_t value = 0;
-  const char* end = text.data() + text.size();
-  auto [ptr, ec] = std::from_chars(text.data(), end, value);
-  if (ec != std::errc() || ptr != end || text.empty())
-    fail(kConfigOp, "value of ", key, " is not an integer: \"", text, "\"");
-  return value;
+  fail(kConfigOp, "pooling must be mean or class_token, got \"", text.substr(0, 40), "\"");
 }
 
 }  // namespace
@@ -70,33 +59,37 @@ void ImageClassifierConfig::validate() const {
          num_patches(), " (", image_height, "x", image_width, " in ", patch, "x", patch, " patches)");
 }
 
-std::string ImageClassifierConfig::to_string() const {
-  std::ostringstream out;
-  out << "image_height=" << image_height << "\nimage_width=" << image_width << "\nchannels=" << channels
-      << "\npatch=" << patch << "\nnum_classes=" << num_classes << "\npooling=" << pooling_name(pooling) << '\n'
-      << encoder.to_string();
-  return out.str();
+std::string ImageClassifierConfig::to_json() const {
+  const nlohmann::json json{{"kind", "image_classifier"},
+                            {"image_height", image_height},
+                            {"image_width", image_width},
+                            {"channels", channels},
+                            {"patch", patch},
+                            {"num_classes", num_classes},
+                            {"pooling", pooling_name(pooling)},
+                            {"encoder", nlohmann::json::parse(encoder.to_json())}};
+  return json.dump();
 }
 
-ImageClassifierConfig ImageClassifierConfig::from_string(const std::string& text) {
+ImageClassifierConfig ImageClassifierConfig::from_json(const std::string& text) {
+  const nlohmann::json json = parse_json(text, kConfigOp);
+  JsonObjectReader reader(json, kConfigOp);
+  std::string kind;
+  reader.read("kind", kind);
+  if (kind != "image_classifier")
+    fail(kConfigOp, "the configuration is of kind \"", kind.substr(0, 40),
+         "\", not \"image_classifier\": the checkpoint was not written by fashion");
   ImageClassifierConfig config;
-  std::istringstream lines(text);
-  std::string line, encoder_lines;
-  while (std::getline(lines, line)) {
-    const auto equals = line.find('=');
-    const std::string key = line.substr(0, equals);
-    const std::string value = equals == std::string::npos ? "" : line.substr(equals + 1);
-    // clang-format off
-    if (key == "image_height") config.image_height = parse_size(key, value);
-    else if (key == "image_width") config.image_width = parse_size(key, value);
-    else if (key == "channels") config.channels = parse_size(key, value);
-    else if (key == "patch") config.patch = parse_size(key, value);
-    else if (key == "num_classes") config.num_classes = parse_size(key, value);
-    else if (key == "pooling") config.pooling = parse_pooling(value);
-    else encoder_lines += line + '\n';  // the encoder's keys; it reports unknown ones
-    // clang-format on
-  }
-  config.encoder = FlowformerConfig::from_string(encoder_lines);
+  reader.read("image_height", config.image_height);
+  reader.read("image_width", config.image_width);
+  reader.read("channels", config.channels);
+  reader.read("patch", config.patch);
+  reader.read("num_classes", config.num_classes);
+  std::string pooling(pooling_name(config.pooling));
+  reader.read("pooling", pooling);
+  config.pooling = parse_pooling(pooling);
+  config.encoder = FlowformerConfig::from_json(reader.object("encoder").dump());
+  reader.finish();
   config.validate();
   return config;
 }
@@ -125,7 +118,7 @@ FlowformerImageClassifier::FlowformerImageClassifier(const ImageClassifierConfig
   nn::check_parameters_fit("FlowformerImageClassifier", parameter_count_for(config), dtype);
   const std::int64_t patch_features = config.channels * config.patch * config.patch;
   patch_embedding = register_module(
-      "patch_embedding", std::make_shared<nn::Linear>(patch_features, config.encoder.n_embd, true, init_gen, 0.02, dtype));
+      "patch_embedding", std::make_shared<nn::Linear>(patch_features, config.encoder.n_embd, init_gen, nn::LinearOptions{.dtype = dtype}));
   encoder = register_module("encoder", std::make_shared<FlowformerEncoder>(config.encoder, config.num_classes,
                                                                            config.pooling, init_gen, dtype,
                                                                            std::move(dropout_gen)));

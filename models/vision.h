@@ -34,8 +34,8 @@ struct ImageClassifierConfig {
   // num_patches(); throws "[ImageClassifierConfig] ..." naming the field.
   void validate() const;
   // key=value lines (the encoder's lines included), for checkpoints.
-  std::string to_string() const;
-  static ImageClassifierConfig from_string(const std::string& text);
+  std::string to_json() const;
+  static ImageClassifierConfig from_json(const std::string& text);
   bool operator==(const ImageClassifierConfig&) const = default;
 };
 

@@ -5,8 +5,8 @@
 #include <cmath>
 #include <vector>
 
-#include <nlohmann/json.hpp>
 
+#include "../core/json_object.h"
 #include "../core/serialize.h"
 
 namespace flowgrad::nn {
@@ -129,9 +129,9 @@ CheckpointInfo load_checkpoint(const SafetensorsFile& file, const std::string& p
   // entry fails before anything is modified.
   nlohmann::json rng_states;
   try {
-    rng_states = nlohmann::json::parse(metadata_entry(path, file, "rng"));
-  } catch (const nlohmann::json::exception& e) {
-    fail("load_checkpoint", path, ": the \"rng\" metadata is not valid JSON: ", e.what());
+    rng_states = parse_json(metadata_entry(path, file, "rng"), "rng");
+  } catch (const Error& e) {
+    fail("load_checkpoint", path, ": the \"rng\" metadata: ", e.what());
   }
   if (!rng_states.is_object()) fail("load_checkpoint", path, ": the \"rng\" metadata is not a JSON object");
   std::vector<std::pair<Generator*, Generator>> restored;

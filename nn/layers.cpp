@@ -22,14 +22,14 @@ void check_input(const char* layer, const Tensor& x) {
 
 }  // namespace
 
-Linear::Linear(std::int64_t in_features_, std::int64_t out_features_, bool with_bias, Generator& gen,
-               double init_std, DType dtype)
+Linear::Linear(std::int64_t in_features_, std::int64_t out_features_, Generator& gen, const LinearOptions& options)
     : in_features(in_features_), out_features(out_features_) {
   check_positive("Linear", "in_features", in_features);
   check_positive("Linear", "out_features", out_features);
-  if (!is_floating(dtype)) fail("Linear", "dtype must be float32 or float64, got ", dtype_name(dtype));
-  weight = register_parameter("weight", randn({out_features, in_features}, gen, dtype, 0.0, init_std));
-  if (with_bias) bias = register_parameter("bias", zeros({out_features}, dtype));
+  if (!is_floating(options.dtype))
+    fail("Linear", "dtype must be float32 or float64, got ", dtype_name(options.dtype));
+  weight = register_parameter("weight", randn({out_features, in_features}, gen, options.dtype, 0.0, options.init_std));
+  if (options.bias) bias = register_parameter("bias", zeros({out_features}, options.dtype));
 }
 
 Tensor Linear::forward(const Tensor& x) const {
@@ -57,13 +57,13 @@ Tensor LayerNorm::forward(const Tensor& x) const {
   return layer_norm(x, weight, bias, eps);
 }
 
-Embedding::Embedding(std::int64_t num_embeddings_, std::int64_t dim_, Generator& gen, double init_std,
-                     DType dtype)
+Embedding::Embedding(std::int64_t num_embeddings_, std::int64_t dim_, Generator& gen, const EmbeddingOptions& options)
     : num_embeddings(num_embeddings_), dim(dim_) {
   check_positive("Embedding", "num_embeddings", num_embeddings);
   check_positive("Embedding", "dim", dim);
-  if (!is_floating(dtype)) fail("Embedding", "dtype must be float32 or float64, got ", dtype_name(dtype));
-  weight = register_parameter("weight", randn({num_embeddings, dim}, gen, dtype, 0.0, init_std));
+  if (!is_floating(options.dtype))
+    fail("Embedding", "dtype must be float32 or float64, got ", dtype_name(options.dtype));
+  weight = register_parameter("weight", randn({num_embeddings, dim}, gen, options.dtype, 0.0, options.init_std));
 }
 
 Tensor Embedding::forward(const Tensor& indices) const {
@@ -86,13 +86,14 @@ Tensor GELU::forward(const Tensor& x) const {
   return gelu(x);
 }
 
-MLP::MLP(std::int64_t dim, std::int64_t hidden, double dropout_p, Generator& init_gen,
-         std::shared_ptr<Generator> dropout_gen, double proj_init_std, DType dtype) {
-  c_fc = register_module("c_fc", std::make_shared<Linear>(dim, hidden, true, init_gen, 0.02, dtype));
-  c_proj = register_module("c_proj",
-                           std::make_shared<Linear>(hidden, dim, true, init_gen, proj_init_std, dtype));
+MLP::MLP(std::int64_t dim, std::int64_t hidden, Generator& init_gen, std::shared_ptr<Generator> dropout_gen,
+         const MLPOptions& options) {
+  c_fc = register_module("c_fc", std::make_shared<Linear>(dim, hidden, init_gen, LinearOptions{.dtype = options.dtype}));
+  c_proj = register_module(
+      "c_proj", std::make_shared<Linear>(hidden, dim, init_gen,
+                                         LinearOptions{.init_std = options.proj_init_std, .dtype = options.dtype}));
   // Registered (it has no parameters) so train()/eval() reach it.
-  dropout = register_module("dropout", std::make_shared<Dropout>(dropout_p, std::move(dropout_gen)));
+  dropout = register_module("dropout", std::make_shared<Dropout>(options.dropout, std::move(dropout_gen)));
 }
 
 Tensor MLP::forward(const Tensor& x) const {

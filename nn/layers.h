@@ -10,11 +10,20 @@
 
 namespace flowgrad::nn {
 
-// y = x Wᵀ + b over the last dim of x. Weight ~ N(0, init_std), bias 0.
+// The standard deviation of GPT-2's (and the reference Flowformer's) weight
+// initialisation, the default of every layer here.
+inline constexpr double kDefaultInitStd = 0.02;
+
+struct LinearOptions {
+  bool bias = true;
+  double init_std = kDefaultInitStd;  // weight ~ N(0, init_std); bias 0
+  DType dtype = kFloat32;
+};
+
+// y = x Wᵀ + b over the last dim of x.
 class Linear : public Module {
  public:
-  Linear(std::int64_t in_features, std::int64_t out_features, bool bias, Generator& gen,
-         double init_std = 0.02, DType dtype = kFloat32);
+  Linear(std::int64_t in_features, std::int64_t out_features, Generator& gen, const LinearOptions& options = {});
   Tensor forward(const Tensor& x) const;
 
   const std::int64_t in_features, out_features;
@@ -32,11 +41,15 @@ class LayerNorm : public Module {
   Tensor weight, bias;  // [dim]
 };
 
-// Rows of a [num_embeddings, dim] table, weight ~ N(0, init_std).
+struct EmbeddingOptions {
+  double init_std = kDefaultInitStd;  // weight ~ N(0, init_std)
+  DType dtype = kFloat32;
+};
+
+// Rows of a [num_embeddings, dim] table.
 class Embedding : public Module {
  public:
-  Embedding(std::int64_t num_embeddings, std::int64_t dim, Generator& gen, double init_std = 0.02,
-            DType dtype = kFloat32);
+  Embedding(std::int64_t num_embeddings, std::int64_t dim, Generator& gen, const EmbeddingOptions& options = {});
   Tensor forward(const Tensor& indices) const;  // int64 [...] -> [..., dim]
 
   const std::int64_t num_embeddings, dim;
@@ -63,11 +76,18 @@ class GELU : public Module {
   Tensor forward(const Tensor& x) const;
 };
 
+struct MLPOptions {
+  double dropout = 0.0;                    // on the output
+  double proj_init_std = kDefaultInitStd;  // of c_proj's weight (c_fc's is kDefaultInitStd)
+  DType dtype = kFloat32;
+};
+
 // The transformer MLP: dropout(c_proj(gelu(c_fc(x)))), hidden width given.
+// Dropout masks come from dropout_gen.
 class MLP : public Module {
  public:
-  MLP(std::int64_t dim, std::int64_t hidden, double dropout, Generator& init_gen,
-      std::shared_ptr<Generator> dropout_gen, double proj_init_std = 0.02, DType dtype = kFloat32);
+  MLP(std::int64_t dim, std::int64_t hidden, Generator& init_gen, std::shared_ptr<Generator> dropout_gen,
+      const MLPOptions& options = {});
   Tensor forward(const Tensor& x) const;
 
   std::shared_ptr<Linear> c_fc, c_proj;

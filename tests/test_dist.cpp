@@ -34,7 +34,7 @@ TEST_CASE("without mpirun the world is one rank and every collective leaves its 
 
   // DataParallel over one rank changes nothing.
   Generator gen(1);
-  nn::Linear layer(3, 2, true, gen, 0.5, kFloat64);
+  nn::Linear layer(3, 2, gen, nn::LinearOptions{.init_std = 0.5, .dtype = kFloat64});
   dist::DataParallel ddp(layer, world);
   REQUIRE(ddp.bucket_count() == 0);
   sum(layer.forward(ones({4, 3}, kFloat64))).backward();

@@ -13,6 +13,8 @@
 #include <limits>
 #include <tuple>
 
+#include <nlohmann/json.hpp>
+
 #include "../examples/plot/plot.h"
 #include "test_util.h"
 
@@ -145,9 +147,9 @@ TEST_CASE("issue 11.2: sizes whose products overflow are refused naming the flag
     const std::string crafted = dir.file(field + ".safetensors");
     fs::copy_file(checkpoint, crafted);
     edit_checkpoint(crafted, [&](SafetensorsFile& file) {
-      std::string& config = file.metadata.at("config");
-      const std::size_t at = config.find(field + "=");
-      config.replace(at, config.find('\n', at) - at, field + "=" + max);
+      nlohmann::json config = nlohmann::json::parse(file.metadata.at("config"));
+      config["model"][field] = std::numeric_limits<std::int64_t>::max();
+      file.metadata.at("config") = config.dump();
     });
     require_refused(charlm("sample --checkpoint " + crafted + " --chars 5", dir),
                     {"[FlowformerConfig]", field + "=9223372036854775807"});
@@ -183,11 +185,10 @@ TEST_CASE("issue 11.3: models that cannot fit in memory are refused with the est
   const std::string deep = dir.file("deep.safetensors");
   fs::copy_file(dir.file("run/checkpoint.safetensors"), deep);
   edit_checkpoint(deep, [](SafetensorsFile& file) {
-    std::string& config = file.metadata.at("config");
-    const std::size_t at = config.find("n_embd=");
-    config.replace(at, config.find('\n', at) - at, "n_embd=4096");
-    const std::size_t layers = config.find("n_layer=");
-    config.replace(layers, config.find('\n', layers) - layers, "n_layer=1000000");
+    nlohmann::json config = nlohmann::json::parse(file.metadata.at("config"));
+    config["model"]["n_embd"] = 4096;
+    config["model"]["n_layer"] = 1000000;
+    file.metadata.at("config") = config.dump();
   });
   require_refused(charlm("sample --checkpoint " + deep + " --chars 5", dir),
                   {"[FlowformerLM] the model would have", "of memory available"});

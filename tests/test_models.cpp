@@ -13,6 +13,7 @@
 using namespace flowgrad;
 using namespace flowgrad::testing;
 using namespace flowgrad::models;
+using namespace flowgrad::nn;
 
 namespace {
 
@@ -109,30 +110,108 @@ TEST_CASE("FlowformerConfig: the mini preset and validation") {
                       Catch::Contains("[FlowformerEncoder]"));
 }
 
-TEST_CASE("FlowformerConfig: to_string / from_string round trip and errors") {
+TEST_CASE("FlowformerConfig: to_json / from_json round trip and errors") {
   FlowformerConfig config = tiny_config(AttentionKind::Softmax);
   config.dropout = 0.123456789012345;
   config.causal = false;
-  const std::string text = config.to_string();
-  REQUIRE(text.find("n_embd=8\n") != std::string::npos);
-  REQUIRE(text.find("attention=softmax\n") != std::string::npos);
-  REQUIRE(FlowformerConfig::from_string(text) == config);
-  REQUIRE(FlowformerConfig::from_string(FlowformerConfig::mini(65).to_string()) ==
-          FlowformerConfig::mini(65));
+  const std::string text = config.to_json();
+  REQUIRE(text.find("\"n_embd\":8") != std::string::npos);
+  REQUIRE(text.find("\"attention\":\"softmax\"") != std::string::npos);
+  REQUIRE(FlowformerConfig::from_json(text) == config);  // dropout to the last bit
+  REQUIRE(FlowformerConfig::from_json(FlowformerConfig::mini(65).to_json()) == FlowformerConfig::mini(65));
+  // Missing keys keep their defaults; whitespace and key order do not matter.
+  FlowformerConfig expected;
+  expected.vocab_size = 4;
+  expected.n_layer = 2;
+  REQUIRE(FlowformerConfig::from_json(" { \"n_layer\" : 2 ,\n \"vocab_size\": 4 } ") == expected);
 
-  REQUIRE_THROWS_WITH(FlowformerConfig::from_string("n_layer=2\nwidth=3\n"),
+  REQUIRE_THROWS_WITH(FlowformerConfig::from_json(R"({"n_layer": 2, "width": 3})"),
                       Catch::Contains("[FlowformerConfig] unknown key \"width\""));
-  REQUIRE_THROWS_WITH(FlowformerConfig::from_string("vocab_size=4\nn_layer\n"),
-                      Catch::Contains("[FlowformerConfig] line 2"));
-  REQUIRE_THROWS_WITH(FlowformerConfig::from_string("vocab_size=4\nn_layer=2x\n"),
-                      Catch::Contains("[FlowformerConfig] value of n_layer"));
-  REQUIRE_THROWS_WITH(FlowformerConfig::from_string("vocab_size=4\ncausal=yes\n"),
-                      Catch::Contains("[FlowformerConfig] value of causal"));
-  REQUIRE_THROWS_WITH(FlowformerConfig::from_string("vocab_size=4\nattention=linear\n"),
+  REQUIRE_THROWS_WITH(FlowformerConfig::from_json(R"({"vocab_size": 4, "n_layer": 2, "n_layer": 3})"),
+                      Catch::Contains("[FlowformerConfig] the key \"n_layer\" appears twice"));
+  REQUIRE_THROWS_WITH(FlowformerConfig::from_json("vocab_size=4\nn_layer=2\n"),
+                      Catch::Contains("[FlowformerConfig] malformed JSON"));
+  REQUIRE_THROWS_WITH(FlowformerConfig::from_json("[1, 2]"),
+                      Catch::Contains("[FlowformerConfig] expected a JSON object, got array"));
+  REQUIRE_THROWS_WITH(FlowformerConfig::from_json(R"({"vocab_size": 4, "n_layer": "2"})"),
+                      Catch::Contains("[FlowformerConfig] \"n_layer\" must be an integer") &&
+                          Catch::Contains("got \"2\""));
+  REQUIRE_THROWS_WITH(FlowformerConfig::from_json(R"({"vocab_size": 4, "n_layer": 2.5})"),
+                      Catch::Contains("\"n_layer\" must be an integer"));
+  REQUIRE_THROWS_WITH(FlowformerConfig::from_json(R"({"vocab_size": 9223372036854775808})"),
+                      Catch::Contains("\"vocab_size\" must be an integer within 64 bits"));
+  REQUIRE_THROWS_WITH(FlowformerConfig::from_json(R"({"vocab_size": 4, "causal": "yes"})"),
+                      Catch::Contains("[FlowformerConfig] \"causal\" must be true or false"));
+  REQUIRE_THROWS_WITH(FlowformerConfig::from_json(R"({"vocab_size": 4, "dropout": null})"),
+                      Catch::Contains("[FlowformerConfig] \"dropout\" must be a number"));
+  REQUIRE_THROWS_WITH(FlowformerConfig::from_json(R"({"vocab_size": 4, "attention": "linear"})"),
                       Catch::Contains("[AttentionKind]"));
   // Parsed values are validated.
-  REQUIRE_THROWS_WITH(FlowformerConfig::from_string("vocab_size=4\nn_head=5\n"),
+  REQUIRE_THROWS_WITH(FlowformerConfig::from_json(R"({"vocab_size": 4, "n_head": 5})"),
                       Catch::Contains("[FlowformerConfig]"));
+}
+
+TEST_CASE("CharLMConfig: JSON round trip, byte vocabularies and errors") {
+  FlowformerConfig model = tiny_config();
+  const std::string text = std::string("b\xff\na\x00\x80", 6);  // not UTF-8: stored as byte values
+  CharLMConfig config{model, CharVocabulary(text)};
+  config.model.vocab_size = config.vocabulary.size();
+  const std::string json = config.to_json();
+  REQUIRE(json.find("\"vocabulary\":[0,10,97,98,128,255]") != std::string::npos);
+  const CharLMConfig back = CharLMConfig::from_json(json);
+  REQUIRE(back.model == config.model);
+  REQUIRE(back.vocabulary.chars() == config.vocabulary.chars());
+  REQUIRE(back.vocabulary.encode(std::string("\xff", 1)) == std::vector<std::int64_t>{5});
+
+  const std::string model_json = config.model.to_json();
+  const auto with = [&](const std::string& vocabulary) {
+    return R"({"kind": "char_lm", "model": )" + model_json + R"(, "vocabulary": )" + vocabulary + "}";
+  };
+  REQUIRE_THROWS_WITH(CharLMConfig::from_json(with("[0, 10, 98, 97, 128, 255]")),
+                      Catch::Contains("[CharLMConfig] the vocabulary of 6 bytes is not sorted"));
+  REQUIRE_THROWS_WITH(CharLMConfig::from_json(with("[0, 10, 97]")), Catch::Contains("does not match vocab_size=6"));
+  REQUIRE_THROWS_WITH(CharLMConfig::from_json(with("[0, 10, 97, 98, 128, 256]")),
+                      Catch::Contains("holds 256, not a byte value"));
+  REQUIRE_THROWS_WITH(CharLMConfig::from_json(with("\"ab\"")), Catch::Contains("must be an array of byte values"));
+  REQUIRE_THROWS_WITH(CharLMConfig::from_json(R"({"kind": "listops", "model": {}})"),
+                      Catch::Contains("not written by charlm"));
+  REQUIRE_THROWS_WITH(CharLMConfig::from_json(R"({"kind": "char_lm", "vocabulary": []})"),
+                      Catch::Contains("[CharLMConfig] the object \"model\" is missing"));
+  REQUIRE_THROWS_WITH(CharLMConfig::from_json(R"({"kind": "char_lm", "model": )" + model_json + "}"),
+                      Catch::Contains("[CharLMConfig] the configuration has no vocabulary"));
+  REQUIRE_THROWS_WITH(CharVocabulary("abc").encode("abd"),
+                      Catch::Contains("[CharVocabulary::encode] character 'd' (byte 100) at position 2"));
+  REQUIRE_THROWS_WITH(CharVocabulary("abc").decode({0, 3}), Catch::Contains("token id 3 is outside the vocabulary of 3"));
+}
+
+TEST_CASE("TokenStream: generate() while the context fits, re-primed with the last half block after") {
+  Generator gen(21);
+  FlowformerConfig config = tiny_config();  // block_size 8
+  config.dropout = 0.0;
+  FlowformerLM model(config, gen);
+  model.eval();
+  const SamplingOptions sampling{.temperature = 0.9, .top_k = 0, .greedy = false};
+  const std::vector<std::int64_t> prompt{1, 2, 3};
+  TokenStream stream(model, prompt, sampling, Generator(5));
+  std::vector<std::int64_t> streamed;
+  for (int i = 0; i < 20; ++i) streamed.push_back(stream.next());
+  // The tokens until the context fills the block are exactly generate()'s.
+  Generator rng(5);
+  const std::int64_t fitting = config.block_size - 3;
+  const std::vector<std::int64_t> generated = model.generate(prompt, fitting, sampling, rng);
+  REQUIRE(std::vector<std::int64_t>(streamed.begin(), streamed.begin() + fitting) ==
+          std::vector<std::int64_t>(generated.begin() + 3, generated.end()));
+  // Then the context (8 tokens) is cut to its last 4 and generation goes on from there.
+  std::vector<std::int64_t> context = generated;
+  context.erase(context.begin(), context.end() - 4);
+  const std::vector<std::int64_t> resumed = model.generate(context, 4, sampling, rng);
+  REQUIRE(std::vector<std::int64_t>(streamed.begin() + fitting, streamed.begin() + fitting + 4) ==
+          std::vector<std::int64_t>(resumed.begin() + 4, resumed.end()));
+
+  REQUIRE_THROWS_WITH(TokenStream(model, {}, sampling, Generator(1)), Catch::Contains("[TokenStream] the prompt"));
+  REQUIRE_THROWS_WITH(TokenStream(model, {1, config.vocab_size}, sampling, Generator(1)),
+                      Catch::Contains("[TokenStream] prompt token"));
+  REQUIRE_THROWS_WITH(TokenStream(model, {1}, {.temperature = 0.0}, Generator(1)), Catch::Contains("[sample_token]"));
 }
 
 // ---------------------------------------------------------------------------
@@ -172,7 +251,7 @@ TEST_CASE("sizes that cannot be built are refused before anything is allocated")
   REQUIRE_THROWS_WITH(long_block.validate(),
                       Catch::Contains("[FlowformerConfig]") && Catch::Contains("block_size=9223372036854775807") &&
                           Catch::Contains("2^40"));
-  REQUIRE_THROWS_WITH(FlowformerConfig::from_string("vocab_size=9223372036854775807\n"),
+  REQUIRE_THROWS_WITH(FlowformerConfig::from_json(R"({"vocab_size": 9223372036854775807})"),
                       Catch::Contains("vocab_size=9223372036854775807"));
   FlowformerConfig huge_width = tiny_config();
   huge_width.n_embd = huge_width.n_head = std::int64_t{1} << 61;
@@ -807,10 +886,10 @@ TEST_CASE("FlowformerLM rebuilt from its config string and saved weights gives t
   FlowformerLM original(config, gen);
   original.eval();
   original.save(path.string());
-  const std::string stored = original.config().to_string();
+  const std::string stored = original.config().to_json();
 
   Generator other_seed(20);
-  FlowformerLM restored(FlowformerConfig::from_string(stored), other_seed);
+  FlowformerLM restored(FlowformerConfig::from_json(stored), other_seed);
   restored.eval();
   const Tensor tokens = random_tokens(2, 5, 11, gen);
   REQUIRE(max_abs_difference(restored.forward(tokens), original.forward(tokens)) > 0.0);

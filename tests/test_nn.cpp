@@ -74,7 +74,7 @@ bool bitwise_equal(const Tensor& a, const Tensor& b) {
 
 TEST_CASE("Linear computes x Wᵀ + b (values by hand)") {
   Generator gen(1);
-  Linear linear(3, 2, true, gen, 0.02, kFloat64);
+  Linear linear(3, 2, gen, LinearOptions{.dtype = kFloat64});
   REQUIRE(linear.weight.shape() == Shape{2, 3});
   REQUIRE(linear.bias.shape() == Shape{2});
   require_values(linear.bias, {0.0, 0.0}, 0.0);  // bias starts at 0
@@ -93,7 +93,7 @@ TEST_CASE("Linear computes x Wᵀ + b (values by hand)") {
     require_values(linear.forward(tensor({1, 1, 1}, kFloat64)), {6.5, -0.5}, 1e-12);
   }
   SECTION("without bias") {
-    Linear plain(3, 2, false, gen, 0.02, kFloat64);
+    Linear plain(3, 2, gen, LinearOptions{.bias = false, .dtype = kFloat64});
     REQUIRE_FALSE(plain.bias.defined());
     REQUIRE(names_of(plain.named_parameters()) == std::vector<std::string>{"weight"});
     require_close(plain.forward(x), matmul(x, plain.weight.transpose(0, 1)), 1e-12, 0.0);
@@ -102,7 +102,7 @@ TEST_CASE("Linear computes x Wᵀ + b (values by hand)") {
 
 TEST_CASE("Linear initialises its weight ~ N(0, init_std)") {
   Generator gen(2);
-  Linear linear(200, 100, true, gen, 0.5);
+  Linear linear(200, 100, gen, LinearOptions{.init_std = 0.5});
   REQUIRE(linear.weight.dtype() == kFloat32);
   const double m = mean(linear.weight).item<double>();
   const double sd = std::sqrt(mean(linear.weight * linear.weight).item<double>() - m * m);
@@ -112,12 +112,12 @@ TEST_CASE("Linear initialises its weight ~ N(0, init_std)") {
 
 TEST_CASE("Linear and layer constructors reject bad arguments") {
   Generator gen(3);
-  Linear linear(3, 2, true, gen);
+  Linear linear(3, 2, gen);
   REQUIRE_THROWS_WITH(linear.forward(zeros({2, 4})), Catch::Contains("[Linear]") && Catch::Contains("[2, 4]"));
   REQUIRE_THROWS_WITH(linear.forward(Tensor()), Catch::Contains("[Linear]"));
-  REQUIRE_THROWS_WITH(Linear(0, 2, true, gen), Catch::Contains("[Linear] in_features"));
-  REQUIRE_THROWS_WITH(Linear(2, -1, true, gen), Catch::Contains("[Linear] out_features"));
-  REQUIRE_THROWS_WITH(Linear(2, 2, true, gen, 0.02, kInt64), Catch::Contains("[Linear]"));
+  REQUIRE_THROWS_WITH(Linear(0, 2, gen), Catch::Contains("[Linear] in_features"));
+  REQUIRE_THROWS_WITH(Linear(2, -1, gen), Catch::Contains("[Linear] out_features"));
+  REQUIRE_THROWS_WITH(Linear(2, 2, gen, LinearOptions{.dtype = kInt64}), Catch::Contains("[Linear]"));
   REQUIRE_THROWS_WITH(LayerNorm(0), Catch::Contains("[LayerNorm]"));
   REQUIRE_THROWS_WITH(LayerNorm(4, 0.0), Catch::Contains("[LayerNorm] eps"));
   REQUIRE_THROWS_WITH(LayerNorm(4).forward(zeros({2, 3})), Catch::Contains("[LayerNorm]"));
@@ -144,7 +144,7 @@ TEST_CASE("LayerNorm normalises the last dim; weight 1 and bias 0 at start") {
 
 TEST_CASE("Embedding picks rows of its table") {
   Generator gen(5);
-  Embedding emb(4, 2, gen, 1.0, kFloat64);
+  Embedding emb(4, 2, gen, EmbeddingOptions{.init_std = 1.0, .dtype = kFloat64});
   REQUIRE(emb.weight.shape() == Shape{4, 2});
   REQUIRE(names_of(emb.named_parameters()) == std::vector<std::string>{"weight"});
   set_values(emb.weight, {0, 1, 10, 11, 20, 21, 30, 31});
@@ -158,8 +158,8 @@ TEST_CASE("Embedding picks rows of its table") {
 TEST_CASE("Sequential names its steps 0, 1, ... and chains them") {
   Generator gen(6);
   Sequential seq;
-  auto first = std::make_shared<Linear>(3, 5, true, gen, 0.5, kFloat64);
-  auto second = std::make_shared<Linear>(5, 2, false, gen, 0.5, kFloat64);
+  auto first = std::make_shared<Linear>(3, 5, gen, LinearOptions{.init_std = 0.5, .dtype = kFloat64});
+  auto second = std::make_shared<Linear>(5, 2, gen, LinearOptions{.bias = false, .init_std = 0.5, .dtype = kFloat64});
   seq.add(first).add(std::make_shared<GELU>()).add(second);
   REQUIRE(names_of(seq.named_parameters()) ==
           std::vector<std::string>{"0.weight", "0.bias", "2.weight"});
@@ -172,7 +172,7 @@ TEST_CASE("Sequential names its steps 0, 1, ... and chains them") {
 TEST_CASE("MLP: c_fc and c_proj by name, forward = c_proj(gelu(c_fc(x)))") {
   Generator gen(7);
   auto dropout_gen = std::make_shared<Generator>(70);
-  MLP mlp(4, 16, 0.0, gen, dropout_gen, 0.001, kFloat64);
+  MLP mlp(4, 16, gen, dropout_gen, MLPOptions{.proj_init_std = 0.001, .dtype = kFloat64});
   REQUIRE(names_of(mlp.named_parameters()) ==
           std::vector<std::string>{"c_fc.weight", "c_fc.bias", "c_proj.weight", "c_proj.bias"});
   REQUIRE(mlp.c_fc->weight.shape() == Shape{16, 4});
@@ -188,7 +188,7 @@ TEST_CASE("MLP: c_fc and c_proj by name, forward = c_proj(gelu(c_fc(x)))") {
 TEST_CASE("train() and eval() switch dropout on and off, recursively") {
   Generator gen(8);
   auto dropout_gen = std::make_shared<Generator>(80);
-  MLP mlp(8, 32, 0.5, gen, dropout_gen, 0.02, kFloat64);
+  MLP mlp(8, 32, gen, dropout_gen, MLPOptions{.dropout = 0.5, .dtype = kFloat64});
   Tensor x = randn({16, 8}, gen, kFloat64);
   const Tensor clean = mlp.c_proj->forward(gelu(mlp.c_fc->forward(x)));
   REQUIRE(mlp.is_training());
@@ -220,7 +220,7 @@ TEST_CASE("train() and eval() switch dropout on and off, recursively") {
 TEST_CASE("zero_grad clears the gradients of every parameter") {
   Generator gen(9);
   Sequential seq;
-  seq.add(std::make_shared<Linear>(3, 4, true, gen)).add(std::make_shared<LayerNorm>(4));
+  seq.add(std::make_shared<Linear>(3, 4, gen)).add(std::make_shared<LayerNorm>(4));
   sum(seq.forward(randn({2, 3}, gen))).backward();
   for (const Tensor& p : seq.parameters()) REQUIRE(p.grad().defined());
   seq.zero_grad();
@@ -229,7 +229,7 @@ TEST_CASE("zero_grad clears the gradients of every parameter") {
 
 TEST_CASE("Linear gradients match finite differences (input and parameters)") {
   Generator gen(10);
-  Linear linear(4, 3, true, gen, 0.5, kFloat64);
+  Linear linear(4, 3, gen, LinearOptions{.init_std = 0.5, .dtype = kFloat64});
   Tensor x = randn({2, 5, 4}, gen, kFloat64);
   require_gradients_match([&](const TensorList& in) { return linear.forward(in[0]); }, {x});
   require_gradients_match([&](const TensorList& in) { return linear.forward(in[0]); },
@@ -241,7 +241,7 @@ TEST_CASE("Linear gradients match finite differences (input and parameters)") {
 
 TEST_CASE("MLP gradients match finite differences (input and parameters)") {
   Generator gen(12);
-  MLP mlp(3, 8, 0.1, gen, std::make_shared<Generator>(1), 0.3, kFloat64);
+  MLP mlp(3, 8, gen, std::make_shared<Generator>(1), MLPOptions{.dropout = 0.1, .proj_init_std = 0.3, .dtype = kFloat64});
   mlp.eval();
   Tensor x = randn({4, 3}, gen, kFloat64);
   require_gradients_match([&](const TensorList& in) { return mlp.forward(in[0]); }, {x});
@@ -255,7 +255,7 @@ TEST_CASE("LayerNorm and Embedding parameter gradients match finite differences"
   set_values(norm.bias, randn({5}, gen, kFloat64).to_vector<double>());
   Tensor x = randn({3, 5}, gen, kFloat64);
   require_parameter_gradients_match(norm, [&] { return norm.forward(x); });
-  Embedding emb(6, 3, gen, 1.0, kFloat64);
+  Embedding emb(6, 3, gen, EmbeddingOptions{.init_std = 1.0, .dtype = kFloat64});
   Tensor ids = from_vector<std::int64_t>({1, 5, 1, 0}, {2, 2});
   require_parameter_gradients_match(emb, [&] { return emb.forward(ids); });
 }
@@ -266,10 +266,10 @@ TEST_CASE("Module state_dict round trip through a file") {
   TempDir dir;
   Generator gen(14);
   auto dropout_gen = std::make_shared<Generator>(0);
-  MLP saved(4, 8, 0.1, gen, dropout_gen);
+  MLP saved(4, 8, gen, dropout_gen, MLPOptions{.dropout = 0.1});
   saved.save(dir.file("mlp.safetensors"));
   Generator other(99);
-  MLP loaded(4, 8, 0.1, other, dropout_gen);
+  MLP loaded(4, 8, other, dropout_gen, MLPOptions{.dropout = 0.1});
   REQUIRE_FALSE(bitwise_equal(loaded.c_fc->weight, saved.c_fc->weight));
   const Tensor weight_before = loaded.c_fc->weight;
   loaded.load(dir.file("mlp.safetensors"));
@@ -284,7 +284,7 @@ TEST_CASE("Module state_dict round trip through a file") {
 TEST_CASE("Module load_state_dict names the offending tensor and changes nothing") {
   Generator gen(15);
   auto dropout_gen = std::make_shared<Generator>(0);
-  MLP mlp(4, 8, 0.0, gen, dropout_gen);
+  MLP mlp(4, 8, gen, dropout_gen);
   const Tensor before = mlp.c_fc->weight.clone();
   auto state = mlp.state_dict();
   for (auto& [name, t] : state) t = t.clone();
@@ -548,8 +548,8 @@ TEST_CASE("An optimizer step bumps the version, skips parameters without grad, u
 TEST_CASE("Weight decay applies to the decay group only") {
   Generator gen(19);
   Sequential model;
-  model.add(std::make_shared<Embedding>(10, 4, gen, 0.02, kFloat64))
-      .add(std::make_shared<Linear>(4, 6, true, gen, 0.02, kFloat64))
+  model.add(std::make_shared<Embedding>(10, 4, gen, EmbeddingOptions{.dtype = kFloat64}))
+      .add(std::make_shared<Linear>(4, 6, gen, LinearOptions{.dtype = kFloat64}))
       .add(std::make_shared<LayerNorm>(6, 1e-5, kFloat64));
   // In a Sequential the embedding is "0.weight"; the name rule needs "wte"
   // or "embed", so build the groups from names a GPT would have.
@@ -800,10 +800,10 @@ namespace {
 struct TinyNet : Module {
   TinyNet(std::uint64_t seed, std::shared_ptr<Generator> dropout_gen) {
     Generator init(seed);
-    wte = register_module("wte", std::make_shared<Embedding>(7, 6, init, 0.3));
+    wte = register_module("wte", std::make_shared<Embedding>(7, 6, init, EmbeddingOptions{.init_std = 0.3}));
     ln_1 = register_module("ln_1", std::make_shared<LayerNorm>(6));
-    mlp = register_module("mlp", std::make_shared<MLP>(6, 12, 0.2, init, dropout_gen, 0.1));
-    head = register_module("lm_head", std::make_shared<Linear>(6, 7, false, init, 0.3));
+    mlp = register_module("mlp", std::make_shared<MLP>(6, 12, init, dropout_gen, MLPOptions{.dropout = 0.2, .proj_init_std = 0.1}));
+    head = register_module("lm_head", std::make_shared<Linear>(6, 7, init, LinearOptions{.bias = false, .init_std = 0.3}));
   }
   Tensor forward(const Tensor& ids) const {
     Tensor x = wte->forward(ids);
@@ -1003,7 +1003,7 @@ TEST_CASE("Checkpoint: loading a mismatched file names the tensor and changes no
   SECTION("a model with other names") {
     TinyNet different(1, other.dropout_gen);
     Sequential seq;
-    seq.add(std::make_shared<Linear>(2, 2, true, *other.dropout_gen));
+    seq.add(std::make_shared<Linear>(2, 2, *other.dropout_gen));
     SGD sgd(seq.parameters());
     REQUIRE_THROWS_WITH(load_checkpoint(path, seq, sgd, {}), Catch::Contains("[load_checkpoint]"));
   }

@@ -158,8 +158,8 @@ TEST_CASE("from_vector takes any integer type as int64, and refuses what int64 c
 TEST_CASE("Module::load names the file when its tensors do not fit the module") {
   TempDir dir;
   Generator gen(9);
-  nn::Linear small(2, 3, true, gen);
-  nn::Linear other(4, 3, true, gen);
+  nn::Linear small(2, 3, gen);
+  nn::Linear other(4, 3, gen);
   const std::string path = dir.file("small.safetensors");
   small.save(path);
   REQUIRE_THROWS_WITH(other.load(path), Catch::Contains("[Module::load]") && Catch::Contains(path) &&
@@ -198,7 +198,7 @@ TEST_CASE("min, argmax and argmin: first extreme, NaN propagates, gradient to th
 
 TEST_CASE("gradcheck_parameters checks a module's own parameters and leaves their gradients alone") {
   Generator gen(12);
-  nn::Linear linear(3, 2, true, gen, 0.5, kFloat64);
+  nn::Linear linear(3, 2, gen, nn::LinearOptions{.init_std = 0.5, .dtype = kFloat64});
   const Tensor x = randn({4, 3}, gen, kFloat64);
   const Tensor sentinel = full({2, 3}, 7.0, kFloat64);
   linear.weight.set_grad(sentinel);  // a gradient the caller accumulated before

@@ -59,8 +59,8 @@ TEST_CASE("ImageClassifierConfig: sizes derived from the image, validated, round
   REQUIRE_FALSE(config.encoder.causal);
   ImageClassifierConfig with_cls = config;
   with_cls.pooling = Pooling::ClassToken;
-  REQUIRE(ImageClassifierConfig::from_string(with_cls.to_string()) == with_cls);
-  REQUIRE(ImageClassifierConfig::from_string(config.to_string()) == config);
+  REQUIRE(ImageClassifierConfig::from_json(with_cls.to_json()) == with_cls);
+  REQUIRE(ImageClassifierConfig::from_json(config.to_json()) == config);
 
   REQUIRE_THROWS_WITH(image_classifier_config(28, 28, 5, 10, small_encoder()),
                       Catch::Contains("[ImageClassifierConfig]") && Catch::Contains("patch 5"));
@@ -68,9 +68,17 @@ TEST_CASE("ImageClassifierConfig: sizes derived from the image, validated, round
   ImageClassifierConfig wrong_block = config;
   wrong_block.encoder.block_size = 49;
   REQUIRE_THROWS_WITH(wrong_block.validate(), Catch::Contains("block_size 49") && Catch::Contains("16"));
-  REQUIRE_THROWS_WITH(ImageClassifierConfig::from_string("pooling=max\n" + config.encoder.to_string()),
-                      Catch::Contains("pooling"));
-  REQUIRE_THROWS_WITH(ImageClassifierConfig::from_string("patch=x\n"), Catch::Contains("patch"));
+  const auto with = [&](const std::string& fields) {
+    return R"({"kind": "image_classifier", "encoder": )" + config.encoder.to_json() + fields + "}";
+  };
+  REQUIRE_THROWS_WITH(ImageClassifierConfig::from_json(with(R"(, "pooling": "max")")),
+                      Catch::Contains("[ImageClassifierConfig] pooling must be mean or class_token, got \"max\""));
+  REQUIRE_THROWS_WITH(ImageClassifierConfig::from_json(with(R"(, "patch": "x")")),
+                      Catch::Contains("[ImageClassifierConfig] \"patch\" must be an integer"));
+  REQUIRE_THROWS_WITH(ImageClassifierConfig::from_json(with(R"(, "colour": true)")),
+                      Catch::Contains("[ImageClassifierConfig] unknown key \"colour\""));
+  REQUIRE_THROWS_WITH(ImageClassifierConfig::from_json(R"({"kind": "char_lm"})"),
+                      Catch::Contains("not written by fashion"));
 }
 
 TEST_CASE("ImageClassifierConfig: image sizes whose patch count overflows are refused") {

@@ -1,6 +1,5 @@
-// Character-level data for the language model: the vocabulary (every
-// distinct byte of the text, sorted), the 90/10 train/validation split and
-// random batches of (tokens, next tokens).
+// Character-level data for the language model: the 90/10 train/validation
+// split and random batches of (tokens, next tokens).
 #pragma once
 
 #include <string>
@@ -10,32 +9,9 @@
 
 namespace charlm {
 
-class Vocabulary {
- public:
-  Vocabulary() = default;
-  explicit Vocabulary(const std::string& text);  // all distinct characters, sorted
-
-  std::int64_t size() const { return static_cast<std::int64_t>(chars_.size()); }
-  // Throws naming the first character that is not in the vocabulary.
-  std::vector<std::int64_t> encode(const std::string& text) const;
-  std::string decode(const std::vector<std::int64_t>& ids) const;
-  const std::string& chars() const { return chars_; }
-
- private:
-  std::string chars_;
-  int index_[256];
-};
-
-// The configuration charlm stores in its checkpoints: the model's lines
-// (FlowformerConfig::to_string), then "vocabulary=<hex>", the characters in
-// id order. parse_checkpoint_config checks that the vocabulary is sorted,
-// without repeats, and as large as vocab_size.
-std::string checkpoint_config(const fg::models::FlowformerConfig& config, const Vocabulary& vocab);
-struct CheckpointConfig {
-  fg::models::FlowformerConfig model;
-  Vocabulary vocab;
-};
-CheckpointConfig parse_checkpoint_config(const std::string& text);
+// The vocabulary and the checkpoint's configuration are the library's
+// (models/char_lm.h), shared with the C API.
+using Vocabulary = fg::models::CharVocabulary;
 
 // The whole file; a missing, unreadable or empty file is an error naming it.
 std::string read_text_file(const std::string& path);

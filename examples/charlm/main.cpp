@@ -75,44 +75,14 @@ struct LogitsOptions {
   int threads = 0;
 };
 
-// A trained model and its vocabulary, rebuilt from a charlm checkpoint, in eval mode.
-struct LoadedModel {
-  std::unique_ptr<models::FlowformerLM> model;
-  charlm::Vocabulary vocab;
-};
-
-// The weights are stored in float32; a float64 model gets them converted
-// (for exact comparisons with other implementations).
-LoadedModel load_model(const std::string& path, fg::DType dtype = fg::kFloat32) {
-  auto [config, vocab] = charlm::parse_checkpoint_config(nn::read_checkpoint_info(path).config);
-  fg::Generator init_gen(0);
-  LoadedModel loaded{std::make_unique<models::FlowformerLM>(config, init_gen, dtype), vocab};
-  nn::load_model_weights(path, *loaded.model);
-  loaded.model->eval();
-  return loaded;
-}
-
-// Generates `count` characters after `prompt`. The position table holds
-// block_size positions, so when the context is full the model is re-primed
-// with the last half block and continues (each segment decodes
-// incrementally, O(1) per character).
-std::vector<std::int64_t> generate_text(const models::FlowformerLM& model, std::vector<std::int64_t> context,
+// The `count` characters that follow `context` (see models::TokenStream).
+std::vector<std::int64_t> generate_text(const models::FlowformerLM& model, const std::vector<std::int64_t>& context,
                                         std::int64_t count, const models::SamplingOptions& sampling,
-                                        fg::Generator& gen) {
-  const std::int64_t block = model.config().block_size;
-  if (static_cast<std::int64_t>(context.size()) > block)
-    context.erase(context.begin(), context.end() - block / 2);
+                                        const fg::Generator& gen) {
   std::vector<std::int64_t> generated;
-  while (static_cast<std::int64_t>(generated.size()) < count) {
-    if (static_cast<std::int64_t>(context.size()) >= block)
-      context.erase(context.begin(), context.end() - std::max<std::int64_t>(block / 2, 1));
-    const std::int64_t n = std::min(count - static_cast<std::int64_t>(generated.size()),
-                                    block - static_cast<std::int64_t>(context.size()));
-    // generate() returns the context followed by the new tokens.
-    const std::vector<std::int64_t> sequence = model.generate(context, n, sampling, gen);
-    generated.insert(generated.end(), sequence.begin() + static_cast<std::ptrdiff_t>(context.size()), sequence.end());
-    context = sequence;
-  }
+  if (count <= 0) return generated;
+  models::TokenStream stream(model, context, sampling, gen);
+  while (static_cast<std::int64_t>(generated.size()) < count) generated.push_back(stream.next());
   return generated;
 }
 
@@ -167,10 +137,10 @@ int train(const TrainOptions& o) {
   config.n_embd = o.embd;
   config.dropout = o.dropout;
   config.causal = true;
-  config.attention = models::parse_attention_kind(o.attention);
+  config.attention = nn::parse_attention_kind(o.attention);
   if (!o.run.resume.empty()) {
     // The model is the checkpoint's; a model flag typed with another value is a mistake.
-    auto [stored, stored_vocab] = charlm::parse_checkpoint_config(nn::read_checkpoint_info(o.run.resume).config);
+    auto [stored, stored_vocab] = models::CharLMConfig::from_json(nn::read_checkpoint_info(o.run.resume).config);
     if (stored_vocab.chars() != vocab.chars())
       fg::fail("charlm", "the checkpoint ", o.run.resume, " was trained on a different character set than ", o.data);
     examples::check_resumed_flags(
@@ -179,7 +149,7 @@ int train(const TrainOptions& o) {
          {"--layers", std::to_string(config.n_layer), std::to_string(stored.n_layer)},
          {"--heads", std::to_string(config.n_head), std::to_string(stored.n_head)},
          {"--embd", std::to_string(config.n_embd), std::to_string(stored.n_embd)},
-         {"--attention", o.attention, std::string(models::attention_kind_name(stored.attention))}},
+         {"--attention", o.attention, std::string(nn::attention_kind_name(stored.attention))}},
         o.run.resume);
     config = stored;
   } else {
@@ -217,7 +187,7 @@ int train(const TrainOptions& o) {
                              .flops_per_item = config.training_flops_per_token(config.block_size)},
                             model, optimizer, [&](std::int64_t step) { return schedule.lr_at(step); },
                             {.shared = {{"data", &data_gen}, {"eval", &eval_gen}}, .per_rank = {{"dropout", dropout_gen.get()}}},
-                            charlm::checkpoint_config(config, vocab));
+                            models::CharLMConfig{config, vocab}.to_json());
   const std::int64_t first_step = o.run.resume.empty() ? 0 : trainer.resume();
   const bool root = trainer.comm().is_root();
 
@@ -276,9 +246,9 @@ int train(const TrainOptions& o) {
 
 int sample(const SampleOptions& o) {
   examples::start_process(o.threads);
-  const LoadedModel loaded = load_model(o.checkpoint);
+  const models::CharLM loaded = models::load_char_lm(o.checkpoint);
   const models::FlowformerLM& model = *loaded.model;
-  const charlm::Vocabulary& vocab = loaded.vocab;
+  const charlm::Vocabulary& vocab = loaded.vocabulary;
   const std::vector<std::int64_t> prompt = vocab.encode(o.prompt);
   if (prompt.empty()) fg::fail("charlm", "the prompt is empty");
   if (o.chars < 0) fg::fail("charlm", "--chars must not be negative, got ", o.chars);
@@ -293,8 +263,8 @@ int sample(const SampleOptions& o) {
 
 int logits(const LogitsOptions& o) {
   examples::start_process(o.threads);
-  const LoadedModel loaded = load_model(o.checkpoint, o.dtype == "float64" ? fg::kFloat64 : fg::kFloat32);
-  const std::vector<std::int64_t> ids = loaded.vocab.encode(o.prompt);
+  const models::CharLM loaded = models::load_char_lm(o.checkpoint, o.dtype == "float64" ? fg::kFloat64 : fg::kFloat32);
+  const std::vector<std::int64_t> ids = loaded.vocabulary.encode(o.prompt);
   const std::int64_t length = static_cast<std::int64_t>(ids.size());
   const std::int64_t block = loaded.model->config().block_size, vocab_size = loaded.model->config().vocab_size;
   if (ids.empty()) fg::fail("charlm", "the prompt is empty");

@@ -210,23 +210,16 @@ def read_safetensors(path):
 
 
 def parse_charlm_config(text):
-    """(Config, characters in id order) from a charlm checkpoint's "config" metadata."""
-    values, chars = {}, None
-    for line in text.splitlines():
-        if not line:
-            continue
-        key, value = line.split("=", 1)
-        if key == "vocabulary":
-            chars = bytes.fromhex(value).decode("latin-1")
-        else:
-            values[key] = value
-    if chars is None:
-        raise ValueError("the checkpoint has no vocabulary: it was not written by charlm")
-    if values.get("causal", "true") != "true" or values.get("attention", "flow") != "flow":
-        raise ValueError(f"the reference model is causal Flow-Attention only; checkpoint has {values}")
-    config = Config(vocab_size=int(values["vocab_size"]), block_size=int(values["block_size"]),
-                    n_layer=int(values["n_layer"]), n_head=int(values["n_head"]),
-                    n_embd=int(values["n_embd"]), dropout=float(values["dropout"]))
+    """(Config, characters in id order) from a charlm checkpoint's "config" metadata (JSON)."""
+    stored = json.loads(text)
+    if stored.get("kind") != "char_lm":
+        raise ValueError("the checkpoint was not written by charlm")
+    model = stored["model"]
+    if not model.get("causal", True) or model.get("attention", "flow") != "flow":
+        raise ValueError(f"the reference model is causal Flow-Attention only; checkpoint has {model}")
+    chars = bytes(stored["vocabulary"]).decode("latin-1")
+    config = Config(vocab_size=model["vocab_size"], block_size=model["block_size"], n_layer=model["n_layer"],
+                    n_head=model["n_head"], n_embd=model["n_embd"], dropout=model["dropout"])
     return config, chars
 
 

@@ -60,21 +60,21 @@ models::ImageClassifierConfig config_from_flags(const TrainOptions& o, std::int6
   encoder.n_head = o.heads;
   encoder.n_embd = o.embd;
   encoder.dropout = o.dropout;
-  encoder.attention = models::parse_attention_kind(o.attention);
+  encoder.attention = nn::parse_attention_kind(o.attention);
   examples::check_model_shape("fashion", o.embd, o.heads);
   return models::image_classifier_config(height, width, o.patch, 10, encoder);
 }
 
 // The checkpoint's model; a model flag typed with another value is a mistake.
 models::ImageClassifierConfig resumed_config(const TrainOptions& o) {
-  const auto stored = models::ImageClassifierConfig::from_string(nn::read_checkpoint_info(o.training.run.resume).config);
+  const auto stored = models::ImageClassifierConfig::from_json(nn::read_checkpoint_info(o.training.run.resume).config);
   examples::check_resumed_flags(
       "fashion", o.model_flags_given,
       {{"--patch", std::to_string(o.patch), std::to_string(stored.patch)},
        {"--layers", std::to_string(o.layers), std::to_string(stored.encoder.n_layer)},
        {"--heads", std::to_string(o.heads), std::to_string(stored.encoder.n_head)},
        {"--embd", std::to_string(o.embd), std::to_string(stored.encoder.n_embd)},
-       {"--attention", o.attention, std::string(models::attention_kind_name(stored.encoder.attention))}},
+       {"--attention", o.attention, std::string(nn::attention_kind_name(stored.encoder.attention))}},
       o.training.run.resume);
   return stored;
 }
@@ -106,18 +106,18 @@ int train(const TrainOptions& o) {
               static_cast<long long>(data.as_classification_data().train_size),
               static_cast<long long>(data.as_classification_data().test_size), static_cast<long long>(config.patch),
               static_cast<long long>(config.patch), static_cast<long long>(config.num_patches()),
-              models::attention_kind_name(config.encoder.attention).data(),
+              nn::attention_kind_name(config.encoder.attention).data(),
               static_cast<long long>(config.encoder.n_layer), static_cast<long long>(config.encoder.n_head),
               static_cast<long long>(config.encoder.n_embd), static_cast<long long>(model.parameter_count()),
               fg::get_num_threads(), examples::ranks_note(comm).c_str());
   return examples::train_classifier(
       model, [&](const examples::LabelledBatch& batch) { return model.forward(batch.inputs); },
-      data.as_classification_data(), o.training, config.to_string(), {.per_rank = {{"dropout", dropout_gen.get()}}});
+      data.as_classification_data(), o.training, config.to_json(), {.per_rank = {{"dropout", dropout_gen.get()}}});
 }
 
 int attention(const AttentionOptions& o) {
-  const auto config = models::ImageClassifierConfig::from_string(nn::read_checkpoint_info(o.checkpoint).config);
-  if (config.encoder.attention != models::AttentionKind::Flow)
+  const auto config = models::ImageClassifierConfig::from_json(nn::read_checkpoint_info(o.checkpoint).config);
+  if (config.encoder.attention != nn::AttentionKind::Flow)
     fg::fail("fashion", o.checkpoint, " holds a softmax-attention model; the pictures show Flow-Attention");
   const fashion::FashionMnist data(o.data);
   check_image_size(config, data, o.checkpoint);

@@ -1,9 +1,10 @@
 #include "listops_data.h"
 
+#include "../../core/json_object.h"
+
 #include <algorithm>
 #include <numeric>
 #include <optional>
-#include <sstream>
 
 namespace listops {
 
@@ -96,22 +97,27 @@ Example generate_example(const GeneratorOptions& o, fg::Generator& gen) {
 
 std::string checkpoint_config(const std::string& data, const std::string& pooling,
                               const fg::models::FlowformerConfig& encoder) {
-  return "data=" + data + "\npooling=" + pooling + "\n" + encoder.to_string();
+  const nlohmann::json config{{"kind", "listops"},
+                              {"data", data},
+                              {"pooling", pooling},
+                              {"encoder", nlohmann::json::parse(encoder.to_json())}};
+  return config.dump();
 }
 
 CheckpointConfig parse_checkpoint_config(const std::string& text) {
-  std::istringstream lines(text);
-  std::string data, pooling;
-  std::getline(lines, data);
-  std::getline(lines, pooling);
-  if (data.rfind("data=", 0) != 0 || pooling.rfind("pooling=", 0) != 0)
-    fg::fail("listops", "the checkpoint was not written by listops train");
-  pooling = pooling.substr(8);
-  if (pooling != "mean" && pooling != "cls")
-    fg::fail("listops", "the checkpoint's pooling is \"", pooling.substr(0, 20), "\", not mean or cls");
-  std::ostringstream rest;
-  rest << lines.rdbuf();
-  return {data.substr(5), pooling, fg::models::FlowformerConfig::from_string(rest.str())};
+  const nlohmann::json json = fg::parse_json(text, "listops");
+  fg::JsonObjectReader reader(json, "listops");
+  CheckpointConfig config;
+  std::string kind;
+  reader.read("kind", kind);
+  if (kind != "listops") fg::fail("listops", "the checkpoint was not written by listops train");
+  reader.read("data", config.data);
+  reader.read("pooling", config.pooling);
+  if (config.pooling != "mean" && config.pooling != "cls")
+    fg::fail("listops", "the checkpoint's pooling is \"", config.pooling.substr(0, 20), "\", not mean or cls");
+  config.encoder = fg::models::FlowformerConfig::from_json(reader.object("encoder").dump());
+  reader.finish();
+  return config;
 }
 
 ListOpsData::ListOpsData(std::int64_t train_size, std::int64_t test_size, const GeneratorOptions& options,

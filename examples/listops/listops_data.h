@@ -44,8 +44,9 @@ Example generate_example(const GeneratorOptions& options, fg::Generator& gen);
 std::int64_t evaluate(const std::vector<std::int64_t>& tokens);
 std::string to_text(const std::vector<std::int64_t>& tokens);  // "[MAX 4 3 ]"
 
-// The configuration listops stores in its checkpoints: "data=<the data
-// set's description>", "pooling=mean|cls", then the encoder's lines.
+// The configuration listops stores in its checkpoints, as JSON:
+//   {"kind": "listops", "data": "<the data set's description>",
+//    "pooling": "mean" | "cls", "encoder": {FlowformerConfig}}
 struct CheckpointConfig {
   std::string data, pooling;
   fg::models::FlowformerConfig encoder;

@@ -89,7 +89,7 @@ models::FlowformerConfig encoder_config(const ModelFlags& m, std::int64_t block_
   config.n_embd = m.embd;
   config.dropout = m.dropout;
   config.causal = false;
-  config.attention = models::parse_attention_kind(m.attention);
+  config.attention = nn::parse_attention_kind(m.attention);
   config.validate();
   return config;
 }
@@ -127,7 +127,7 @@ int train(const TrainOptions& o) {
         {{"--layers", std::to_string(config.n_layer), std::to_string(stored.n_layer)},
          {"--heads", std::to_string(config.n_head), std::to_string(stored.n_head)},
          {"--embd", std::to_string(config.n_embd), std::to_string(stored.n_embd)},
-         {"--attention", o.model.attention, std::string(models::attention_kind_name(stored.attention))},
+         {"--attention", o.model.attention, std::string(nn::attention_kind_name(stored.attention))},
          {"--pooling", o.model.pooling, stored_pooling},
          {"--positions", std::to_string(positions), std::to_string(stored.block_size)}},
         source);
@@ -166,7 +166,7 @@ int train(const TrainOptions& o) {
               static_cast<long long>(o.data.min_length), static_cast<long long>(o.data.max_length),
               static_cast<long long>(o.test_size),
               std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
-              models::attention_kind_name(config.attention).data(), pooling.c_str(), static_cast<long long>(config.n_layer),
+              nn::attention_kind_name(config.attention).data(), pooling.c_str(), static_cast<long long>(config.n_layer),
               static_cast<long long>(config.n_head), static_cast<long long>(config.n_embd),
               static_cast<long long>(model.parameter_count()), fg::get_num_threads(), examples::ranks_note(comm).c_str());
     if (!o.init.empty()) std::printf("model weights from %s\n", o.init.c_str());

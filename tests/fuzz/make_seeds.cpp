@@ -81,7 +81,7 @@ int main(int argc, char** argv) {
     fg::Generator data(2), dropout(3), eval(4);
     save_after_one_step((root / "checkpoint/charlm.safetensors").string(), model,
                         [&] { return model.loss(tokens, tokens); },
-                        {{"data", &data}, {"dropout", &dropout}, {"eval", &eval}}, charlm::checkpoint_config(config, vocab));
+                        {{"data", &data}, {"dropout", &dropout}, {"eval", &eval}}, models::CharLMConfig{config, vocab}.to_json());
   }
   {  // fashion: an image classifier on 8x8 images in 4x4 patches
     models::FlowformerConfig encoder;
@@ -95,7 +95,7 @@ int main(int argc, char** argv) {
     fg::Generator dropout(3);
     save_after_one_step((root / "checkpoint/fashion.safetensors").string(), model,
                         [&] { return fg::cross_entropy(model.forward(images_batch), classes); },
-                        {{"dropout", &dropout}}, config.to_string());
+                        {{"dropout", &dropout}}, config.to_json());
   }
   {  // listops: a token encoder with class-token pooling
     models::FlowformerConfig encoder;

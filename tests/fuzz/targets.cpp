@@ -80,7 +80,7 @@ bool checkpoint(std::string_view bytes) {
   fg::Generator init(1);
   bool loaded = false;
   try {  // charlm
-    const charlm::CheckpointConfig config = charlm::parse_checkpoint_config(info.config);
+    const models::CharLMConfig config = models::CharLMConfig::from_json(info.config);
     if (worth_building(models::FlowformerLM::parameter_count_for(config.model))) {
       models::FlowformerLM model(config.model, init);
       loaded = load_into(file, model, {"data", "dropout", "eval"});
@@ -88,7 +88,7 @@ bool checkpoint(std::string_view bytes) {
   } catch (const fg::Error&) {
   }
   try {  // fashion
-    const auto config = models::ImageClassifierConfig::from_string(info.config);
+    const auto config = models::ImageClassifierConfig::from_json(info.config);
     if (worth_building(models::FlowformerImageClassifier::parameter_count_for(config))) {
       models::FlowformerImageClassifier model(config, init);
       loaded = load_into(file, model, {"dropout"}) || loaded;

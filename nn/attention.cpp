@@ -1,4 +1,4 @@
-#include "flow_attention_layer.h"
+#include "attention.h"
 
 #include <cmath>
 #include <limits>
@@ -12,7 +12,7 @@
 #include "../ops/shape_ops.h"
 #include "../ops/softmax.h"
 
-namespace flowgrad::models {
+namespace flowgrad::nn {
 
 std::string_view attention_kind_name(AttentionKind kind) {
   return kind == AttentionKind::Flow ? "flow" : "softmax";
@@ -106,13 +106,13 @@ FlowAttention::FlowAttention(const FlowAttentionLayerOptions& options, Generator
   options_.flow.causal = options.causal;
   const std::int64_t d = options.d_model;
   query_projection =
-      register_module("query_projection", std::make_shared<nn::Linear>(d, d, true, init_gen, 0.02, dtype));
+      register_module("query_projection", std::make_shared<nn::Linear>(d, d, init_gen, nn::LinearOptions{.dtype = dtype}));
   key_projection =
-      register_module("key_projection", std::make_shared<nn::Linear>(d, d, true, init_gen, 0.02, dtype));
+      register_module("key_projection", std::make_shared<nn::Linear>(d, d, init_gen, nn::LinearOptions{.dtype = dtype}));
   value_projection =
-      register_module("value_projection", std::make_shared<nn::Linear>(d, d, true, init_gen, 0.02, dtype));
+      register_module("value_projection", std::make_shared<nn::Linear>(d, d, init_gen, nn::LinearOptions{.dtype = dtype}));
   out_projection =
-      register_module("out_projection", std::make_shared<nn::Linear>(d, d, true, init_gen, 0.02, dtype));
+      register_module("out_projection", std::make_shared<nn::Linear>(d, d, init_gen, nn::LinearOptions{.dtype = dtype}));
   // Without a shared generator the layer draws its own seed, after the
   // weights, so the layer still follows from init_gen alone.
   if (!dropout_gen) dropout_gen = std::make_shared<Generator>(init_gen.next_u64());
@@ -290,4 +290,4 @@ Tensor FlowAttention::step(const Tensor& x_t, AttentionDecodeState& state) const
   return dropout->forward(out_projection->forward(heads));
 }
 
-}  // namespace flowgrad::models
+}  // namespace flowgrad::nn

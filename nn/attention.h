@@ -15,11 +15,11 @@
 #include <string_view>
 
 #include "../core/random.h"
-#include "../nn/layers.h"
 #include "../ops/flow_attention.h"
 #include "../ops/flow_attention_trace.h"
+#include "layers.h"
 
-namespace flowgrad::models {
+namespace flowgrad::nn {
 
 enum class AttentionKind {
   Flow,     // the fused linear-time Flow-Attention kernel
@@ -117,4 +117,4 @@ class FlowAttention : public nn::Module {
   DType dtype_;
 };
 
-}  // namespace flowgrad::models
+}  // namespace flowgrad::nn
