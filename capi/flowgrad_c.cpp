@@ -4,10 +4,12 @@
 #include "flowgrad_c.h"
 
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <memory>
 #include <new>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -39,7 +41,13 @@ struct flowgrad_text_stream {
 
 namespace {
 
-thread_local std::string last_error;
+// Fixed storage: recording an error never allocates, so it cannot fail.
+constexpr std::size_t kMaxErrorLength = 4096;
+thread_local char last_error[kMaxErrorLength] = "";
+
+void set_last_error(const char* function, const char* message) noexcept {
+  std::snprintf(last_error, sizeof last_error, "%s: %s", function, message);  // cut at the buffer's end
+}
 
 // A failure this interface detects itself (rather than the library).
 struct CallError {
@@ -48,24 +56,27 @@ struct CallError {
 };
 
 template <class Body>
-flowgrad_status guarded(const char* function, Body&& body) {
+flowgrad_status guarded(const char* function, Body&& body) noexcept {
   try {
     body();
     return FLOWGRAD_OK;
   } catch (const CallError& e) {
-    last_error = std::string(function) + ": " + e.message;
+    set_last_error(function, e.message.c_str());
     return e.status;
   } catch (const fg::Error& e) {
-    last_error = std::string(function) + ": " + e.what();
+    set_last_error(function, e.what());
     return FLOWGRAD_ERROR;
   } catch (const std::bad_alloc&) {
-    last_error = std::string(function) + ": out of memory";
+    set_last_error(function, "out of memory");
     return FLOWGRAD_OUT_OF_MEMORY;
+  } catch (const std::length_error&) {  // a size from the caller beyond what a container holds
+    set_last_error(function, "a size is too large");
+    return FLOWGRAD_ERROR;
   } catch (const std::exception& e) {
-    last_error = std::string(function) + ": internal error: " + e.what();
+    std::snprintf(last_error, sizeof last_error, "%s: internal error (please report it): %s", function, e.what());
     return FLOWGRAD_INTERNAL_ERROR;
   } catch (...) {
-    last_error = std::string(function) + ": internal error (unknown exception)";
+    set_last_error(function, "internal error (unknown exception)");
     return FLOWGRAD_INTERNAL_ERROR;
   }
 }
@@ -87,6 +98,7 @@ fg::DType to_dtype(flowgrad_dtype dtype) {
     case FLOWGRAD_FLOAT32: return fg::kFloat32;
     case FLOWGRAD_FLOAT64: return fg::kFloat64;
     case FLOWGRAD_INT64: return fg::kInt64;
+    case FLOWGRAD_DTYPE_FORCE_32BIT: break;
   }
   fg::fail("flowgrad_dtype", "unknown dtype value ", static_cast<int>(dtype));
 }
@@ -132,9 +144,9 @@ fg::FlowAttentionOptions to_options(const flowgrad_flow_attention_options* optio
 
 extern "C" {
 
-const char* flowgrad_last_error(void) { return last_error.c_str(); }
+const char* flowgrad_last_error(void) noexcept { return last_error; }
 
-const char* flowgrad_status_name(flowgrad_status status) {
+const char* flowgrad_status_name(flowgrad_status status) noexcept {
   switch (status) {
     case FLOWGRAD_OK: return "FLOWGRAD_OK";
     case FLOWGRAD_ERROR: return "FLOWGRAD_ERROR";
@@ -142,20 +154,21 @@ const char* flowgrad_status_name(flowgrad_status status) {
     case FLOWGRAD_BUFFER_TOO_SMALL: return "FLOWGRAD_BUFFER_TOO_SMALL";
     case FLOWGRAD_OUT_OF_MEMORY: return "FLOWGRAD_OUT_OF_MEMORY";
     case FLOWGRAD_INTERNAL_ERROR: return "FLOWGRAD_INTERNAL_ERROR";
+    case FLOWGRAD_STATUS_FORCE_32BIT: break;
   }
   return "unknown status";
 }
 
-const char* flowgrad_version(void) { return fg::version(); }
+const char* flowgrad_version(void) noexcept { return fg::version(); }
 
-flowgrad_status flowgrad_set_num_threads(int threads) {
+flowgrad_status flowgrad_set_num_threads(int threads) noexcept {
   return guarded(__func__, [&] { fg::set_num_threads(threads); });
 }
 
 // ---- tensors ----
 
 flowgrad_status flowgrad_tensor_from_data(flowgrad_dtype dtype, const int64_t* shape, int ndim, const void* data,
-                                          flowgrad_tensor** out) {
+                                          flowgrad_tensor** out) noexcept {
   return guarded(__func__, [&] {
     require_out(out, "out");
     fg::Tensor tensor = fg::empty(to_shape(shape, ndim), to_dtype(dtype));
@@ -166,7 +179,7 @@ flowgrad_status flowgrad_tensor_from_data(flowgrad_dtype dtype, const int64_t* s
 }
 
 flowgrad_status flowgrad_tensor_wrap(flowgrad_dtype dtype, const int64_t* shape, int ndim, void* data,
-                                     void (*release)(void*), void* release_context, flowgrad_tensor** out) {
+                                     void (*release)(void*), void* release_context, flowgrad_tensor** out) noexcept {
   return guarded(__func__, [&] {
     require_out(out, "out");
     const fg::DType type = to_dtype(dtype);
@@ -175,37 +188,48 @@ flowgrad_status flowgrad_tensor_wrap(flowgrad_dtype dtype, const int64_t* shape,
     if (reinterpret_cast<std::uintptr_t>(data) % fg::dtype_size(type) != 0)
       fg::fail("flowgrad_tensor_wrap", "data is not aligned to the ", fg::dtype_size(type), " bytes of ",
                fg::dtype_name(type));
+    // Armed only once the call has succeeded: a failure leaves the memory the caller's.
+    auto armed = std::make_shared<bool>(false);
     std::function<void(void*)> on_release;
-    if (release) on_release = [release, release_context](void*) { release(release_context); };
-    *out = new_tensor(fg::from_blob(data, dims, type, std::move(on_release)));
+    if (release)
+      on_release = [release, release_context, armed](void*) {
+        if (*armed) release(release_context);
+      };
+    auto handle = std::make_unique<flowgrad_tensor>();
+    handle->tensor = fg::from_blob(data, dims, type, std::move(on_release));
+    *armed = true;
+    *out = handle.release();
   });
 }
 
-void flowgrad_tensor_free(flowgrad_tensor* tensor) { delete tensor; }
+void flowgrad_tensor_free(flowgrad_tensor* tensor) noexcept { delete tensor; }
 
-int flowgrad_tensor_ndim(const flowgrad_tensor* tensor) {
+int flowgrad_tensor_ndim(const flowgrad_tensor* tensor) noexcept {
   return tensor ? static_cast<int>(tensor->tensor.dim()) : -1;
 }
 
-int64_t flowgrad_tensor_numel(const flowgrad_tensor* tensor) { return tensor ? tensor->tensor.numel() : -1; }
+int64_t flowgrad_tensor_numel(const flowgrad_tensor* tensor) noexcept { return tensor ? tensor->tensor.numel() : -1; }
 
-int64_t flowgrad_tensor_size(const flowgrad_tensor* tensor, int dim) {
+int64_t flowgrad_tensor_size(const flowgrad_tensor* tensor, int dim) noexcept {
   if (!tensor) return -1;
   const std::int64_t ndim = tensor->tensor.dim();
   const std::int64_t index = dim < 0 ? dim + ndim : dim;
   return index >= 0 && index < ndim ? tensor->tensor.shape()[static_cast<std::size_t>(index)] : -1;
 }
 
-flowgrad_status flowgrad_tensor_dtype(const flowgrad_tensor* tensor, flowgrad_dtype* out) {
+flowgrad_status flowgrad_tensor_dtype(const flowgrad_tensor* tensor, flowgrad_dtype* out) noexcept {
   return guarded(__func__, [&] {
-    const fg::DType dtype = require(tensor, "tensor").tensor.dtype();
-    require(out, "out") = dtype == fg::kFloat64 ? FLOWGRAD_FLOAT64
-                          : dtype == fg::kInt64 ? FLOWGRAD_INT64
-                                                : FLOWGRAD_FLOAT32;
+    flowgrad_dtype& result = require(out, "out");
+    switch (require(tensor, "tensor").tensor.dtype()) {
+      case fg::DType::Float32: result = FLOWGRAD_FLOAT32; return;
+      case fg::DType::Float64: result = FLOWGRAD_FLOAT64; return;
+      case fg::DType::Int64: result = FLOWGRAD_INT64; return;
+    }
+    fg::fail("flowgrad_tensor_dtype", "the tensor's dtype has no C name");
   });
 }
 
-flowgrad_status flowgrad_tensor_copy_data(const flowgrad_tensor* tensor, void* out, size_t out_bytes) {
+flowgrad_status flowgrad_tensor_copy_data(const flowgrad_tensor* tensor, void* out, size_t out_bytes) noexcept {
   return guarded(__func__, [&] {
     const fg::Tensor contiguous = require(tensor, "tensor").tensor.contiguous();
     const std::size_t bytes = static_cast<std::size_t>(contiguous.numel()) * fg::dtype_size(contiguous.dtype());
@@ -219,7 +243,7 @@ flowgrad_status flowgrad_tensor_copy_data(const flowgrad_tensor* tensor, void* o
 
 // ---- Flow-Attention ----
 
-flowgrad_flow_attention_options flowgrad_flow_attention_default_options(void) {
+flowgrad_flow_attention_options flowgrad_flow_attention_default_options(void) noexcept {
   const fg::FlowAttentionOptions defaults;
   return {0, defaults.eps, defaults.clamp_min, defaults.clamp_max};
 }
@@ -227,7 +251,7 @@ flowgrad_flow_attention_options flowgrad_flow_attention_default_options(void) {
 flowgrad_status flowgrad_flow_attention_forward(const flowgrad_tensor* queries, const flowgrad_tensor* keys,
                                                 const flowgrad_tensor* values,
                                                 const flowgrad_flow_attention_options* options,
-                                                flowgrad_tensor** out) {
+                                                flowgrad_tensor** out) noexcept {
   return guarded(__func__, [&] {
     require_out(out, "out");
     fg::NoGradGuard no_grad;
@@ -240,7 +264,7 @@ flowgrad_status flowgrad_flow_attention_backward(const flowgrad_tensor* queries,
                                                  const flowgrad_tensor* values,
                                                  const flowgrad_flow_attention_options* options,
                                                  const flowgrad_tensor* grad_out, flowgrad_tensor** grad_queries,
-                                                 flowgrad_tensor** grad_keys, flowgrad_tensor** grad_values) {
+                                                 flowgrad_tensor** grad_keys, flowgrad_tensor** grad_values) noexcept {
   return guarded(__func__, [&] {
     require_out(grad_queries, "grad_queries");
     require_out(grad_keys, "grad_keys");
@@ -268,7 +292,7 @@ flowgrad_status flowgrad_flow_attention_backward(const flowgrad_tensor* queries,
 
 // ---- character language models ----
 
-flowgrad_status flowgrad_char_lm_load(const char* path, flowgrad_char_lm** out) {
+flowgrad_status flowgrad_char_lm_load(const char* path, flowgrad_char_lm** out) noexcept {
   return guarded(__func__, [&] {
     require_out(out, "out");
     auto lm = std::make_shared<fg::models::CharLM>(fg::models::load_char_lm(&require(path, "path")));
@@ -276,15 +300,15 @@ flowgrad_status flowgrad_char_lm_load(const char* path, flowgrad_char_lm** out) 
   });
 }
 
-void flowgrad_char_lm_free(flowgrad_char_lm* lm) { delete lm; }
+void flowgrad_char_lm_free(flowgrad_char_lm* lm) noexcept { delete lm; }
 
-int64_t flowgrad_char_lm_vocab_size(const flowgrad_char_lm* lm) { return lm ? lm->lm->vocabulary.size() : -1; }
+int64_t flowgrad_char_lm_vocab_size(const flowgrad_char_lm* lm) noexcept { return lm ? lm->lm->vocabulary.size() : -1; }
 
-int64_t flowgrad_char_lm_block_size(const flowgrad_char_lm* lm) {
+int64_t flowgrad_char_lm_block_size(const flowgrad_char_lm* lm) noexcept {
   return lm ? lm->lm->model->config().block_size : -1;
 }
 
-flowgrad_status flowgrad_char_lm_encode(const flowgrad_char_lm* lm, const char* text, size_t length, int64_t* ids) {
+flowgrad_status flowgrad_char_lm_encode(const flowgrad_char_lm* lm, const char* text, size_t length, int64_t* ids) noexcept {
   return guarded(__func__, [&] {
     const fg::models::CharLM& model = char_lm(lm);
     if (length == 0) return;
@@ -293,7 +317,7 @@ flowgrad_status flowgrad_char_lm_encode(const flowgrad_char_lm* lm, const char* 
   });
 }
 
-flowgrad_status flowgrad_char_lm_decode(const flowgrad_char_lm* lm, int64_t id, char* out) {
+flowgrad_status flowgrad_char_lm_decode(const flowgrad_char_lm* lm, int64_t id, char* out) noexcept {
   return guarded(__func__, [&] {
     const fg::models::CharLM& model = char_lm(lm);
     require(out, "out") = model.vocabulary.decode({id})[0];
@@ -301,12 +325,16 @@ flowgrad_status flowgrad_char_lm_decode(const flowgrad_char_lm* lm, int64_t id, 
 }
 
 flowgrad_status flowgrad_char_lm_logits(const flowgrad_char_lm* lm, const int64_t* ids, int64_t batch,
-                                        int64_t length, flowgrad_tensor** out) {
+                                        int64_t length, flowgrad_tensor** out) noexcept {
   return guarded(__func__, [&] {
     require_out(out, "out");
     const fg::models::CharLM& model = char_lm(lm);
     if (batch < 1 || length < 1)
       fg::fail("flowgrad_char_lm_logits", "batch and length must be positive, got ", batch, " and ", length);
+    // Before the ids are read: a wrong length must not read far past the caller's buffer.
+    if (length > model.model->config().block_size)
+      fg::fail("flowgrad_char_lm_logits", "length ", length, " is more than the model's block_size=",
+               model.model->config().block_size);
     const fg::Shape shape{batch, length};
     if (!fg::is_valid_tensor_shape(shape))
       fg::fail("flowgrad_char_lm_logits", "batch ", batch, " x length ", length, " is too large");
@@ -317,7 +345,7 @@ flowgrad_status flowgrad_char_lm_logits(const flowgrad_char_lm* lm, const int64_
   });
 }
 
-flowgrad_status flowgrad_decoder_new(const flowgrad_char_lm* lm, flowgrad_decoder** out) {
+flowgrad_status flowgrad_decoder_new(const flowgrad_char_lm* lm, flowgrad_decoder** out) noexcept {
   return guarded(__func__, [&] {
     require_out(out, "out");
     const fg::models::CharLM& model = char_lm(lm);
@@ -325,9 +353,9 @@ flowgrad_status flowgrad_decoder_new(const flowgrad_char_lm* lm, flowgrad_decode
   });
 }
 
-void flowgrad_decoder_free(flowgrad_decoder* decoder) { delete decoder; }
+void flowgrad_decoder_free(flowgrad_decoder* decoder) noexcept { delete decoder; }
 
-flowgrad_status flowgrad_decoder_step(flowgrad_decoder* decoder, int64_t id, float* logits, size_t capacity) {
+flowgrad_status flowgrad_decoder_step(flowgrad_decoder* decoder, int64_t id, float* logits, size_t capacity) noexcept {
   return guarded(__func__, [&] {
     flowgrad_decoder& d = require(decoder, "decoder");
     const std::int64_t vocab = d.lm->vocabulary.size();
@@ -342,16 +370,16 @@ flowgrad_status flowgrad_decoder_step(flowgrad_decoder* decoder, int64_t id, flo
   });
 }
 
-flowgrad_status flowgrad_decoder_reset(flowgrad_decoder* decoder) {
+flowgrad_status flowgrad_decoder_reset(flowgrad_decoder* decoder) noexcept {
   return guarded(__func__, [&] { require(decoder, "decoder").decoder.reset(); });
 }
 
-int64_t flowgrad_decoder_position(const flowgrad_decoder* decoder) {
+int64_t flowgrad_decoder_position(const flowgrad_decoder* decoder) noexcept {
   return decoder ? decoder->decoder.position() : -1;
 }
 
 flowgrad_status flowgrad_text_stream_new(const flowgrad_char_lm* lm, const char* prompt, size_t prompt_length,
-                                         const flowgrad_sampling* sampling, flowgrad_text_stream** out) {
+                                         const flowgrad_sampling* sampling, flowgrad_text_stream** out) noexcept {
   return guarded(__func__, [&] {
     require_out(out, "out");
     const fg::models::CharLM& model = char_lm(lm);
@@ -367,9 +395,9 @@ flowgrad_status flowgrad_text_stream_new(const flowgrad_char_lm* lm, const char*
   });
 }
 
-void flowgrad_text_stream_free(flowgrad_text_stream* stream) { delete stream; }
+void flowgrad_text_stream_free(flowgrad_text_stream* stream) noexcept { delete stream; }
 
-flowgrad_status flowgrad_text_stream_read(flowgrad_text_stream* stream, char* out, size_t count) {
+flowgrad_status flowgrad_text_stream_read(flowgrad_text_stream* stream, char* out, size_t count) noexcept {
   return guarded(__func__, [&] {
     flowgrad_text_stream& s = require(stream, "stream");
     if (count == 0) return;

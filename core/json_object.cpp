@@ -8,21 +8,30 @@
 namespace flowgrad {
 
 namespace {
-// A value as it appears in the text, cut short: values come from untrusted files.
-std::string brief(const nlohmann::json& value) {
-  std::string text = value.dump();
-  if (text.size() > 40) text = text.substr(0, 37) + "...";
-  return text;
+// Text from an untrusted file, cut short for a message.
+std::string shorten(std::string_view text, std::size_t limit = 60) {
+  return text.size() <= limit ? std::string(text) : std::string(text.substr(0, limit)) + "...";
 }
+
+// A value for a message: scalars as written (cut short), containers by type
+// only (dumping an untrusted container could be large or deeply nested).
+std::string brief(const nlohmann::json& value) {
+  return value.is_structured() ? std::string("an ") + value.type_name() : shorten(value.dump(), 40);
+}
+
+// Deeper nesting than any configuration needs is refused while parsing:
+// nlohmann's dump() recurses once per level.
+constexpr int kMaxDepth = 32;
 }  // namespace
 
 nlohmann::json parse_json(std::string_view text, std::string_view op) {
   // The keys seen so far in each object being parsed, innermost last.
   std::vector<std::set<std::string>> open_objects;
   std::string repeated_key;
-  const nlohmann::json::parser_callback_t track_keys = [&](int, nlohmann::json::parse_event_t event,
+  const nlohmann::json::parser_callback_t track_keys = [&](int depth, nlohmann::json::parse_event_t event,
                                                            nlohmann::json& parsed) {
     using Event = nlohmann::json::parse_event_t;
+    if (depth > kMaxDepth) fail(op, "JSON nested deeper than ", kMaxDepth, " levels");
     if (event == Event::object_start) open_objects.emplace_back();
     if (event == Event::object_end) open_objects.pop_back();
     if (event == Event::key && !open_objects.back().insert(parsed.get<std::string>()).second && repeated_key.empty())
@@ -33,9 +42,9 @@ nlohmann::json parse_json(std::string_view text, std::string_view op) {
   try {
     value = nlohmann::json::parse(text.begin(), text.end(), track_keys);
   } catch (const nlohmann::json::exception& e) {
-    fail(op, "malformed JSON: ", e.what());
+    fail(op, "malformed JSON: ", shorten(e.what(), 200));
   }
-  if (!repeated_key.empty()) fail(op, "the key \"", repeated_key, "\" appears twice in one object");
+  if (!repeated_key.empty()) fail(op, "the key \"", shorten(repeated_key), "\" appears twice in one object");
   return value;
 }
 
@@ -96,7 +105,7 @@ const nlohmann::json& JsonObjectReader::object(const char* key) {
 
 void JsonObjectReader::finish() const {
   for (const auto& [key, value] : object_.items())
-    if (!read_.contains(key)) fail(op_, "unknown key \"", key, "\"");
+    if (!read_.contains(key)) fail(op_, "unknown key \"", shorten(key), "\"");
 }
 
 }  // namespace flowgrad

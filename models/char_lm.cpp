@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "../core/json_object.h"
+#include "../core/serialize.h"
 #include "../nn/checkpoint.h"
 
 namespace flowgrad::models {
@@ -23,10 +24,12 @@ std::vector<std::int64_t> CharVocabulary::encode(const std::string& text) const 
   ids.reserve(text.size());
   for (std::size_t i = 0; i < text.size(); ++i) {
     const int id = index_[static_cast<unsigned char>(text[i])];
-    if (id < 0)
-      fail("CharVocabulary::encode", "character '", text[i], "' (byte ",
-           static_cast<int>(static_cast<unsigned char>(text[i])), ") at position ", i,
-           " is not in the model's vocabulary");
+    if (id < 0) {
+      // The byte itself is shown only when printable: messages end up in logs and C strings.
+      const int byte = static_cast<unsigned char>(text[i]);
+      const std::string shown = byte >= 32 && byte < 127 ? std::string("character '") + text[i] + "' (byte " : "(byte ";
+      fail("CharVocabulary::encode", shown, byte, ") at position ", i, " is not in the model's vocabulary");
+    }
     ids.push_back(id);
   }
   return ids;
@@ -76,7 +79,8 @@ CharLMConfig CharLMConfig::from_json(const std::string& text) {
   std::string chars;
   for (const nlohmann::json& byte : bytes) {
     if (!byte.is_number_unsigned() || byte.get<std::uint64_t>() > 255)
-      fail(kCharLMOp, "\"vocabulary\" holds ", byte.dump().substr(0, 40), ", not a byte value in [0, 255]");
+      fail(kCharLMOp, "\"vocabulary\" holds ", byte.is_structured() ? std::string("a container") : byte.dump().substr(0, 40),
+           ", not a byte value in [0, 255]");
     chars.push_back(static_cast<char>(byte.get<std::uint64_t>()));
   }
   reader.finish();
@@ -89,15 +93,16 @@ CharLMConfig CharLMConfig::from_json(const std::string& text) {
 }
 
 CharLM load_char_lm(const std::string& path, DType dtype) {
+  const SafetensorsFile file = load_safetensors_file(path);  // read once: configuration and weights agree
   CharLMConfig config;
   try {
-    config = CharLMConfig::from_json(nn::read_checkpoint_info(path).config);
+    config = CharLMConfig::from_json(nn::read_checkpoint_info(file, path).config);
   } catch (const Error& e) {
     fail("load_char_lm", "'", path, "': ", e.what());
   }
   Generator init_gen(0);  // every weight is then overwritten by the checkpoint's
   CharLM loaded{std::make_unique<FlowformerLM>(config.model, init_gen, dtype), config.vocabulary};
-  nn::load_model_weights(path, *loaded.model);
+  nn::load_model_weights(file, path, *loaded.model);
   loaded.model->eval();
   return loaded;
 }
@@ -124,10 +129,14 @@ std::int64_t TokenStream::next() {
     decoder_.reset();
     fed_ = 0;
   }
-  Tensor logits;
-  while (fed_ < context_.size()) logits = decoder_.next_logits(context_[fed_++]);
-  const std::int64_t token = sample_token(logits, sampling_, rng_);
+  while (fed_ < context_.size()) {
+    logits_ = decoder_.next_logits(context_[fed_]);
+    ++fed_;  // only once fed: a failed step is retried
+  }
+  Generator rng = rng_;  // drawn from a copy, so a failure leaves the stream as it was
+  const std::int64_t token = sample_token(logits_, sampling_, rng);
   context_.push_back(token);
+  rng_ = rng;
   return token;
 }
 

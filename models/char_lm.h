@@ -16,7 +16,7 @@ namespace flowgrad::models {
 // The distinct bytes of a text, sorted; a byte's id is its rank.
 class CharVocabulary {
  public:
-  CharVocabulary() = default;
+  CharVocabulary() : CharVocabulary(std::string()) {}  // empty: encode refuses every byte
   explicit CharVocabulary(const std::string& text);
 
   std::int64_t size() const { return static_cast<std::int64_t>(chars_.size()); }
@@ -57,8 +57,10 @@ CharLM load_char_lm(const std::string& path, DType dtype = kFloat32);
 
 // Samples an unbounded stream of tokens after a prompt, one decoding step
 // per token. The position table holds block_size positions: when the context
-// is full, the decoder is re-primed with its last half block and goes on.
-// The model must outlive the stream.
+// holds block_size tokens (the last position is left unused, as charlm
+// sample always did), the decoder is re-primed with the last half block and
+// goes on. The model must outlive the stream. After a failed next() the
+// stream is unchanged and next() may be called again.
 class TokenStream {
  public:
   // Draws from its own copy of `rng`.
@@ -72,8 +74,9 @@ class TokenStream {
   SamplingOptions sampling_;
   Generator rng_;
   IncrementalDecoder decoder_;
-  std::vector<std::int64_t> context_;  // every token fed to decoder_ since it last started, then one unfed
+  std::vector<std::int64_t> context_;  // the tokens since decoder_ last started; [0, fed_) are fed
   std::size_t fed_ = 0;
+  Tensor logits_;  // after context_[fed_ - 1]
 };
 
 }  // namespace flowgrad::models

@@ -21,7 +21,7 @@ std::string_view attention_kind_name(AttentionKind kind) {
 AttentionKind parse_attention_kind(std::string_view name) {
   if (name == "flow") return AttentionKind::Flow;
   if (name == "softmax") return AttentionKind::Softmax;
-  fail("AttentionKind", "unknown attention kind \"", name, "\" (expected \"flow\" or \"softmax\")");
+  fail("AttentionKind", "unknown attention kind \"", name.substr(0, 40), "\" (expected \"flow\" or \"softmax\")");
 }
 
 void AttentionDecodeState::reset() {

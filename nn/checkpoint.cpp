@@ -167,7 +167,10 @@ CheckpointInfo load_checkpoint(const SafetensorsFile& file, const std::string& p
 }
 
 CheckpointInfo load_model_weights(const std::string& path, Module& model) {
-  SafetensorsFile file = load_safetensors_file(path);
+  return load_model_weights(load_safetensors_file(path), path, model);
+}
+
+CheckpointInfo load_model_weights(const SafetensorsFile& file, const std::string& path, Module& model) {
   const std::map<std::string, Tensor> current = model.state_dict();
   std::map<std::string, Tensor> weights;
   for (const auto& [name, tensor] : file.tensors)

@@ -66,5 +66,7 @@ CheckpointInfo load_checkpoint(const SafetensorsFile& file, const std::string& n
 // for evaluation or sampling, converted to the model's dtype. Names and
 // shapes are checked as by load_state_dict.
 CheckpointInfo load_model_weights(const std::string& path, Module& model);
+// The same from a file already read (`name` is the path errors show).
+CheckpointInfo load_model_weights(const SafetensorsFile& file, const std::string& name, Module& model);
 
 }  // namespace flowgrad::nn

@@ -146,6 +146,26 @@ TEST_CASE("FlowformerConfig: to_json / from_json round trip and errors") {
                       Catch::Contains("[FlowformerConfig] \"dropout\" must be a number"));
   REQUIRE_THROWS_WITH(FlowformerConfig::from_json(R"({"vocab_size": 4, "attention": "linear"})"),
                       Catch::Contains("[AttentionKind]"));
+  // Untrusted text: nesting is bounded (dump() would recurse per level) and messages stay short.
+  REQUIRE_THROWS_WITH(FlowformerConfig::from_json(R"({"n_layer": )" + std::string(100000, '[')),
+                      Catch::Contains("[FlowformerConfig] JSON nested deeper than 32 levels"));
+  REQUIRE_THROWS_WITH(FlowformerConfig::from_json(R"({"n_layer": [[[1]]]})"),
+                      Catch::EndsWith("\"n_layer\" must be an integer within 64 bits, got an array"));
+  const std::string long_key(100000, 'x');
+  try {
+    FlowformerConfig::from_json("{\"" + long_key + "\": 1}");
+    FAIL("an unknown key was accepted");
+  } catch (const Error& e) {
+    REQUIRE_THAT(e.what(), Catch::Contains("unknown key \"xxxx"));
+    REQUIRE(std::string(e.what()).size() < 200);
+  }
+  try {
+    FlowformerConfig::from_json("{\"n_layer\": \"" + long_key);  // unterminated
+    FAIL("malformed JSON was accepted");
+  } catch (const Error& e) {
+    REQUIRE_THAT(e.what(), Catch::Contains("malformed JSON"));
+    REQUIRE(std::string(e.what()).size() < 400);
+  }
   // Parsed values are validated.
   REQUIRE_THROWS_WITH(FlowformerConfig::from_json(R"({"vocab_size": 4, "n_head": 5})"),
                       Catch::Contains("[FlowformerConfig]"));
@@ -182,6 +202,7 @@ TEST_CASE("CharLMConfig: JSON round trip, byte vocabularies and errors") {
   REQUIRE_THROWS_WITH(CharVocabulary("abc").encode("abd"),
                       Catch::Contains("[CharVocabulary::encode] character 'd' (byte 100) at position 2"));
   REQUIRE_THROWS_WITH(CharVocabulary("abc").decode({0, 3}), Catch::Contains("token id 3 is outside the vocabulary of 3"));
+  REQUIRE_THROWS_WITH(CharVocabulary().encode("a"), Catch::Contains("character 'a' (byte 97) at position 0"));
 }
 
 TEST_CASE("TokenStream: generate() while the context fits, re-primed with the last half block after") {
