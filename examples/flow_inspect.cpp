@@ -17,7 +17,7 @@
 #include <sstream>
 
 #include "../flowgrad.h"
-#include "flags.h"
+#include "common/flags.h"
 
 namespace {
 

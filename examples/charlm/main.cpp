@@ -31,10 +31,10 @@
 #include <tuple>
 
 #include "../../flowgrad.h"
-#include "../flags.h"
-#include "../progress.h"
-#include "../resume_flags.h"
-#include "../trainer.h"
+#include "../common/flags.h"
+#include "../common/progress.h"
+#include "../common/resume_flags.h"
+#include "../common/trainer.h"
 #include "char_data.h"
 
 namespace {

@@ -5,7 +5,7 @@
 #include <string>
 
 #include "../../flowgrad.h"
-#include "../classifier_training.h"
+#include "../common/classifier_training.h"
 
 namespace fashion {
 

@@ -22,10 +22,10 @@
 #include <set>
 
 #include "../../flowgrad.h"
-#include "../classifier_training.h"
-#include "../flags.h"
+#include "../common/classifier_training.h"
+#include "../common/flags.h"
 #include "../plot/plot.h"
-#include "../resume_flags.h"
+#include "../common/resume_flags.h"
 #include "fashion_data.h"
 
 namespace {

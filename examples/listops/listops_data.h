@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "../../flowgrad.h"
-#include "../classifier_training.h"
+#include "../common/classifier_training.h"
 
 namespace listops {
 

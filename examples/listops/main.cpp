@@ -34,10 +34,10 @@
 #include <sstream>
 
 #include "../../flowgrad.h"
-#include "../classifier_training.h"
-#include "../flags.h"
+#include "../common/classifier_training.h"
+#include "../common/flags.h"
 #include "../plot/plot.h"
-#include "../resume_flags.h"
+#include "../common/resume_flags.h"
 #include "listops_data.h"
 
 namespace {

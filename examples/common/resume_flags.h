@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "../flowgrad.h"
+#include "../../flowgrad.h"
 
 namespace examples {
 

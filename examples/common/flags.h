@@ -12,7 +12,7 @@
 
 #include <cstdint>
 
-#include "../flowgrad.h"
+#include "../../flowgrad.h"
 #include "training_run.h"
 
 namespace examples {

@@ -28,7 +28,7 @@
 #include <map>
 #include <string>
 
-#include "../flowgrad.h"
+#include "../../flowgrad.h"
 
 namespace examples {
 

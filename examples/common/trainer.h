@@ -31,7 +31,7 @@
 #include <string>
 #include <vector>
 
-#include "../flowgrad.h"
+#include "../../flowgrad.h"
 #include "progress.h"
 #include "training_run.h"
 

@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "../flowgrad.h"
+#include "../../flowgrad.h"
 #include "trainer.h"
 
 namespace examples {
