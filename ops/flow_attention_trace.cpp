@@ -1,4 +1,4 @@
-// The reference arithmetic of FLOW_ATTENTION.md, line by line, in
+// The reference arithmetic of docs/flow-attention-forward.md, line by line, in
 // differentiable primitive ops (shapes [B, H, tokens, features]).
 #include "flow_attention_trace.h"
 

@@ -2,7 +2,7 @@
 // named intermediate kept as a tensor of the autograd graph.
 //
 // Two uses: (1) studying the gradients — after trace.out.backward(g), each
-// intermediate's .grad() is ∂L/∂(intermediate), and hooks on them can block
+// intermediate's .grad() is ∂ℓ/∂(intermediate), and hooks on them can block
 // or rescale one path (e.g. the allocation path) to see what it contributes;
 // (2) testing — it shares no code with the fused kernels of
 // ops/flow_attention.cpp, so agreement of the two checks both. Its causal
@@ -29,10 +29,11 @@ struct FlowAttentionTrace {
   Tensor out;                     // [B, H, L, M]
   bool causal = false;
 
-  // For inspection of small inputs: the L×S matrix W [B, H, L, S] that
-  // Flow-Attention applies implicitly, out = W · values, materialised:
-  //   W_ij = A_i · I_i · (q_i · k_j) · C_j                (normal)
-  //   W_ij = A_i · (I_i / n_i) · (q_i · k_j) · C_j, j ≤ i  (causal; 0 above the diagonal)
+  // For inspection of small inputs: the L×S attention matrix [B, H, L, S]
+  // that Flow-Attention applies implicitly (out = matrix · values),
+  // materialised; entry (i, j) is
+  //   A_i · I_i · (q_i · k_j) · C_j                (normal)
+  //   A_i · (I_i / n_i) · (q_i · k_j) · C_j, j ≤ i  (causal; 0 above the diagonal)
   // Padded keys have C_j = 0, so their columns are 0. O(L·S) memory.
   Tensor attention_matrix() const;
 

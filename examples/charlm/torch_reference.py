@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""The reference GPT-style Flowformer language model of FLOW_ATTENTION.md in
+"""The reference GPT-style Flowformer language model (attention as docs/flow-attention-forward.md specifies) in
 PyTorch, for checking and timing charlm against it.
 
 Pre-LayerNorm blocks with causal Flow-Attention in the authors' exact

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Golden values for the Flow-Attention tests, computed with PyTorch.
 
-Implements the reference arithmetic of FLOW_ATTENTION.md exactly as the
+Implements the reference arithmetic of docs/flow-attention-forward.md exactly as the
 authors' PyTorch code does (after the projections and the head split), runs
 autograd through it, and writes small safetensors files of inputs, outputs
 and gradients. Run by hand with Debian's python3-torch:
