@@ -4,8 +4,8 @@
 //   flow_inspect [--causal] [--L 6] [--S 5] [--D 4] [--M 3] [--seed 0] [--out FILE]
 //
 // Prints a table of each intermediate's norm and first values next to those
-// of ∂L/∂(intermediate), for L = Σ G ⊙ out with a random G. Then it splits
-// ∂L/∂Q by path: blocking the gradient at the sink allocation A (or the
+// of ∂ℓ/∂(intermediate), for ℓ = Σ G ⊙ out with a random G. Then it splits
+// ∂ℓ/∂Q by path: blocking the gradient at the sink allocation A (or the
 // source competition C) with a hook removes exactly the paths through it,
 // since no path passes through both. With --out, all tensors and gradients
 // go to a safetensors file ("name" and "grad/name").
@@ -47,7 +47,7 @@ struct Inputs {
   fg::Tensor q, k, v, grad_out;
 };
 
-// ∂L/∂Q with the gradient blocked at `blocked` (a name of the trace, or "").
+// ∂ℓ/∂Q with the gradient blocked at `blocked` (a name of the trace, or "").
 fg::Tensor grad_q_blocking(const Inputs& in, const fg::FlowAttentionOptions& options,
                            const std::string& blocked) {
   fg::Tensor q = in.q.detach().requires_grad_();
@@ -100,7 +100,7 @@ int run(const Config& config) {
   const fg::Tensor via_allocation = total - grad_q_blocking(in, options, "sink_allocation");
   const fg::Tensor via_competition = total - grad_q_blocking(in, options, "source_competition");
   const fg::Tensor other = total - via_allocation - via_competition;
-  std::cout << "\n∂L/∂Q by path (norms):\n"
+  std::cout << "\n∂ℓ/∂Q by path (norms):\n"
             << "  through the sink allocation A      " << norm(via_allocation) << '\n'
             << "  through the source competition C   " << norm(via_competition) << '\n'
             << "  all other paths (aggregation, I)   " << norm(other) << '\n'

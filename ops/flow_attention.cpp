@@ -4,10 +4,11 @@
 // which derives every gradient line below. Names follow the paper and the
 // reference code: sink_incoming I, source_outgoing O, conserved_sink Ĩ,
 // conserved_source Õ (Ô before the clamp), sink_allocation A,
-// source_competition C.
+// source_competition C. Dims are the document's: N queries (the public
+// API's L), S keys, widths D and M; the loss is ℓ.
 //
 // Layout: every head is processed on its own, on contiguous row-major
-// matrices (Q: L×D, K: S×D, V: S×M). Only the inputs are saved for
+// matrices (Q: N×D, K: S×D, V: S×M). Only the inputs are saved for
 // backward; the O((L+S)·D) flow quantities are recomputed, which costs less
 // than the GEMMs and keeps memory linear in the sequence length.
 #include "flow_attention.h"
@@ -26,8 +27,9 @@
 namespace flowgrad {
 namespace {
 
-// Rows per causal chunk: each chunk's work is three GEMMs plus a c×c block.
-// Per position a chunk of c rows costs about 2c(D + M) multiply-adds inside
+// Rows per causal chunk: a chunk's forward is four GEMMs (two for its masked
+// c×c block, two through the prefix state H), its backward fourteen.
+// Per position a chunk of c rows costs about 2c(D + M) FLOPs inside
 // the chunk (its masked c×c block) and 4DM through the state: they balance
 // at c = 2DM/(D + M), which is D for the square heads of Flowformer
 // (D = M). max(D, M) is that, and for D ≠ M errs towards larger GEMMs.
@@ -182,8 +184,9 @@ void mask_block(T* block, std::int64_t c, Keep keep) {
       if (!keep(a, b)) block[a * c + b] = 0;
 }
 
-struct Sizes {
-  std::int64_t L, S, D, M;
+// N queries, S keys, widths D (of q and k) and M (of v), as in the document.
+struct Dims {
+  std::int64_t N, S, D, M;
 };
 
 template <class T>
@@ -210,90 +213,91 @@ void feature_map(const double* x, std::int64_t n, double* out) {
 // §N0–§N3 for one head: everything up to the aggregation.
 template <class T>
 struct NormalFlows {
-  Sizes n;
+  Dims dims;
   Buffer<T> q, k;                                      // L×D, S×D
   Buffer<T> k_sum, q_sum, k_outgoing, q_incoming;      // D
   Buffer<T> sink_incoming, conserved_sink, sink_allocation;           // L
   Buffer<T> source_outgoing, conserved_source_raw, source_competition;  // S
 
-  NormalFlows(const T* Q, const T* K, Sizes sizes, Settings<T> s)
-      : n(sizes), q(n.L * n.D), k(n.S * n.D), k_sum(n.D, Zeroed{}), q_sum(n.D, Zeroed{}),
-        k_outgoing(n.D, Zeroed{}), q_incoming(n.D, Zeroed{}), sink_incoming(n.L), conserved_sink(n.L), sink_allocation(n.L),
-        source_outgoing(n.S), conserved_source_raw(n.S), source_competition(n.S) {
-    const std::int64_t D = n.D;
+  NormalFlows(const T* Q, const T* K, Dims sizes, Settings<T> cfg)
+      : dims(sizes), q(dims.N * dims.D), k(dims.S * dims.D), k_sum(dims.D, Zeroed{}), q_sum(dims.D, Zeroed{}),
+        k_outgoing(dims.D, Zeroed{}), q_incoming(dims.D, Zeroed{}), sink_incoming(dims.N), conserved_sink(dims.N), sink_allocation(dims.N),
+        source_outgoing(dims.S), conserved_source_raw(dims.S), source_competition(dims.S) {
+    const std::int64_t D = dims.D;
     // §N0
-    feature_map(Q, n.L * D, q.data());
-    feature_map(K, n.S * D, k.data());
+    feature_map(Q, dims.N * D, q.data());
+    feature_map(K, dims.S * D, k.data());
     // §N1: I_i = 1 / ((q_i+ε)·(Σ_j k_j + ε)),  O_j = 1 / ((k_j+ε)·(Σ_i q_i + ε))
-    for (std::int64_t j = 0; j < n.S; ++j) axpy(T(1), k.row(j, D), k_sum.data(), D);
-    for (std::int64_t i = 0; i < n.L; ++i) axpy(T(1), q.row(i, D), q_sum.data(), D);
-    dots_eps(q.data(), n.L, k_sum.data(), s.eps, sink_incoming.data());
-    for (std::int64_t i = 0; i < n.L; ++i) sink_incoming[i] = T(1) / sink_incoming[i];
-    dots_eps(k.data(), n.S, q_sum.data(), s.eps, source_outgoing.data());
-    for (std::int64_t j = 0; j < n.S; ++j) source_outgoing[j] = T(1) / source_outgoing[j];
+    for (std::int64_t j = 0; j < dims.S; ++j) axpy(T(1), k.row(j, D), k_sum.data(), D);
+    for (std::int64_t i = 0; i < dims.N; ++i) axpy(T(1), q.row(i, D), q_sum.data(), D);
+    dots_eps(q.data(), dims.N, k_sum.data(), cfg.eps, sink_incoming.data());
+    for (std::int64_t i = 0; i < dims.N; ++i) sink_incoming[i] = T(1) / sink_incoming[i];
+    dots_eps(k.data(), dims.S, q_sum.data(), cfg.eps, source_outgoing.data());
+    for (std::int64_t j = 0; j < dims.S; ++j) source_outgoing[j] = T(1) / source_outgoing[j];
     // §N2: Ĩ_i = (q_i+ε)·(Σ_j O_j k_j + ε),  Ô_j = (k_j+ε)·(Σ_i I_i q_i + ε)
-    for (std::int64_t j = 0; j < n.S; ++j) axpy(source_outgoing[j], k.row(j, D), k_outgoing.data(), D);
-    for (std::int64_t i = 0; i < n.L; ++i) axpy(sink_incoming[i], q.row(i, D), q_incoming.data(), D);
-    dots_eps(q.data(), n.L, k_outgoing.data(), s.eps, conserved_sink.data());
-    dots_eps(k.data(), n.S, q_incoming.data(), s.eps, conserved_source_raw.data());
-    // §N3: A_i = σ(Ĩ_i · L/S),  C = S · softmax(clamp(Ô))
-    const T l_over_s = static_cast<T>(static_cast<double>(n.L) / static_cast<double>(n.S));
-    for (std::int64_t i = 0; i < n.L; ++i) sink_allocation[i] = sigmoid(conserved_sink[i] * l_over_s);
+    for (std::int64_t j = 0; j < dims.S; ++j) axpy(source_outgoing[j], k.row(j, D), k_outgoing.data(), D);
+    for (std::int64_t i = 0; i < dims.N; ++i) axpy(sink_incoming[i], q.row(i, D), q_incoming.data(), D);
+    dots_eps(q.data(), dims.N, k_outgoing.data(), cfg.eps, conserved_sink.data());
+    dots_eps(k.data(), dims.S, q_incoming.data(), cfg.eps, conserved_source_raw.data());
+    // §N3: A_i = σ(Ĩ_i · N/S),  C = S · softmax(Õ)
+    const T n_over_s = static_cast<T>(static_cast<double>(dims.N) / static_cast<double>(dims.S));
+    for (std::int64_t i = 0; i < dims.N; ++i) sink_allocation[i] = sigmoid(conserved_sink[i] * n_over_s);
     T max_source = -std::numeric_limits<T>::infinity();
-    for (std::int64_t j = 0; j < n.S; ++j) {
-      source_competition[j] = std::clamp(conserved_source_raw[j], s.clamp_min, s.clamp_max);
+    for (std::int64_t j = 0; j < dims.S; ++j) {
+      // §N2 clamp: Õ_j = clamp(Ô_j, lo, hi), held in C's buffer until the softmax
+      source_competition[j] = std::clamp(conserved_source_raw[j], cfg.clamp_min, cfg.clamp_max);
       max_source = std::max(max_source, source_competition[j]);
     }
     T total = 0;
-    for (std::int64_t j = 0; j < n.S; ++j) {
+    for (std::int64_t j = 0; j < dims.S; ++j) {
       source_competition[j] = std::exp(source_competition[j] - max_source);
       total += source_competition[j];
     }
-    for (std::int64_t j = 0; j < n.S; ++j)
-      source_competition[j] = source_competition[j] / total * static_cast<T>(n.S);
+    for (std::int64_t j = 0; j < dims.S; ++j)
+      source_competition[j] = source_competition[j] / total * static_cast<T>(dims.S);
   }
 
   // out[r] = (x_r + ε)·(v + ε) for the `rows` rows of x (rows × D), as one
   // matrix-vector product: x_r·w + ε Σ_d w_d with w = v + ε.
   void dots_eps(const T* x, std::int64_t rows, const T* v, T eps, T* out) const {
-    std::vector<T> w(v, v + n.D);
+    std::vector<T> w(v, v + dims.D);
     T w_total = 0;
     for (T& value : w) w_total += (value += eps);
-    blas::gemv<T>(rows, n.D, x, n.D, w.data(), out);
+    blas::gemv<T>(rows, dims.D, x, dims.D, w.data(), out);
     for (std::int64_t r = 0; r < rows; ++r) out[r] += eps * w_total;
   }
 
   // §N4 W_j = C_j v_j (S×M) and KV = kᵀW (D×M)
   void aggregate_state(const T* V, T* weighted_values, T* kv_state) {
-    for (std::int64_t j = 0; j < n.S; ++j)
-      for (std::int64_t m = 0; m < n.M; ++m)
-        weighted_values[j * n.M + m] = source_competition[j] * V[j * n.M + m];
-    gemm<T>(true, false, n.D, n.M, n.S, k.data(), weighted_values, T(0), kv_state);
+    for (std::int64_t j = 0; j < dims.S; ++j)
+      for (std::int64_t m = 0; m < dims.M; ++m)
+        weighted_values[j * dims.M + m] = source_competition[j] * V[j * dims.M + m];
+    gemm<T>(true, false, dims.D, dims.M, dims.S, k.data(), weighted_values, T(0), kv_state);
   }
 };
 
 // §N4: out_i = A_i I_i · q_i KV
 template <class T>
-void normal_forward(const T* Q, const T* K, const T* V, T* out, Sizes n, Settings<T> s) {
-  NormalFlows<T> flows(Q, K, n, s);
-  Buffer<T> weighted_values(n.S * n.M), kv_state(n.D * n.M);
+void normal_forward(const T* Q, const T* K, const T* V, T* out, Dims dims, Settings<T> cfg) {
+  NormalFlows<T> flows(Q, K, dims, cfg);
+  Buffer<T> weighted_values(dims.S * dims.M), kv_state(dims.D * dims.M);
   flows.aggregate_state(V, weighted_values.data(), kv_state.data());
-  gemm<T>(false, false, n.L, n.M, n.D, flows.q.data(), kv_state.data(), T(0), out);
-  for (std::int64_t i = 0; i < n.L; ++i) {
+  gemm<T>(false, false, dims.N, dims.M, dims.D, flows.q.data(), kv_state.data(), T(0), out);
+  for (std::int64_t i = 0; i < dims.N; ++i) {
     const T row_scale = flows.sink_allocation[i] * flows.sink_incoming[i];
-    for (std::int64_t m = 0; m < n.M; ++m) out[i * n.M + m] *= row_scale;
+    for (std::int64_t m = 0; m < dims.M; ++m) out[i * dims.M + m] *= row_scale;
   }
 }
 
 // Gradients of one head; dQ, dK, dV must be zero on entry.
 template <class T>
-void normal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* dK, T* dV, Sizes n,
-                     Settings<T> s) {
-  const std::int64_t L = n.L, S = n.S, D = n.D, M = n.M;
-  NormalFlows<T> f(Q, K, n, s);
+void normal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* dK, T* dV, Dims dims,
+                     Settings<T> cfg) {
+  const std::int64_t L = dims.N, S = dims.S, D = dims.D, M = dims.M;
+  NormalFlows<T> f(Q, K, dims, cfg);
   Buffer<T> W(S * M), KV(D * M);
   f.aggregate_state(V, W.data(), KV.data());
-  T* dq = dQ;  // accumulated as ∂L/∂q, turned into ∂L/∂Q at the end (§N0)
+  T* dq = dQ;  // accumulated as ∂ℓ/∂q, turned into ∂ℓ/∂Q at the end (§N0)
   T* dk = dK;
 
   // §N4 backward: out_i = s_i R_i, R = q KV, s_i = A_i I_i
@@ -317,19 +321,19 @@ void normal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
     for (std::int64_t m = 0; m < M; ++m) dV[j * M + m] = f.source_competition[j] * dW[j * M + m];
   }
 
-  // §N3 backward: A_i = σ(Ĩ_i L/S);  C = S softmax(Õ)
-  const T l_over_s = static_cast<T>(static_cast<double>(L) / static_cast<double>(S));
-  Buffer<T> d_conserved_sink(L), d_conserved_source(S);
+  // §N3 backward: A_i = σ(Ĩ_i N/S);  C = S softmax(Õ)
+  const T n_over_s = static_cast<T>(static_cast<double>(L) / static_cast<double>(S));
+  Buffer<T> d_conserved_sink(L), d_conserved_source_raw(S);
   for (std::int64_t i = 0; i < L; ++i) {
     const T a = f.sink_allocation[i];
-    d_conserved_sink[i] = dA[i] * a * (T(1) - a) * l_over_s;
+    d_conserved_sink[i] = dA[i] * a * (T(1) - a) * n_over_s;
   }
   T weighted_dC = 0;  // Σ_l p_l dC_l with p_l = C_l / S
   for (std::int64_t l = 0; l < S; ++l) weighted_dC += f.source_competition[l] / static_cast<T>(S) * dC[l];
   for (std::int64_t j = 0; j < S; ++j) {
     const T raw = f.conserved_source_raw[j];
-    const bool clamp_inactive = raw >= s.clamp_min && raw <= s.clamp_max;  // §N2 clamp
-    d_conserved_source[j] = clamp_inactive ? f.source_competition[j] * (dC[j] - weighted_dC) : T(0);
+    const bool clamp_inactive = raw >= cfg.clamp_min && raw <= cfg.clamp_max;  // §N2 clamp
+    d_conserved_source_raw[j] = clamp_inactive ? f.source_competition[j] * (dC[j] - weighted_dC) : T(0);
   }
 
   // §N2 backward: Ĩ_i = (q_i+ε)·(k_outgoing+ε), k_outgoing = Σ_j O_j k_j
@@ -337,8 +341,8 @@ void normal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
   for (std::int64_t i = 0; i < L; ++i) {
     axpy(d_conserved_sink[i], f.k_outgoing.data(), dq + i * D, D);
     for (std::int64_t d = 0; d < D; ++d) {
-      dq[i * D + d] += d_conserved_sink[i] * s.eps;
-      d_k_outgoing[d] += d_conserved_sink[i] * (f.q[i * D + d] + s.eps);
+      dq[i * D + d] += d_conserved_sink[i] * cfg.eps;
+      d_k_outgoing[d] += d_conserved_sink[i] * (f.q[i * D + d] + cfg.eps);
     }
   }
   //           Ô_j = (k_j+ε)·(q_incoming+ε), q_incoming = Σ_i I_i q_i
@@ -346,8 +350,8 @@ void normal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
     dO[j] = dot(d_k_outgoing.data(), f.k.row(j, D), D);
     axpy(f.source_outgoing[j], d_k_outgoing.data(), dk + j * D, D);
     for (std::int64_t d = 0; d < D; ++d) {
-      dk[j * D + d] += d_conserved_source[j] * (f.q_incoming[d] + s.eps);
-      d_q_incoming[d] += d_conserved_source[j] * (f.k[j * D + d] + s.eps);
+      dk[j * D + d] += d_conserved_source_raw[j] * (f.q_incoming[d] + cfg.eps);
+      d_q_incoming[d] += d_conserved_source_raw[j] * (f.k[j * D + d] + cfg.eps);
     }
   }
   for (std::int64_t i = 0; i < L; ++i) {
@@ -355,20 +359,20 @@ void normal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
     axpy(f.sink_incoming[i], d_q_incoming.data(), dq + i * D, D);
   }
 
-  // §N1 backward: I_i = 1/u_i, u_i = (q_i+ε)·(k_sum+ε);  O_j = 1/w_j, w_j = (k_j+ε)·(q_sum+ε)
+  // §N1 backward: I_i = 1/u_i, u_i = (q_i+ε)·(k_sum+ε);  O_j = 1/y_j, y_j = (k_j+ε)·(q_sum+ε)
   Buffer<T> d_k_sum(D, Zeroed{}), d_q_sum(D, Zeroed{});
   for (std::int64_t i = 0; i < L; ++i) {
     const T du = -f.sink_incoming[i] * f.sink_incoming[i] * dI[i];
     for (std::int64_t d = 0; d < D; ++d) {
-      dq[i * D + d] += du * (f.k_sum[d] + s.eps);
-      d_k_sum[d] += du * (f.q[i * D + d] + s.eps);
+      dq[i * D + d] += du * (f.k_sum[d] + cfg.eps);
+      d_k_sum[d] += du * (f.q[i * D + d] + cfg.eps);
     }
   }
   for (std::int64_t j = 0; j < S; ++j) {
-    const T dw = -f.source_outgoing[j] * f.source_outgoing[j] * dO[j];
+    const T dy = -f.source_outgoing[j] * f.source_outgoing[j] * dO[j];
     for (std::int64_t d = 0; d < D; ++d) {
-      dk[j * D + d] += dw * (f.q_sum[d] + s.eps) + d_k_sum[d];
-      d_q_sum[d] += dw * (f.k[j * D + d] + s.eps);
+      dk[j * D + d] += dy * (f.q_sum[d] + cfg.eps) + d_k_sum[d];
+      d_q_sum[d] += dy * (f.k[j * D + d] + cfg.eps);
     }
   }
   for (std::int64_t i = 0; i < L; ++i) axpy(T(1), d_q_sum.data(), dq + i * D, D);
@@ -386,41 +390,42 @@ void normal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
 // keep_prefix_sums the backward's prefix sums (L×D each) are stored too.
 template <class T>
 struct CausalFlows {
-  Sizes n;
+  Dims dims;
   Buffer<T> q, k;  // L×D
   Buffer<T> sink_incoming, source_outgoing, conserved_sink, conserved_source_raw;  // L
   Buffer<T> sink_allocation, exp_source, exp_source_cumsum, source_competition;    // L
   // Prefix sums per position (only with keep_prefix_sums): L×D
   Buffer<T> k_cumsum, q_cumsum, k_outgoing, q_incoming;
 
-  CausalFlows(const T* Q, const T* K, Sizes sizes, Settings<T> s, bool keep_prefix_sums)
-      : n(sizes), q(n.L * n.D), k(n.L * n.D), sink_incoming(n.L), source_outgoing(n.L),
-        conserved_sink(n.L), conserved_source_raw(n.L), sink_allocation(n.L), exp_source(n.L),
-        exp_source_cumsum(n.L), source_competition(n.L),
-        k_cumsum(keep_prefix_sums ? n.L * n.D : 0), q_cumsum(keep_prefix_sums ? n.L * n.D : 0),
-        k_outgoing(keep_prefix_sums ? n.L * n.D : 0), q_incoming(keep_prefix_sums ? n.L * n.D : 0) {
-    const std::int64_t D = n.D;
-    feature_map(Q, n.L * D, q.data());  // §C0
-    feature_map(K, n.L * D, k.data());
+  CausalFlows(const T* Q, const T* K, Dims sizes, Settings<T> cfg, bool keep_prefix_sums)
+      : dims(sizes), q(dims.N * dims.D), k(dims.N * dims.D), sink_incoming(dims.N), source_outgoing(dims.N),
+        conserved_sink(dims.N), conserved_source_raw(dims.N), sink_allocation(dims.N), exp_source(dims.N),
+        exp_source_cumsum(dims.N), source_competition(dims.N),
+        k_cumsum(keep_prefix_sums ? dims.N * dims.D : 0), q_cumsum(keep_prefix_sums ? dims.N * dims.D : 0),
+        k_outgoing(keep_prefix_sums ? dims.N * dims.D : 0), q_incoming(keep_prefix_sums ? dims.N * dims.D : 0) {
+    const std::int64_t D = dims.D;
+    feature_map(Q, dims.N * D, q.data());  // §C0
+    feature_map(K, dims.N * D, k.data());
     Buffer<T> k_run(D, Zeroed{}), q_run(D, Zeroed{}), k_outgoing_run(D, Zeroed{}), q_incoming_run(D, Zeroed{});
     T exp_run = 0;
-    for (std::int64_t i = 0; i < n.L; ++i) {
+    for (std::int64_t i = 0; i < dims.N; ++i) {
       const T count = static_cast<T>(i + 1);  // n_i
       const T* qi = q.row(i, D);
       const T* ki = k.row(i, D);
       // §C1: I_i = n_i / ((q_i+ε)·(cumsum(k)_i+ε)),  O_i = n_i / ((k_i+ε)·(cumsum(q)_i+ε))
       axpy(T(1), ki, k_run.data(), D);
       axpy(T(1), qi, q_run.data(), D);
-      sink_incoming[i] = T(1) / dot_eps(qi, k_run.data(), D, s.eps) * count;
-      source_outgoing[i] = T(1) / dot_eps(ki, q_run.data(), D, s.eps) * count;
+      sink_incoming[i] = T(1) / dot_eps(qi, k_run.data(), D, cfg.eps) * count;
+      source_outgoing[i] = T(1) / dot_eps(ki, q_run.data(), D, cfg.eps) * count;
       // §C2: Ĩ_i = (q_i+ε)·(cumsum(O k)_i+ε) / n_i,  Ô_i = (k_i+ε)·(cumsum(I q)_i+ε) / n_i
       axpy(source_outgoing[i], ki, k_outgoing_run.data(), D);
       axpy(sink_incoming[i], qi, q_incoming_run.data(), D);
-      conserved_sink[i] = dot_eps(qi, k_outgoing_run.data(), D, s.eps) / count;
-      conserved_source_raw[i] = dot_eps(ki, q_incoming_run.data(), D, s.eps) / count;
-      // §C3: A_i = σ(Ĩ_i),  C_i = n_i e_i / cumsum(e)_i with e = exp(clamp(Ô))
+      conserved_sink[i] = dot_eps(qi, k_outgoing_run.data(), D, cfg.eps) / count;
+      conserved_source_raw[i] = dot_eps(ki, q_incoming_run.data(), D, cfg.eps) / count;
+      // §C3: A_i = σ(Ĩ_i),  C_i = n_i e_i / E_i with e = exp(Õ), E = pre(e), after
+      // the §C2 clamp Õ_i = clamp(Ô_i, lo, hi)
       sink_allocation[i] = sigmoid(conserved_sink[i]);
-      exp_source[i] = std::exp(std::clamp(conserved_source_raw[i], s.clamp_min, s.clamp_max));
+      exp_source[i] = std::exp(std::clamp(conserved_source_raw[i], cfg.clamp_min, cfg.clamp_max));
       exp_run += exp_source[i];
       exp_source_cumsum[i] = exp_run;
       source_competition[i] = exp_source[i] / exp_run * count;
@@ -438,63 +443,66 @@ struct CausalFlows {
   }
 
   void weighted_values(const T* V, T* W) {  // W_i = C_i v_i
-    for (std::int64_t i = 0; i < n.L; ++i)
-      for (std::int64_t m = 0; m < n.M; ++m) W[i * n.M + m] = source_competition[i] * V[i * n.M + m];
+    for (std::int64_t i = 0; i < dims.N; ++i)
+      for (std::int64_t m = 0; m < dims.M; ++m) W[i * dims.M + m] = source_competition[i] * V[i * dims.M + m];
   }
 };
 
-// §C4 on one chunk [t, t+c): R_c = q_c S_prev + (q_c k_cᵀ ⊙ Lower) W_c.
-// For the first chunk (t = 0) S_prev is zero and its GEMM is skipped.
+// §C4 on one chunk [t, t+c): R_c = q_c H + (q_c k_cᵀ ⊙ Lower) W_c, where
+// H = H_{t−1} is the prefix state of the rows before the chunk. For the
+// first chunk (t = 0) H is zero and its GEMM is skipped.
 template <class T>
-void causal_chunk_aggregate(const T* q_c, const T* k_c, const T* W_c, const T* state, std::int64_t t,
-                            std::int64_t c, Sizes n, T* block, T* R_c) {
-  gemm<T>(false, true, c, c, n.D, q_c, k_c, T(0), block);
+void causal_chunk_aggregate(const T* q_c, const T* k_c, const T* W_c, const T* prefix_state, std::int64_t t,
+                            std::int64_t c, Dims dims, T* block, T* R_c) {
+  gemm<T>(false, true, c, c, dims.D, q_c, k_c, T(0), block);
   mask_block(block, c, [](std::int64_t a, std::int64_t b) { return b <= a; });
-  gemm<T>(false, false, c, n.M, c, block, W_c, T(0), R_c);
-  if (t > 0) gemm<T>(false, false, c, n.M, n.D, q_c, state, T(1), R_c);
+  gemm<T>(false, false, c, dims.M, c, block, W_c, T(0), R_c);
+  if (t > 0) gemm<T>(false, false, c, dims.M, dims.D, q_c, prefix_state, T(1), R_c);
 }
 
 template <class T>
-void causal_forward(const T* Q, const T* K, const T* V, T* out, Sizes n, Settings<T> s) {
-  CausalFlows<T> f(Q, K, n, s, /*keep_prefix_sums=*/false);
-  const std::int64_t chunk = causal_chunk(n.L, n.D, n.M);
-  Buffer<T> W(n.L * n.M), state(n.D * n.M, Zeroed{}), block(chunk * chunk);
+void causal_forward(const T* Q, const T* K, const T* V, T* out, Dims dims, Settings<T> cfg) {
+  CausalFlows<T> f(Q, K, dims, cfg, /*keep_prefix_sums=*/false);
+  const std::int64_t chunk = causal_chunk(dims.N, dims.D, dims.M);
+  Buffer<T> W(dims.N * dims.M), prefix_state(dims.D * dims.M, Zeroed{}), block(chunk * chunk);
   f.weighted_values(V, W.data());
-  for (std::int64_t t = 0; t < n.L; t += chunk) {
-    const std::int64_t c = std::min(chunk, n.L - t);
-    T* out_c = out + t * n.M;
-    causal_chunk_aggregate(f.q.row(t, n.D), f.k.row(t, n.D), W.row(t, n.M), state.data(), t, c, n,
-                           block.data(), out_c);
-    if (t + c < n.L)  // the state of the last chunk is not read
-      gemm<T>(true, false, n.D, n.M, c, f.k.row(t, n.D), W.row(t, n.M), T(1), state.data());
+  for (std::int64_t t = 0; t < dims.N; t += chunk) {
+    const std::int64_t c = std::min(chunk, dims.N - t);
+    T* out_c = out + t * dims.M;
+    causal_chunk_aggregate(f.q.row(t, dims.D), f.k.row(t, dims.D), W.row(t, dims.M), prefix_state.data(), t, c,
+                           dims, block.data(), out_c);
+    if (t + c < dims.N)  // H += k_cᵀ W_c; the state after the last chunk is not read
+      gemm<T>(true, false, dims.D, dims.M, c, f.k.row(t, dims.D), W.row(t, dims.M), T(1), prefix_state.data());
     for (std::int64_t a = 0; a < c; ++a) {
       const T row_scale = f.row_scale(t + a);
-      for (std::int64_t m = 0; m < n.M; ++m) out_c[a * n.M + m] *= row_scale;
+      for (std::int64_t m = 0; m < dims.M; ++m) out_c[a * dims.M + m] *= row_scale;
     }
   }
 }
 
 // Gradients of one head; dQ, dK, dV must be zero on entry.
 template <class T>
-void causal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* dK, T* dV, Sizes n,
-                     Settings<T> s) {
-  const std::int64_t L = n.L, D = n.D, M = n.M;
-  CausalFlows<T> f(Q, K, n, s, /*keep_prefix_sums=*/true);
-  Buffer<T> W(L * M), dR(L * M), dW(L * M), ds(L), state(D * M, Zeroed{});
+void causal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* dK, T* dV, Dims dims,
+                     Settings<T> cfg) {
+  const std::int64_t L = dims.N, D = dims.D, M = dims.M;
+  CausalFlows<T> f(Q, K, dims, cfg, /*keep_prefix_sums=*/true);
+  // One D×M buffer serves as the prefix state H (forward sweep), then as the suffix state U.
+  Buffer<T> W(L * M), dR(L * M), dW(L * M), ds(L), state_buffer(D * M, Zeroed{});
+  T* const prefix_state = state_buffer.data();
   const std::int64_t chunk = causal_chunk(L, D, M);
   Buffer<T> block(chunk * chunk), R_c(chunk * M);
   f.weighted_values(V, W.data());
-  T* dq = dQ;  // ∂L/∂q until §C0 turns it into ∂L/∂Q
+  T* dq = dQ;  // ∂ℓ/∂q until §C0 turns it into ∂ℓ/∂Q
   T* dk = dK;
 
   // §C4 backward, forward sweep: R, ds_i = G_i·R_i, dR_i = s_i G_i and
-  // dq_c = dR_c S_prevᵀ + (dR_c W_cᵀ ⊙ Lower) k_c
+  // dq_c = dR_c Hᵀ + (dR_c W_cᵀ ⊙ Lower) k_c
   for (std::int64_t t = 0; t < L; t += chunk) {
     const std::int64_t c = std::min(chunk, L - t);
     const T* q_c = f.q.row(t, D);
     const T* k_c = f.k.row(t, D);
     const T* W_c = W.row(t, M);
-    causal_chunk_aggregate(q_c, k_c, W_c, state.data(), t, c, n, block.data(), R_c.data());
+    causal_chunk_aggregate(q_c, k_c, W_c, prefix_state, t, c, dims, block.data(), R_c.data());
     for (std::int64_t a = 0; a < c; ++a) {
       const std::int64_t i = t + a;
       ds[i] = dot(G + i * M, R_c.row(a, M), M);
@@ -502,16 +510,17 @@ void causal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
       for (std::int64_t m = 0; m < M; ++m) dR[i * M + m] = row_scale * G[i * M + m];
     }
     T* dR_c = dR.row(t, M);
-    if (t > 0) gemm<T>(false, true, c, D, M, dR_c, state.data(), T(1), dq + t * D);
+    if (t > 0) gemm<T>(false, true, c, D, M, dR_c, prefix_state, T(1), dq + t * D);
     gemm<T>(false, true, c, c, M, dR_c, W_c, T(0), block.data());
     mask_block(block.data(), c, [](std::int64_t a, std::int64_t b) { return b <= a; });
     gemm<T>(false, false, c, D, c, block.data(), k_c, T(1), dq + t * D);
-    if (t + c < L) gemm<T>(true, false, D, M, c, k_c, W_c, T(1), state.data());  // S_prev += k_cᵀ W_c
+    if (t + c < L) gemm<T>(true, false, D, M, c, k_c, W_c, T(1), prefix_state);  // H += k_cᵀ W_c
   }
 
-  // §C4 backward, backward sweep with the suffix state T_next = Σ_{i after chunk} q_i ⊗ dR_i:
-  // dk_c = W_c T_nextᵀ + (W_c dR_cᵀ ⊙ Upper) q_c,  dW_c = k_c T_next + (k_c q_cᵀ ⊙ Upper) dR_c
-  std::fill_n(state.data(), D * M, T(0));
+  // §C4 backward, backward sweep with the suffix state U = Σ_{i after the chunk} q_i ⊗ dR_i:
+  // dk_c = W_c Uᵀ + (W_c dR_cᵀ ⊙ Upper) q_c,  dW_c = k_c U + (k_c q_cᵀ ⊙ Upper) dR_c
+  T* const suffix_state = state_buffer.data();  // H is no longer needed
+  std::fill_n(suffix_state, D * M, T(0));
   const std::int64_t last_chunk = (L - 1) / chunk * chunk;
   for (std::int64_t t = last_chunk; t >= 0; t -= chunk) {
     const std::int64_t c = std::min(chunk, L - t);
@@ -520,16 +529,16 @@ void causal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
     const T* W_c = W.row(t, M);
     const T* dR_c = dR.row(t, M);
     auto upper = [](std::int64_t a, std::int64_t b) { return b >= a; };
-    const bool after = t + c < L;  // T_next is zero for the last chunk
-    if (after) gemm<T>(false, true, c, D, M, W_c, state.data(), T(1), dk + t * D);
+    const bool after = t + c < L;  // U is zero for the last chunk
+    if (after) gemm<T>(false, true, c, D, M, W_c, suffix_state, T(1), dk + t * D);
     gemm<T>(false, true, c, c, M, W_c, dR_c, T(0), block.data());
     mask_block(block.data(), c, upper);
     gemm<T>(false, false, c, D, c, block.data(), q_c, T(1), dk + t * D);
     gemm<T>(false, true, c, c, D, k_c, q_c, T(0), block.data());
     mask_block(block.data(), c, upper);
     gemm<T>(false, false, c, M, c, block.data(), dR_c, T(0), dW.row(t, M));
-    if (after) gemm<T>(false, false, c, M, D, k_c, state.data(), T(1), dW.row(t, M));
-    if (t > 0) gemm<T>(true, false, D, M, c, q_c, dR_c, T(1), state.data());  // T_next += q_cᵀ dR_c
+    if (after) gemm<T>(false, false, c, M, D, k_c, suffix_state, T(1), dW.row(t, M));
+    if (t > 0) gemm<T>(true, false, D, M, c, q_c, dR_c, T(1), suffix_state);  // U += q_cᵀ dR_c
   }
 
   // W_i = C_i v_i;  s_i = A_i I_i / n_i
@@ -542,8 +551,10 @@ void causal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
     dI[i] = ds[i] * f.sink_allocation[i] / count;
   }
 
-  // §C3–§C1 backward in one reverse pass. The suffix sums (rcumsum) of the
-  // derivation are running sums, complete at position i once i is added.
+  // §C3–§C1 backward in one reverse pass (the document's section 5.5). The
+  // suffix sums suf(·) are running sums, complete at position i once i is
+  // added: γ = d_exp_cumsum_suffix, ρ = d_k_outgoing_suffix, τ =
+  // d_q_incoming_suffix, κ = d_k_cumsum_suffix, π = d_q_cumsum_suffix.
   Buffer<T> d_k_outgoing_suffix(D, Zeroed{}), d_q_incoming_suffix(D, Zeroed{}),
       d_k_cumsum_suffix(D, Zeroed{}), d_q_cumsum_suffix(D, Zeroed{});
   T d_exp_cumsum_suffix = 0;
@@ -553,43 +564,43 @@ void causal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
     const T* ki = f.k.row(i, D);
     T* dqi = dq + i * D;
     T* dki = dk + i * D;
-    // §C3: A_i = σ(Ĩ_i);  C_i = n_i e_i / E_i, E = cumsum(e), e = exp(Õ)
+    // §C3: A_i = σ(Ĩ_i);  C_i = n_i e_i / E_i, E = pre(e), e = exp(Õ)
     const T a = f.sink_allocation[i];
     const T d_conserved_sink = dA[i] * a * (T(1) - a);
     const T E = f.exp_source_cumsum[i];
     d_exp_cumsum_suffix += -dC[i] * f.source_competition[i] / E;  // dE_i = −dC_i C_i / E_i
     const T d_exp = dC[i] * count / E + d_exp_cumsum_suffix;
     const T raw = f.conserved_source_raw[i];
-    const bool clamp_inactive = raw >= s.clamp_min && raw <= s.clamp_max;  // §C2 clamp
-    const T d_conserved_source = clamp_inactive ? d_exp * f.exp_source[i] : T(0);
+    const bool clamp_inactive = raw >= cfg.clamp_min && raw <= cfg.clamp_max;  // §C2 clamp
+    const T d_conserved_source_raw = clamp_inactive ? d_exp * f.exp_source[i] : T(0);
 
-    // §C2: Ĩ_i = (q_i+ε)·(P_i+ε)/n_i with P = cumsum(O k)
-    const T* P = f.k_outgoing.row(i, D);
-    const T* Qc = f.q_incoming.row(i, D);
+    // §C2: Ĩ_i = (q_i+ε)·(k_outgoing_i+ε)/n_i with k_outgoing = pre(O k)
+    const T* k_outgoing = f.k_outgoing.row(i, D);
+    const T* q_incoming = f.q_incoming.row(i, D);
     for (std::int64_t d = 0; d < D; ++d) {
-      dqi[d] += d_conserved_sink * (P[d] + s.eps) / count;
-      d_k_outgoing_suffix[d] += d_conserved_sink * (qi[d] + s.eps) / count;  // ρ += dP_i
+      dqi[d] += d_conserved_sink * (k_outgoing[d] + cfg.eps) / count;
+      d_k_outgoing_suffix[d] += d_conserved_sink * (qi[d] + cfg.eps) / count;  // ρ += dk_outgoing_i
     }
     const T dO = dot(d_k_outgoing_suffix.data(), ki, D);
     axpy(f.source_outgoing[i], d_k_outgoing_suffix.data(), dki, D);
-    //       Ô_i = (k_i+ε)·(Qc_i+ε)/n_i with Qc = cumsum(I q)
+    //       Ô_i = (k_i+ε)·(q_incoming_i+ε)/n_i with q_incoming = pre(I q)
     for (std::int64_t d = 0; d < D; ++d) {
-      dki[d] += d_conserved_source * (Qc[d] + s.eps) / count;
-      d_q_incoming_suffix[d] += d_conserved_source * (ki[d] + s.eps) / count;  // σ += dQc_i
+      dki[d] += d_conserved_source_raw * (q_incoming[d] + cfg.eps) / count;
+      d_q_incoming_suffix[d] += d_conserved_source_raw * (ki[d] + cfg.eps) / count;  // τ += dq_incoming_i
     }
     dI[i] += dot(d_q_incoming_suffix.data(), qi, D);
     axpy(f.sink_incoming[i], d_q_incoming_suffix.data(), dqi, D);
 
-    // §C1: I_i = n_i/u_i, u_i = (q_i+ε)·(cumsum(k)_i+ε);  O_i = n_i/w_i, w_i = (k_i+ε)·(cumsum(q)_i+ε)
+    // §C1: I_i = n_i/u_i, u_i = (q_i+ε)·(k_sum_i+ε);  O_i = n_i/y_i, y_i = (k_i+ε)·(q_sum_i+ε)
     const T du = -dI[i] * f.sink_incoming[i] * f.sink_incoming[i] / count;
-    const T dw = -dO * f.source_outgoing[i] * f.source_outgoing[i] / count;
+    const T dy = -dO * f.source_outgoing[i] * f.source_outgoing[i] / count;
     const T* k_cumsum = f.k_cumsum.row(i, D);
     const T* q_cumsum = f.q_cumsum.row(i, D);
     for (std::int64_t d = 0; d < D; ++d) {
-      dqi[d] += du * (k_cumsum[d] + s.eps);
-      d_k_cumsum_suffix[d] += du * (qi[d] + s.eps);
-      dki[d] += dw * (q_cumsum[d] + s.eps);
-      d_q_cumsum_suffix[d] += dw * (ki[d] + s.eps);
+      dqi[d] += du * (k_cumsum[d] + cfg.eps);
+      d_k_cumsum_suffix[d] += du * (qi[d] + cfg.eps);
+      dki[d] += dy * (q_cumsum[d] + cfg.eps);
+      d_q_cumsum_suffix[d] += dy * (ki[d] + cfg.eps);
     }
     axpy(T(1), d_k_cumsum_suffix.data(), dki, D);
     axpy(T(1), d_q_cumsum_suffix.data(), dqi, D);
@@ -608,7 +619,7 @@ void causal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
 
 struct Problem {
   std::int64_t B, H;
-  Sizes sizes;
+  Dims dims;
   std::vector<std::vector<std::int64_t>> real_keys;  // per batch element; empty = no mask
 };
 
@@ -674,22 +685,22 @@ Tensor dense(const Tensor& t) {
 // back to the full S rows.
 template <class T, class Body>
 void for_each_head(const Problem& p, const Tensor& q, const Tensor& k, const Tensor& v, Body body) {
-  const Sizes n = p.sizes;
+  const Dims dims = p.dims;
   auto run_head = [&](std::int64_t head) {
-    const T* Qh = q.data<T>() + head * n.L * n.D;
-    const T* Kh = k.data<T>() + head * n.S * n.D;
-    const T* Vh = v.data<T>() + head * n.S * n.M;
+    const T* Qh = q.data<T>() + head * dims.N * dims.D;
+    const T* Kh = k.data<T>() + head * dims.S * dims.D;
+    const T* Vh = v.data<T>() + head * dims.S * dims.M;
     if (p.real_keys.empty()) {
-      body(head, Qh, Kh, Vh, n, nullptr);
+      body(head, Qh, Kh, Vh, dims, nullptr);
       return;
     }
     const std::vector<std::int64_t>& real = p.real_keys[head / p.H];
-    Sizes compact = n;
+    Dims compact = dims;
     compact.S = static_cast<std::int64_t>(real.size());
-    Buffer<T> K_real(compact.S * n.D), V_real(compact.S * n.M);
+    Buffer<T> K_real(compact.S * dims.D), V_real(compact.S * dims.M);
     for (std::int64_t r = 0; r < compact.S; ++r) {
-      std::copy_n(Kh + real[r] * n.D, n.D, K_real.row(r, n.D));
-      std::copy_n(Vh + real[r] * n.M, n.M, V_real.row(r, n.M));
+      std::copy_n(Kh + real[r] * dims.D, dims.D, K_real.row(r, dims.D));
+      std::copy_n(Vh + real[r] * dims.M, dims.M, V_real.row(r, dims.M));
     }
     body(head, Qh, K_real.data(), V_real.data(), compact, &real);
   };
@@ -710,17 +721,17 @@ Settings<T> settings_of(const FlowAttentionOptions& o) {
 
 Tensor forward_all(const Problem& p, const Tensor& q, const Tensor& k, const Tensor& v,
                    const FlowAttentionOptions& o) {
-  const Sizes n = p.sizes;
-  Tensor out = empty({p.B, p.H, n.L, n.M}, q.dtype());
+  const Dims dims = p.dims;
+  Tensor out = empty({p.B, p.H, dims.N, dims.M}, q.dtype());
   dispatch_floating(q.dtype(), "flow_attention", [&]<class T>() {
-    const Settings<T> s = settings_of<T>(o);
+    const Settings<T> cfg = settings_of<T>(o);
     for_each_head<T>(p, q, k, v, [&](std::int64_t head, const T* Qh, const T* Kh, const T* Vh,
-                                     Sizes hn, const std::vector<std::int64_t>*) {
-      T* out_h = out.data<T>() + head * n.L * n.M;
+                                     Dims hn, const std::vector<std::int64_t>*) {
+      T* out_h = out.data<T>() + head * dims.N * dims.M;
       if (o.causal) {
-        causal_forward(Qh, Kh, Vh, out_h, hn, s);
+        causal_forward(Qh, Kh, Vh, out_h, hn, cfg);
       } else {
-        normal_forward(Qh, Kh, Vh, out_h, hn, s);
+        normal_forward(Qh, Kh, Vh, out_h, hn, cfg);
       }
     });
   });
@@ -730,30 +741,30 @@ Tensor forward_all(const Problem& p, const Tensor& q, const Tensor& k, const Ten
 // The gradients of the whole batch: dQ, dK, dV (zero for padded keys).
 TensorList backward_all(const Problem& p, const Tensor& q, const Tensor& k, const Tensor& v,
                         const Tensor& grad_out, const FlowAttentionOptions& o) {
-  const Sizes n = p.sizes;
+  const Dims dims = p.dims;
   Tensor dq = zeros(q.shape(), q.dtype()), dk = zeros(k.shape(), k.dtype()),
          dv = zeros(v.shape(), v.dtype());
   dispatch_floating(q.dtype(), "flow_attention", [&]<class T>() {
-    const Settings<T> s = settings_of<T>(o);
+    const Settings<T> cfg = settings_of<T>(o);
     for_each_head<T>(p, q, k, v, [&](std::int64_t head, const T* Qh, const T* Kh, const T* Vh,
-                                     Sizes hn, const std::vector<std::int64_t>* real) {
-      const T* G = grad_out.data<T>() + head * n.L * n.M;
-      T* dQh = dq.data<T>() + head * n.L * n.D;
-      T* dKh = dk.data<T>() + head * n.S * n.D;
-      T* dVh = dv.data<T>() + head * n.S * n.M;
+                                     Dims hn, const std::vector<std::int64_t>* real) {
+      const T* G = grad_out.data<T>() + head * dims.N * dims.M;
+      T* dQh = dq.data<T>() + head * dims.N * dims.D;
+      T* dKh = dk.data<T>() + head * dims.S * dims.D;
+      T* dVh = dv.data<T>() + head * dims.S * dims.M;
       if (o.causal) {
-        causal_backward(Qh, Kh, Vh, G, dQh, dKh, dVh, hn, s);
+        causal_backward(Qh, Kh, Vh, G, dQh, dKh, dVh, hn, cfg);
         return;
       }
       if (real == nullptr) {
-        normal_backward(Qh, Kh, Vh, G, dQh, dKh, dVh, hn, s);
+        normal_backward(Qh, Kh, Vh, G, dQh, dKh, dVh, hn, cfg);
         return;
       }
-      Buffer<T> dK_real(hn.S * n.D, Zeroed{}), dV_real(hn.S * n.M, Zeroed{});  // zero on entry
-      normal_backward(Qh, Kh, Vh, G, dQh, dK_real.data(), dV_real.data(), hn, s);
+      Buffer<T> dK_real(hn.S * dims.D, Zeroed{}), dV_real(hn.S * dims.M, Zeroed{});  // zero on entry
+      normal_backward(Qh, Kh, Vh, G, dQh, dK_real.data(), dV_real.data(), hn, cfg);
       for (std::int64_t r = 0; r < hn.S; ++r) {  // padded rows stay zero
-        std::copy_n(dK_real.row(r, n.D), n.D, dKh + (*real)[r] * n.D);
-        std::copy_n(dV_real.row(r, n.M), n.M, dVh + (*real)[r] * n.M);
+        std::copy_n(dK_real.row(r, dims.D), dims.D, dKh + (*real)[r] * dims.D);
+        std::copy_n(dV_real.row(r, dims.M), dims.M, dVh + (*real)[r] * dims.M);
       }
     });
   });
@@ -810,7 +821,7 @@ Tensor CausalFlowAttentionState::step(const Tensor& q, const Tensor& k, const Te
   Tensor out = empty(v_shape, dtype_);
   const std::int64_t D = dim_, M = value_dim_;
   dispatch_floating(dtype_, "CausalFlowAttentionState::step", [&]<class T>() {
-    const Settings<T> s = settings_of<T>(options_);
+    const Settings<T> cfg = settings_of<T>(options_);
     const T count = static_cast<T>(position_ + 1);
     Buffer<T> qi(D), ki(D), weighted(M);
     for (std::int64_t h = 0; h < batch_ * heads_; ++h) {
@@ -824,17 +835,17 @@ Tensor CausalFlowAttentionState::step(const Tensor& q, const Tensor& k, const Te
       T& exp_sum = exp_sum_.data<T>()[h];
       axpy(T(1), ki.data(), k_sum, D);  // §C1
       axpy(T(1), qi.data(), q_sum, D);
-      const T sink_incoming = T(1) / dot_eps(qi.data(), k_sum, D, s.eps) * count;
-      const T source_outgoing = T(1) / dot_eps(ki.data(), q_sum, D, s.eps) * count;
+      const T sink_incoming = T(1) / dot_eps(qi.data(), k_sum, D, cfg.eps) * count;
+      const T source_outgoing = T(1) / dot_eps(ki.data(), q_sum, D, cfg.eps) * count;
       axpy(source_outgoing, ki.data(), k_outgoing, D);  // §C2
       axpy(sink_incoming, qi.data(), q_incoming, D);
-      const T conserved_sink = dot_eps(qi.data(), k_outgoing, D, s.eps) / count;
-      const T conserved_source_raw = dot_eps(ki.data(), q_incoming, D, s.eps) / count;
+      const T conserved_sink = dot_eps(qi.data(), k_outgoing, D, cfg.eps) / count;
+      const T conserved_source_raw = dot_eps(ki.data(), q_incoming, D, cfg.eps) / count;
       const T sink_allocation = sigmoid(conserved_sink);  // §C3
-      const T exp_source = std::exp(std::clamp(conserved_source_raw, s.clamp_min, s.clamp_max));
+      const T exp_source = std::exp(std::clamp(conserved_source_raw, cfg.clamp_min, cfg.clamp_max));
       exp_sum += exp_source;
       const T source_competition = exp_source / exp_sum * count;
-      const T* vi = vd.data<T>() + h * M;  // §C4: S += k ⊗ C v;  out = A (I/n) q S
+      const T* vi = vd.data<T>() + h * M;  // §C4: H += k ⊗ C v;  out = A (I/n) q H
       for (std::int64_t m = 0; m < M; ++m) weighted[m] = source_competition * vi[m];
       for (std::int64_t d = 0; d < D; ++d) axpy(ki[d], weighted.data(), kv + d * M, M);
       T* out_h = out.data<T>() + h * M;
