@@ -194,6 +194,20 @@ struct Settings {
   T eps, clamp_min, clamp_max;
 };
 
+// Collects a kernel's own intermediates for flow_attention_inspect. The
+// kernels take a null recorder otherwise: one branch per stage.
+struct KernelRecorder {
+  std::vector<FlowAttentionQuantity> quantities;
+
+  template <class T>
+  void add(const char* symbol, const char* section, const T* data, Shape shape) {
+    Tensor value = empty(shape, kFloat64);
+    const std::int64_t count = value.numel();
+    for (std::int64_t e = 0; e < count; ++e) value.data<double>()[e] = static_cast<double>(data[e]);
+    quantities.push_back({symbol, section, std::move(value)});
+  }
+};
+
 // The feature map: q = σ(Q), k = σ(K) (§N0 / §C0). In float, through an
 // exponential that vectorises, compiled for x86-64-v4 / v3 / baseline and
 // chosen at load (all three give the same bits: -ffp-contract=off).
@@ -292,23 +306,41 @@ void normal_forward(const T* Q, const T* K, const T* V, T* out, Dims dims, Setti
 // Gradients of one head; dQ, dK, dV must be zero on entry.
 template <class T>
 void normal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* dK, T* dV, Dims dims,
-                     Settings<T> cfg) {
+                     Settings<T> cfg, KernelRecorder* rec = nullptr) {
   const std::int64_t L = dims.N, S = dims.S, D = dims.D, M = dims.M;
   NormalFlows<T> f(Q, K, dims, cfg);
   Buffer<T> W(S * M), KV(D * M);
   f.aggregate_state(V, W.data(), KV.data());
+  if (rec) {
+    rec->add("q", "§N0", f.q.data(), {L, D});
+    rec->add("k", "§N0", f.k.data(), {S, D});
+    rec->add("k_sum", "§N1", f.k_sum.data(), {D});
+    rec->add("q_sum", "§N1", f.q_sum.data(), {D});
+    rec->add("I", "§N1", f.sink_incoming.data(), {L});
+    rec->add("O", "§N1", f.source_outgoing.data(), {S});
+    rec->add("k_outgoing", "§N2", f.k_outgoing.data(), {D});
+    rec->add("q_incoming", "§N2", f.q_incoming.data(), {D});
+    rec->add("Ĩ", "§N2", f.conserved_sink.data(), {L});
+    rec->add("Ô", "§N2", f.conserved_source_raw.data(), {S});
+    rec->add("A", "§N3", f.sink_allocation.data(), {L});
+    rec->add("C", "§N3", f.source_competition.data(), {S});
+    rec->add("W", "§N4", W.data(), {S, M});
+    rec->add("KV", "§N4", KV.data(), {D, M});
+  }
   T* dq = dQ;  // accumulated as ∂ℓ/∂q, turned into ∂ℓ/∂Q at the end (§N0)
   T* dk = dK;
 
   // §N4 backward: out_i = s_i R_i, R = q KV, s_i = A_i I_i
   Buffer<T> R(L * M), dR(L * M), dA(L), dI(L);
   gemm<T>(false, false, L, M, D, f.q.data(), KV.data(), T(0), R.data());
+  std::vector<T> recorded_s, recorded_ds;
   for (std::int64_t i = 0; i < L; ++i) {
     const T ds = dot(G + i * M, R.row(i, M), M);  // ds_i = G_i · R_i
     dA[i] = ds * f.sink_incoming[i];
     dI[i] = ds * f.sink_allocation[i];
     const T row_scale = f.sink_allocation[i] * f.sink_incoming[i];
     for (std::int64_t m = 0; m < M; ++m) dR[i * M + m] = row_scale * G[i * M + m];
+    if (rec) recorded_s.push_back(row_scale), recorded_ds.push_back(ds);
   }
   Buffer<T> dKV(D * M), dW(S * M);
   gemm<T>(false, true, L, D, M, dR.data(), KV.data(), T(1), dq);  // dq += dR KVᵀ
@@ -319,6 +351,17 @@ void normal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
   for (std::int64_t j = 0; j < S; ++j) {  // W_j = C_j v_j
     dC[j] = dot(V + j * M, dW.row(j, M), M);
     for (std::int64_t m = 0; m < M; ++m) dV[j * M + m] = f.source_competition[j] * dW[j * M + m];
+  }
+  if (rec) {
+    rec->add("R", "§N4", R.data(), {L, M});
+    rec->add("s", "§N4", recorded_s.data(), {L});
+    rec->add("dR", "§N4", dR.data(), {L, M});
+    rec->add("ds", "§N4", recorded_ds.data(), {L});
+    rec->add("dA", "§N4", dA.data(), {L});
+    rec->add("dKV", "§N4", dKV.data(), {D, M});
+    rec->add("dW", "§N4", dW.data(), {S, M});
+    rec->add("dC", "§N4", dC.data(), {S});
+    rec->add("dV", "§N4", dV, {S, M});
   }
 
   // §N3 backward: A_i = σ(Ĩ_i N/S);  C = S softmax(Õ)
@@ -334,6 +377,10 @@ void normal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
     const T raw = f.conserved_source_raw[j];
     const bool clamp_inactive = raw >= cfg.clamp_min && raw <= cfg.clamp_max;  // §N2 clamp
     d_conserved_source_raw[j] = clamp_inactive ? f.source_competition[j] * (dC[j] - weighted_dC) : T(0);
+  }
+  if (rec) {
+    rec->add("dĨ", "§N3", d_conserved_sink.data(), {L});
+    rec->add("dÔ", "§N2", d_conserved_source_raw.data(), {S});
   }
 
   // §N2 backward: Ĩ_i = (q_i+ε)·(k_outgoing+ε), k_outgoing = Σ_j O_j k_j
@@ -358,11 +405,19 @@ void normal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
     dI[i] += dot(d_q_incoming.data(), f.q.row(i, D), D);
     axpy(f.sink_incoming[i], d_q_incoming.data(), dq + i * D, D);
   }
+  if (rec) {
+    rec->add("dk_outgoing", "§N2", d_k_outgoing.data(), {D});
+    rec->add("dq_incoming", "§N2", d_q_incoming.data(), {D});
+    rec->add("dO", "§N2", dO.data(), {S});
+    rec->add("dI", "§N2", dI.data(), {L});
+  }
 
   // §N1 backward: I_i = 1/u_i, u_i = (q_i+ε)·(k_sum+ε);  O_j = 1/y_j, y_j = (k_j+ε)·(q_sum+ε)
   Buffer<T> d_k_sum(D, Zeroed{}), d_q_sum(D, Zeroed{});
+  std::vector<T> recorded_du, recorded_dy;
   for (std::int64_t i = 0; i < L; ++i) {
     const T du = -f.sink_incoming[i] * f.sink_incoming[i] * dI[i];
+    if (rec) recorded_du.push_back(du);
     for (std::int64_t d = 0; d < D; ++d) {
       dq[i * D + d] += du * (f.k_sum[d] + cfg.eps);
       d_k_sum[d] += du * (f.q[i * D + d] + cfg.eps);
@@ -370,16 +425,29 @@ void normal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
   }
   for (std::int64_t j = 0; j < S; ++j) {
     const T dy = -f.source_outgoing[j] * f.source_outgoing[j] * dO[j];
+    if (rec) recorded_dy.push_back(dy);
     for (std::int64_t d = 0; d < D; ++d) {
       dk[j * D + d] += dy * (f.q_sum[d] + cfg.eps) + d_k_sum[d];
       d_q_sum[d] += dy * (f.k[j * D + d] + cfg.eps);
     }
   }
   for (std::int64_t i = 0; i < L; ++i) axpy(T(1), d_q_sum.data(), dq + i * D, D);
+  if (rec) {
+    rec->add("du", "§N1", recorded_du.data(), {L});
+    rec->add("dy", "§N1", recorded_dy.data(), {S});
+    rec->add("dk_sum", "§N1", d_k_sum.data(), {D});
+    rec->add("dq_sum", "§N1", d_q_sum.data(), {D});
+    rec->add("dq", "§N1", dq, {L, D});
+    rec->add("dk", "§N1", dk, {S, D});
+  }
 
   // §N0 backward: dQ = dq ⊙ q(1−q), dK = dk ⊙ k(1−k)
   for (std::int64_t e = 0; e < L * D; ++e) dQ[e] = dq[e] * f.q[e] * (T(1) - f.q[e]);
   for (std::int64_t e = 0; e < S * D; ++e) dK[e] = dk[e] * f.k[e] * (T(1) - f.k[e]);
+  if (rec) {
+    rec->add("dQ", "§N0", dQ, {L, D});
+    rec->add("dK", "§N0", dK, {S, D});
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -483,7 +551,7 @@ void causal_forward(const T* Q, const T* K, const T* V, T* out, Dims dims, Setti
 // Gradients of one head; dQ, dK, dV must be zero on entry.
 template <class T>
 void causal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* dK, T* dV, Dims dims,
-                     Settings<T> cfg) {
+                     Settings<T> cfg, KernelRecorder* rec = nullptr) {
   const std::int64_t L = dims.N, D = dims.D, M = dims.M;
   CausalFlows<T> f(Q, K, dims, cfg, /*keep_prefix_sums=*/true);
   // One D×M buffer serves as the prefix state H (forward sweep), then as the suffix state U.
@@ -494,6 +562,24 @@ void causal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
   f.weighted_values(V, W.data());
   T* dq = dQ;  // ∂ℓ/∂q until §C0 turns it into ∂ℓ/∂Q
   T* dk = dK;
+  std::vector<T> recorded_R(rec ? L * M : 0), recorded_s(rec ? L : 0);
+  if (rec) {
+    rec->add("q", "§C0", f.q.data(), {L, D});
+    rec->add("k", "§C0", f.k.data(), {L, D});
+    rec->add("k_sum", "§C1", f.k_cumsum.data(), {L, D});
+    rec->add("q_sum", "§C1", f.q_cumsum.data(), {L, D});
+    rec->add("I", "§C1", f.sink_incoming.data(), {L});
+    rec->add("O", "§C1", f.source_outgoing.data(), {L});
+    rec->add("k_outgoing", "§C2", f.k_outgoing.data(), {L, D});
+    rec->add("q_incoming", "§C2", f.q_incoming.data(), {L, D});
+    rec->add("Ĩ", "§C2", f.conserved_sink.data(), {L});
+    rec->add("Ô", "§C2", f.conserved_source_raw.data(), {L});
+    rec->add("A", "§C3", f.sink_allocation.data(), {L});
+    rec->add("e", "§C3", f.exp_source.data(), {L});
+    rec->add("E", "§C3", f.exp_source_cumsum.data(), {L});
+    rec->add("C", "§C3", f.source_competition.data(), {L});
+    rec->add("W", "§C4", W.data(), {L, M});
+  }
 
   // §C4 backward, forward sweep: R, ds_i = G_i·R_i, dR_i = s_i G_i and
   // dq_c = dR_c Hᵀ + (dR_c W_cᵀ ⊙ Lower) k_c
@@ -508,6 +594,10 @@ void causal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
       ds[i] = dot(G + i * M, R_c.row(a, M), M);
       const T row_scale = f.row_scale(i);
       for (std::int64_t m = 0; m < M; ++m) dR[i * M + m] = row_scale * G[i * M + m];
+      if (rec) {
+        std::copy_n(R_c.row(a, M), M, recorded_R.data() + i * M);
+        recorded_s[static_cast<std::size_t>(i)] = row_scale;
+      }
     }
     T* dR_c = dR.row(t, M);
     if (t > 0) gemm<T>(false, true, c, D, M, dR_c, prefix_state, T(1), dq + t * D);
@@ -550,6 +640,19 @@ void causal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
     dA[i] = ds[i] * f.sink_incoming[i] / count;
     dI[i] = ds[i] * f.sink_allocation[i] / count;
   }
+  if (rec) {
+    rec->add("R", "§C4", recorded_R.data(), {L, M});
+    rec->add("s", "§C4", recorded_s.data(), {L});
+    rec->add("dR", "§C4", dR.data(), {L, M});
+    rec->add("ds", "§C4", ds.data(), {L});
+    rec->add("dW", "§C4", dW.data(), {L, M});
+    rec->add("dC", "§C4", dC.data(), {L});
+    rec->add("dV", "§C4", dV, {L, M});
+    rec->add("dA", "§C4", dA.data(), {L});
+  }
+  // Per-position gradients the reverse loop keeps as scalars, for a recorder.
+  std::vector<T> recorded_dconserved_sink(rec ? L : 0), recorded_dconserved_source(rec ? L : 0),
+      recorded_dO(rec ? L : 0), recorded_du(rec ? L : 0), recorded_dy(rec ? L : 0);
 
   // §C3–§C1 backward in one reverse pass (the document's section 5.5). The
   // suffix sums suf(·) are running sums, complete at position i once i is
@@ -573,6 +676,10 @@ void causal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
     const T raw = f.conserved_source_raw[i];
     const bool clamp_inactive = raw >= cfg.clamp_min && raw <= cfg.clamp_max;  // §C2 clamp
     const T d_conserved_source_raw = clamp_inactive ? d_exp * f.exp_source[i] : T(0);
+    if (rec) {
+      recorded_dconserved_sink[static_cast<std::size_t>(i)] = d_conserved_sink;
+      recorded_dconserved_source[static_cast<std::size_t>(i)] = d_conserved_source_raw;
+    }
 
     // §C2: Ĩ_i = (q_i+ε)·(k_outgoing_i+ε)/n_i with k_outgoing = pre(O k)
     const T* k_outgoing = f.k_outgoing.row(i, D);
@@ -594,6 +701,11 @@ void causal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
     // §C1: I_i = n_i/u_i, u_i = (q_i+ε)·(k_sum_i+ε);  O_i = n_i/y_i, y_i = (k_i+ε)·(q_sum_i+ε)
     const T du = -dI[i] * f.sink_incoming[i] * f.sink_incoming[i] / count;
     const T dy = -dO * f.source_outgoing[i] * f.source_outgoing[i] / count;
+    if (rec) {
+      recorded_dO[static_cast<std::size_t>(i)] = dO;
+      recorded_du[static_cast<std::size_t>(i)] = du;
+      recorded_dy[static_cast<std::size_t>(i)] = dy;
+    }
     const T* k_cumsum = f.k_cumsum.row(i, D);
     const T* q_cumsum = f.q_cumsum.row(i, D);
     for (std::int64_t d = 0; d < D; ++d) {
@@ -606,10 +718,25 @@ void causal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
     axpy(T(1), d_q_cumsum_suffix.data(), dqi, D);
   }
 
+  if (rec) {
+    rec->add("dĨ", "§C3", recorded_dconserved_sink.data(), {L});
+    rec->add("dÔ", "§C2", recorded_dconserved_source.data(), {L});
+    rec->add("dO", "§C2", recorded_dO.data(), {L});
+    rec->add("dI", "§C2", dI.data(), {L});
+    rec->add("du", "§C1", recorded_du.data(), {L});
+    rec->add("dy", "§C1", recorded_dy.data(), {L});
+    rec->add("dq", "§C1", dq, {L, D});
+    rec->add("dk", "§C1", dk, {L, D});
+  }
+
   // §C0 backward
   for (std::int64_t e = 0; e < L * D; ++e) {
     dQ[e] = dq[e] * f.q[e] * (T(1) - f.q[e]);
     dK[e] = dk[e] * f.k[e] * (T(1) - f.k[e]);
+  }
+  if (rec) {
+    rec->add("dQ", "§C0", dQ, {L, D});
+    rec->add("dK", "§C0", dK, {L, D});
   }
 }
 
@@ -879,6 +1006,66 @@ Tensor flow_attention(const Tensor& queries, const Tensor& keys, const Tensor& v
     autograd::set_history(out, node);
   }
   return out;
+}
+
+const Tensor& FlowAttentionInspection::at(std::string_view symbol) const {
+  for (const FlowAttentionQuantity& quantity : quantities)
+    if (quantity.symbol == symbol) return quantity.value;
+  fail("FlowAttentionInspection", "no quantity \"", symbol.substr(0, 40), "\": the kernel does not hold it");
+}
+
+FlowAttentionInspection flow_attention_inspect(const Tensor& queries, const Tensor& keys, const Tensor& values,
+                                               const Tensor& grad_out, const FlowAttentionOptions& options,
+                                               const Tensor& key_padding_mask, std::int64_t batch,
+                                               std::int64_t head) {
+  const char* op = "flow_attention_inspect";
+  const Problem p = check_inputs(queries, keys, values, options, key_padding_mask);
+  if (batch < 0 || batch >= p.B || head < 0 || head >= p.H)
+    fail(op, "(batch, head) = (", batch, ", ", head, ") is outside the ", p.B, " x ", p.H, " heads of queries ",
+         shape_str(queries.shape()));
+  const Shape out_shape{p.B, p.H, p.dims.N, p.dims.M};
+  if (!grad_out.defined() || grad_out.shape() != out_shape || grad_out.dtype() != queries.dtype())
+    fail(op, "grad_out must be ", dtype_name(queries.dtype()), " ", shape_str(out_shape), " like the output, got ",
+         grad_out.defined() ? std::string(dtype_name(grad_out.dtype())) + " " + shape_str(grad_out.shape())
+                            : std::string("an undefined tensor"));
+  const Tensor q = dense(queries), k = dense(keys), v = dense(values), g = dense(grad_out);
+  KernelRecorder rec;
+  dispatch_floating(q.dtype(), op, [&]<class T>() {
+    const Settings<T> cfg = settings_of<T>(options);
+    const std::int64_t index = batch * p.H + head;
+    Dims dims = p.dims;
+    const T* Qh = q.data<T>() + index * dims.N * dims.D;
+    const T* Kh = k.data<T>() + index * dims.S * dims.D;
+    const T* Vh = v.data<T>() + index * dims.S * dims.M;
+    const T* G = g.data<T>() + index * dims.N * dims.M;
+    // With a mask, the real keys only (as the kernels see them).
+    std::vector<T> K_real, V_real;
+    if (!p.real_keys.empty()) {
+      for (std::int64_t j : p.real_keys[static_cast<std::size_t>(batch)]) {
+        K_real.insert(K_real.end(), Kh + j * dims.D, Kh + (j + 1) * dims.D);
+        V_real.insert(V_real.end(), Vh + j * dims.M, Vh + (j + 1) * dims.M);
+      }
+      dims.S = static_cast<std::int64_t>(p.real_keys[static_cast<std::size_t>(batch)].size());
+      Kh = K_real.data();
+      Vh = V_real.data();
+    }
+    std::vector<T> out(static_cast<std::size_t>(dims.N * dims.M)), dQ(static_cast<std::size_t>(dims.N * dims.D)),
+        dK(static_cast<std::size_t>(dims.S * dims.D)), dV(static_cast<std::size_t>(dims.S * dims.M));
+    if (options.causal) {
+      causal_forward(Qh, Kh, Vh, out.data(), dims, cfg);
+      causal_backward(Qh, Kh, Vh, G, dQ.data(), dK.data(), dV.data(), dims, cfg, &rec);
+    } else {
+      normal_forward(Qh, Kh, Vh, out.data(), dims, cfg);
+      normal_backward(Qh, Kh, Vh, G, dQ.data(), dK.data(), dV.data(), dims, cfg, &rec);
+    }
+    // out (from the forward kernel) goes after s, the last forward quantity.
+    KernelRecorder out_rec;
+    out_rec.add("out", options.causal ? "§C4" : "§N4", out.data(), {dims.N, dims.M});
+    const auto after_s = std::find_if(rec.quantities.begin(), rec.quantities.end(),
+                                      [](const FlowAttentionQuantity& x) { return x.symbol == "s"; });
+    rec.quantities.insert(after_s + 1, std::move(out_rec.quantities.front()));
+  });
+  return {std::move(rec.quantities)};
 }
 
 }  // namespace flowgrad

@@ -4,6 +4,10 @@
 // exactly the reference implementation's.
 #pragma once
 
+#include <string>
+#include <string_view>
+#include <vector>
+
 #include "../core/tensor.h"
 
 namespace flowgrad {
@@ -56,6 +60,30 @@ class CausalFlowAttentionState {
   // (1) and the state Σ k ⊗ C v (D×M).
   Tensor k_sum_, q_sum_, k_outgoing_, q_incoming_, exp_sum_, kv_state_;
 };
+
+// The fused kernels' own intermediates for one head, for studying the
+// gradients: every quantity the kernel holds, by the symbol and section of
+// docs/flow-attention-gradients.md ("I", "§N1"), forward values first, then
+// the gradients ("dI") in the order the backward completes them. Values are
+// float64 copies. They come from the hand-derived backward (which
+// recomputes the forward) and the forward kernel (for out), not from
+// autograd. With a key padding mask the key-indexed quantities cover the
+// real keys only, in order. Quantities the kernel never stores (u, y and Õ
+// as values, dÕ) are absent; the causal per-position sums are N×D.
+struct FlowAttentionQuantity {
+  std::string symbol, section;
+  Tensor value;
+};
+struct FlowAttentionInspection {
+  std::vector<FlowAttentionQuantity> quantities;
+  // The quantity named `symbol`; throws naming it when absent.
+  const Tensor& at(std::string_view symbol) const;
+};
+// grad_out is ∂ℓ/∂out [B, H, L, M]; (batch, head) chooses the head.
+FlowAttentionInspection flow_attention_inspect(const Tensor& queries, const Tensor& keys, const Tensor& values,
+                                               const Tensor& grad_out, const FlowAttentionOptions& options = {},
+                                               const Tensor& key_padding_mask = Tensor(), std::int64_t batch = 0,
+                                               std::int64_t head = 0);
 
 // The argument checks of flow_attention(): throws a flowgrad::Error naming
 // the op and the shapes when the inputs, options or mask do not fit.

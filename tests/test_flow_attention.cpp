@@ -317,6 +317,91 @@ TEST_CASE("the trace exposes intermediates and their gradients") {
   REQUIRE_FALSE(trace.k_features.requires_grad());  // K was not marked
 }
 
+TEST_CASE("flow_attention_inspect: the kernel's own intermediates and gradients equal the trace's and autograd's") {
+  Generator gen(41);
+  for (const bool causal : {false, true}) {
+    INFO("causal " << causal);
+    const std::int64_t N = 6, S = causal ? 6 : 5, D = 3, M = 4;
+    const Tensor Q = randn({2, 2, N, D}, gen, kFloat64), K = randn({2, 2, S, D}, gen, kFloat64),
+                 V = randn({2, 2, S, M}, gen, kFloat64), G = randn({2, 2, N, M}, gen, kFloat64);
+    const FlowAttentionOptions options = FlowAttentionOptions{}.set_causal(causal);
+    const FlowAttentionInspection inspection = flow_attention_inspect(Q, K, V, G, options, Tensor(), 1, 0);
+    const std::string section = causal ? "§C" : "§N";
+    for (const FlowAttentionQuantity& quantity : inspection.quantities) REQUIRE(quantity.section.rfind(section, 0) == 0);
+
+    Tensor q = Q.detach().requires_grad_(), k = K.detach().requires_grad_(), v = V.detach().requires_grad_();
+    const FlowAttentionTrace trace = flow_attention_trace(q, k, v, options);
+    trace.out.backward(G);
+    const auto head = [](const Tensor& t) { return t.select(0, 1).select(0, 0); };  // (batch 1, head 0)
+    const std::vector<std::pair<std::string, Tensor>> same{
+        {"q", trace.q_features},      {"k", trace.k_features},    {"I", trace.sink_incoming},
+        {"O", trace.source_outgoing}, {"Ĩ", trace.conserved_sink}, {"A", trace.sink_allocation},
+        {"C", trace.source_competition}, {"out", trace.out}};
+    for (const auto& [symbol, traced] : same) {
+      INFO(symbol);
+      require_close(inspection.at(symbol), head(traced).contiguous(), 1e-10, 1e-12);
+      if (symbol != "out")  // dout is grad_out itself
+        require_close(inspection.at("d" + symbol), head(traced.grad()).contiguous(), 1e-8, 1e-10);
+    }
+    require_close(inspection.at("dQ"), head(q.grad()).contiguous(), 1e-8, 1e-10);
+    require_close(inspection.at("dK"), head(k.grad()).contiguous(), 1e-8, 1e-10);
+    require_close(inspection.at("dV"), head(v.grad()).contiguous(), 1e-8, 1e-10);
+    // s R is the output, and the state products are what the page says.
+    require_close(inspection.at("out"), inspection.at("R") * inspection.at("s").unsqueeze(1), 1e-12, 1e-12);
+  }
+  // A masked head is its unpadded sequence: every quantity over the real keys.
+  const Tensor Q = randn({1, 1, 4, 3}, gen, kFloat64), K = randn({1, 1, 5, 3}, gen, kFloat64),
+               V = randn({1, 1, 5, 2}, gen, kFloat64), G = randn({1, 1, 4, 2}, gen, kFloat64);
+  const Tensor mask = tensor({1, 0, 1, 1, 0}, {1, 5});
+  const Tensor real = from_vector<std::int64_t>({0, 2, 3});
+  const FlowAttentionInspection masked = flow_attention_inspect(Q, K, V, G, {}, mask);
+  const FlowAttentionInspection unpadded =
+      flow_attention_inspect(Q, index_select(K, 2, real), index_select(V, 2, real), G);
+  REQUIRE(masked.quantities.size() == unpadded.quantities.size());
+  for (std::size_t i = 0; i < masked.quantities.size(); ++i) {
+    INFO(masked.quantities[i].symbol);
+    REQUIRE(masked.quantities[i].symbol == unpadded.quantities[i].symbol);
+    require_close(masked.quantities[i].value, unpadded.quantities[i].value, 0, 0);
+  }
+
+  REQUIRE_THROWS_WITH(flow_attention_inspect(Q, K, V, G, {}, Tensor(), 1, 0),
+                      Catch::Contains("[flow_attention_inspect] (batch, head) = (1, 0) is outside the 1 x 1 heads"));
+  REQUIRE_THROWS_WITH(flow_attention_inspect(Q, K, V, Q),
+                      Catch::Contains("grad_out must be float64 [1, 1, 4, 2] like the output, got float64 [1, 1, 4, 3]"));
+  REQUIRE_THROWS_WITH(masked.at("u"), Catch::Contains("no quantity \"u\": the kernel does not hold it"));
+  REQUIRE_THROWS_WITH(flow_attention_inspect(Q, K, V, G, FlowAttentionOptions{}.set_causal(true)),
+                      Catch::Contains("[flow_attention] causal attention needs L == S"));
+}
+
+TEST_CASE("flow_inspect prints the kernel's quantities by symbol and section, checked against autograd") {
+  TempDir dir;
+  const ProgramRun normal = run_program(FLOW_INSPECT_PATH, "--L 3 --S 2 --D 2 --M 1", dir);
+  REQUIRE(normal.status == 0);
+  for (const char* line : {"§N2   Ô ", "§N2   dÔ ", "§N1   du ", "§N4   KV ", "§N0   dQ "})
+    REQUIRE_THAT(normal.output, Catch::Contains(line));
+  REQUIRE_THAT(normal.output, Catch::Contains("kernel and autograd agree"));
+  // Small tensors are printed whole: q is 3×2.
+  const auto q_line = normal.output.substr(normal.output.find("§N0   q "));
+  REQUIRE(std::count(q_line.begin(), q_line.begin() + static_cast<std::ptrdiff_t>(q_line.find('\n')), 'e') == 6);
+
+  const ProgramRun causal = run_program(FLOW_INSPECT_PATH, "--causal --L 4 --D 2 --M 2", dir);
+  REQUIRE(causal.status == 0);
+  for (const char* line : {"§C3   E ", "§C2   k_outgoing    [4, 2]", "§C1   dy "})
+    REQUIRE_THAT(causal.output, Catch::Contains(line));
+  REQUIRE_THAT(causal.output, Catch::Contains("kernel and autograd agree"));
+
+  const ProgramRun masked = run_program(FLOW_INSPECT_PATH, "--S 4 --mask 1,0,1,1 --L 3", dir);
+  REQUIRE(masked.status == 0);
+  REQUIRE_THAT(masked.output, Catch::Contains("key padding mask 1 0 1 1") && Catch::Contains("§N1   O             [3]"));
+
+  REQUIRE_THAT(run_program(FLOW_INSPECT_PATH, "--causal --S 4", dir).output,
+               Catch::Contains("--S does not apply to causal attention"));
+  REQUIRE_THAT(run_program(FLOW_INSPECT_PATH, "--causal --mask 1,1", dir).output,
+               Catch::Contains("--mask applies to normal attention only"));
+  REQUIRE_THAT(run_program(FLOW_INSPECT_PATH, "--mask 1,1", dir).output, Catch::Contains("--mask has 2 flags for --S 5 keys"));
+  REQUIRE(run_program(FLOW_INSPECT_PATH, "--S 2 --mask 1,2", dir).status != 0);
+}
+
 TEST_CASE("incremental causal Flow-Attention equals the full causal forward at every position") {
   const DType dtype = GENERATE(kFloat64, kFloat32);
   Generator gen(41);

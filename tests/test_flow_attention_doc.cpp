@@ -1,8 +1,8 @@
 // The derivation document against the code: the worked example of
 // docs/flow-attention-gradients.md (section 4) is read from the page itself
-// and every value and gradient it lists for a quantity the code exposes is
-// compared with the fused kernel (inputs, output) and with the composed
-// trace (intermediates, gradients by autograd). If the page or the code
+// and every value and gradient it lists is compared with the fused kernel's
+// own intermediates (flow_attention_inspect) and with the composed trace
+// (gradients by autograd). If the page or the code
 // changes alone, this fails. (docs/figures/worked_example.py --check checks
 // the page's formulas against PyTorch autograd, offline.)
 #include <catch2/catch.hpp>
@@ -109,6 +109,24 @@ TEST_CASE("The worked example of the derivation document is what the kernel and 
     require_printed(name + " (trace)", doc.at(name).values, tensor);
     require_printed("d" + name + " (trace)", doc.at(name).gradients, tensor.grad());
   }
+  // Every row the kernel holds, from the kernel itself (flow_attention_inspect).
+  const FlowAttentionInspection inspection = flow_attention_inspect(Q.detach(), K.detach(), V.detach(), G);
+  int compared = 0;
+  for (const auto& [name, row] : doc) {
+    for (const FlowAttentionQuantity& quantity : inspection.quantities) {
+      if (quantity.symbol == name) {
+        require_printed(name + " (kernel)", row.values, quantity.value);
+        ++compared;
+      }
+      if (quantity.symbol == "d" + name) {
+        require_printed("d" + name + " (kernel)", row.gradients, quantity.value);
+        ++compared;
+      }
+    }
+  }
+  // All but eight: the inputs Q, K, V and the incoming gradient dout (checked
+  // above), the values of u, y and Õ and the gradient dÕ (never stored).
+  REQUIRE(compared == 2 * static_cast<int>(doc.size()) - 8);
   // One source is clamped in the example, so the clamp's path is exercised.
   REQUIRE(doc.at("Ô").values[0] > 1.0);
   REQUIRE(doc.at("Ô").gradients[0] == 0.0);
