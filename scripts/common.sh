@@ -14,6 +14,8 @@ FLOWGRAD_APT_PACKAGES=(
 # What scripts/fuzz needs besides: clang and its libFuzzer runtime.
 # shellcheck disable=SC2034  # used by scripts/fuzz
 FLOWGRAD_FUZZ_PACKAGES=(clang libclang-rt-14-dev)
+# A real browser for the test that loads flow_inspect's HTML report (skipped without it).
+FLOWGRAD_BROWSER_PACKAGES=(chromium)
 
 # shellcheck disable=SC2034  # used by the scripts that source this file
 FLOWGRAD_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -9,11 +9,12 @@
 // paths through it, since no path passes through both.
 //
 //   flow_inspect [--causal] [--L 6] [--S 5] [--D 4] [--M 3] [--mask 1,0,1,1,1]
-//                [--seed 0] [--full] [--out FILE]
+//                [--seed 0] [--full] [--out FILE] [--html FILE]
 //
 // Tensors of at most 12 elements are printed whole (--full: all of them).
 // With --out, everything goes to a safetensors file ("kernel/<symbol>",
-// "trace/<name>", "trace/grad/<name>").
+// "trace/<name>", "trace/grad/<name>"); with --html, to a self-contained page
+// (html_report.h).
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -23,8 +24,9 @@
 #include <iostream>
 #include <sstream>
 
-#include "../flowgrad.h"
-#include "common/flags.h"
+#include "../../flowgrad.h"
+#include "../common/flags.h"
+#include "html_report.h"
 
 namespace {
 
@@ -34,7 +36,7 @@ struct Config {
   std::vector<int> mask;  // key padding mask (normal attention only), one flag per key
   std::uint64_t seed = 0;
   bool full = false;
-  std::string out_path;
+  std::string out_path, html_path;
 };
 
 double norm(const fg::Tensor& t) {
@@ -170,6 +172,21 @@ int run(const Config& config) {
   saved["trace/grad/Q/via_allocation"] = via_allocation;
   saved["trace/grad/Q/via_competition"] = via_competition;
 
+  if (!config.html_path.empty()) {
+    const auto head = [](const fg::Tensor& t) { return t.select(0, 0).select(0, 0); };
+    flow_inspect::ReportInput report{config.causal,
+                                     config.mask,
+                                     head(in.q),
+                                     head(in.k),
+                                     head(in.v),
+                                     &kernel,
+                                     head(trace.attention_matrix()),
+                                     head(via_allocation),
+                                     head(via_competition),
+                                     head(other)};
+    fg::replace_file_contents("flow_inspect --html", config.html_path, flow_inspect::html_report(report));
+    std::cout << "wrote the report " << config.html_path << '\n';
+  }
   if (!config.out_path.empty()) {
     fg::save_safetensors(config.out_path, saved, {{"causal", config.causal ? "1" : "0"}});
     std::cout << "wrote " << saved.size() << " tensors to " << config.out_path << '\n';
@@ -192,7 +209,12 @@ int main(int argc, char** argv) {
   app.add_option("--seed", config.seed, "random seed")->transform(examples::unsigned_value());
   app.add_flag("--full", config.full, "print every value of every tensor");
   app.add_option("--out", config.out_path, "write all tensors and gradients to this safetensors file");
+  app.add_option("--html", config.html_path, "write a self-contained HTML report (graph, heat maps) to this file");
   CLI11_PARSE(app, argc, argv);
+  if (!config.html_path.empty() && (config.L > 64 || (!config.causal && config.S > 64))) {
+    std::cerr << "flow_inspect: --html is for small inputs: --L and --S at most 64\n";
+    return 2;
+  }
   // Options that do not apply are errors, not silently ignored.
   if (config.causal && app.count("--S") > 0) {
     std::cerr << "flow_inspect: --S does not apply to causal attention, whose keys are its queries (S = L)\n";
