@@ -9,7 +9,7 @@
 //
 // Layout: every head is processed on its own, on contiguous row-major
 // matrices (Q: N×D, K: S×D, V: S×M). Only the inputs are saved for
-// backward; the O((L+S)·D) flow quantities are recomputed, which costs less
+// backward; the O((N+S)·D) flow quantities are recomputed, which costs less
 // than the GEMMs and keeps memory linear in the sequence length.
 #include "flow_attention.h"
 
@@ -36,9 +36,9 @@ namespace {
 // The first chunk needs no state GEMM (the state is still zero), so a
 // sequence of up to twice that is one chunk: for short heads the GEMM
 // calls (about half a microsecond each), not their multiply-adds, cost most.
-std::int64_t causal_chunk(std::int64_t L, std::int64_t D, std::int64_t M) {
+std::int64_t causal_chunk(std::int64_t N, std::int64_t D, std::int64_t M) {
   const std::int64_t balance = std::clamp<std::int64_t>(std::max(D, M), 16, 128);
-  return L <= 2 * balance ? std::max<std::int64_t>(L, 1) : balance;
+  return N <= 2 * balance ? std::max<std::int64_t>(N, 1) : balance;
 }
 
 // A scratch buffer. It is a Tensor so that memory_stats() counts it.
@@ -228,9 +228,9 @@ void feature_map(const double* x, std::int64_t n, double* out) {
 template <class T>
 struct NormalFlows {
   Dims dims;
-  Buffer<T> q, k;                                      // L×D, S×D
+  Buffer<T> q, k;                                      // N×D, S×D
   Buffer<T> k_sum, q_sum, k_outgoing, q_incoming;      // D
-  Buffer<T> sink_incoming, conserved_sink, sink_allocation;           // L
+  Buffer<T> sink_incoming, conserved_sink, sink_allocation;           // N
   Buffer<T> source_outgoing, conserved_source_raw, source_competition;  // S
 
   NormalFlows(const T* Q, const T* K, Dims sizes, Settings<T> cfg)
@@ -307,22 +307,22 @@ void normal_forward(const T* Q, const T* K, const T* V, T* out, Dims dims, Setti
 template <class T>
 void normal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* dK, T* dV, Dims dims,
                      Settings<T> cfg, KernelRecorder* rec = nullptr) {
-  const std::int64_t L = dims.N, S = dims.S, D = dims.D, M = dims.M;
+  const std::int64_t N = dims.N, S = dims.S, D = dims.D, M = dims.M;
   NormalFlows<T> f(Q, K, dims, cfg);
   Buffer<T> W(S * M), KV(D * M);
   f.aggregate_state(V, W.data(), KV.data());
   if (rec) {
-    rec->add("q", "§N0", f.q.data(), {L, D});
+    rec->add("q", "§N0", f.q.data(), {N, D});
     rec->add("k", "§N0", f.k.data(), {S, D});
     rec->add("k_sum", "§N1", f.k_sum.data(), {D});
     rec->add("q_sum", "§N1", f.q_sum.data(), {D});
-    rec->add("I", "§N1", f.sink_incoming.data(), {L});
+    rec->add("I", "§N1", f.sink_incoming.data(), {N});
     rec->add("O", "§N1", f.source_outgoing.data(), {S});
     rec->add("k_outgoing", "§N2", f.k_outgoing.data(), {D});
     rec->add("q_incoming", "§N2", f.q_incoming.data(), {D});
-    rec->add("Ĩ", "§N2", f.conserved_sink.data(), {L});
+    rec->add("Ĩ", "§N2", f.conserved_sink.data(), {N});
     rec->add("Ô", "§N2", f.conserved_source_raw.data(), {S});
-    rec->add("A", "§N3", f.sink_allocation.data(), {L});
+    rec->add("A", "§N3", f.sink_allocation.data(), {N});
     rec->add("C", "§N3", f.source_competition.data(), {S});
     rec->add("W", "§N4", W.data(), {S, M});
     rec->add("KV", "§N4", KV.data(), {D, M});
@@ -331,10 +331,10 @@ void normal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
   T* dk = dK;
 
   // §N4 backward: out_i = s_i R_i, R = q KV, s_i = A_i I_i
-  Buffer<T> R(L * M), dR(L * M), dA(L), dI(L);
-  gemm<T>(false, false, L, M, D, f.q.data(), KV.data(), T(0), R.data());
+  Buffer<T> R(N * M), dR(N * M), dA(N), dI(N);
+  gemm<T>(false, false, N, M, D, f.q.data(), KV.data(), T(0), R.data());
   std::vector<T> recorded_s, recorded_ds;
-  for (std::int64_t i = 0; i < L; ++i) {
+  for (std::int64_t i = 0; i < N; ++i) {
     const T ds = dot(G + i * M, R.row(i, M), M);  // ds_i = G_i · R_i
     dA[i] = ds * f.sink_incoming[i];
     dI[i] = ds * f.sink_allocation[i];
@@ -343,8 +343,8 @@ void normal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
     if (rec) recorded_s.push_back(row_scale), recorded_ds.push_back(ds);
   }
   Buffer<T> dKV(D * M), dW(S * M);
-  gemm<T>(false, true, L, D, M, dR.data(), KV.data(), T(1), dq);  // dq += dR KVᵀ
-  gemm<T>(true, false, D, M, L, f.q.data(), dR.data(), T(0), dKV.data());  // dKV = qᵀ dR
+  gemm<T>(false, true, N, D, M, dR.data(), KV.data(), T(1), dq);  // dq += dR KVᵀ
+  gemm<T>(true, false, D, M, N, f.q.data(), dR.data(), T(0), dKV.data());  // dKV = qᵀ dR
   gemm<T>(false, true, S, D, M, W.data(), dKV.data(), T(1), dk);  // dk += W dKVᵀ
   gemm<T>(false, false, S, M, D, f.k.data(), dKV.data(), T(0), dW.data());  // dW = k dKV
   Buffer<T> dC(S);
@@ -353,11 +353,11 @@ void normal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
     for (std::int64_t m = 0; m < M; ++m) dV[j * M + m] = f.source_competition[j] * dW[j * M + m];
   }
   if (rec) {
-    rec->add("R", "§N4", R.data(), {L, M});
-    rec->add("s", "§N4", recorded_s.data(), {L});
-    rec->add("dR", "§N4", dR.data(), {L, M});
-    rec->add("ds", "§N4", recorded_ds.data(), {L});
-    rec->add("dA", "§N4", dA.data(), {L});
+    rec->add("R", "§N4", R.data(), {N, M});
+    rec->add("s", "§N4", recorded_s.data(), {N});
+    rec->add("dR", "§N4", dR.data(), {N, M});
+    rec->add("ds", "§N4", recorded_ds.data(), {N});
+    rec->add("dA", "§N4", dA.data(), {N});
     rec->add("dKV", "§N4", dKV.data(), {D, M});
     rec->add("dW", "§N4", dW.data(), {S, M});
     rec->add("dC", "§N4", dC.data(), {S});
@@ -365,9 +365,9 @@ void normal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
   }
 
   // §N3 backward: A_i = σ(Ĩ_i N/S);  C = S softmax(Õ)
-  const T n_over_s = static_cast<T>(static_cast<double>(L) / static_cast<double>(S));
-  Buffer<T> d_conserved_sink(L), d_conserved_source_raw(S);
-  for (std::int64_t i = 0; i < L; ++i) {
+  const T n_over_s = static_cast<T>(static_cast<double>(N) / static_cast<double>(S));
+  Buffer<T> d_conserved_sink(N), d_conserved_source_raw(S);
+  for (std::int64_t i = 0; i < N; ++i) {
     const T a = f.sink_allocation[i];
     d_conserved_sink[i] = dA[i] * a * (T(1) - a) * n_over_s;
   }
@@ -379,13 +379,13 @@ void normal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
     d_conserved_source_raw[j] = clamp_inactive ? f.source_competition[j] * (dC[j] - weighted_dC) : T(0);
   }
   if (rec) {
-    rec->add("dĨ", "§N3", d_conserved_sink.data(), {L});
+    rec->add("dĨ", "§N3", d_conserved_sink.data(), {N});
     rec->add("dÔ", "§N2", d_conserved_source_raw.data(), {S});
   }
 
   // §N2 backward: Ĩ_i = (q_i+ε)·(k_outgoing+ε), k_outgoing = Σ_j O_j k_j
   Buffer<T> d_k_outgoing(D, Zeroed{}), d_q_incoming(D, Zeroed{}), dO(S);
-  for (std::int64_t i = 0; i < L; ++i) {
+  for (std::int64_t i = 0; i < N; ++i) {
     axpy(d_conserved_sink[i], f.k_outgoing.data(), dq + i * D, D);
     for (std::int64_t d = 0; d < D; ++d) {
       dq[i * D + d] += d_conserved_sink[i] * cfg.eps;
@@ -401,7 +401,7 @@ void normal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
       d_q_incoming[d] += d_conserved_source_raw[j] * (f.k[j * D + d] + cfg.eps);
     }
   }
-  for (std::int64_t i = 0; i < L; ++i) {
+  for (std::int64_t i = 0; i < N; ++i) {
     dI[i] += dot(d_q_incoming.data(), f.q.row(i, D), D);
     axpy(f.sink_incoming[i], d_q_incoming.data(), dq + i * D, D);
   }
@@ -409,13 +409,13 @@ void normal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
     rec->add("dk_outgoing", "§N2", d_k_outgoing.data(), {D});
     rec->add("dq_incoming", "§N2", d_q_incoming.data(), {D});
     rec->add("dO", "§N2", dO.data(), {S});
-    rec->add("dI", "§N2", dI.data(), {L});
+    rec->add("dI", "§N2", dI.data(), {N});
   }
 
   // §N1 backward: I_i = 1/u_i, u_i = (q_i+ε)·(k_sum+ε);  O_j = 1/y_j, y_j = (k_j+ε)·(q_sum+ε)
   Buffer<T> d_k_sum(D, Zeroed{}), d_q_sum(D, Zeroed{});
   std::vector<T> recorded_du, recorded_dy;
-  for (std::int64_t i = 0; i < L; ++i) {
+  for (std::int64_t i = 0; i < N; ++i) {
     const T du = -f.sink_incoming[i] * f.sink_incoming[i] * dI[i];
     if (rec) recorded_du.push_back(du);
     for (std::int64_t d = 0; d < D; ++d) {
@@ -431,38 +431,38 @@ void normal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
       d_q_sum[d] += dy * (f.k[j * D + d] + cfg.eps);
     }
   }
-  for (std::int64_t i = 0; i < L; ++i) axpy(T(1), d_q_sum.data(), dq + i * D, D);
+  for (std::int64_t i = 0; i < N; ++i) axpy(T(1), d_q_sum.data(), dq + i * D, D);
   if (rec) {
-    rec->add("du", "§N1", recorded_du.data(), {L});
+    rec->add("du", "§N1", recorded_du.data(), {N});
     rec->add("dy", "§N1", recorded_dy.data(), {S});
     rec->add("dk_sum", "§N1", d_k_sum.data(), {D});
     rec->add("dq_sum", "§N1", d_q_sum.data(), {D});
-    rec->add("dq", "§N1", dq, {L, D});
+    rec->add("dq", "§N1", dq, {N, D});
     rec->add("dk", "§N1", dk, {S, D});
   }
 
   // §N0 backward: dQ = dq ⊙ q(1−q), dK = dk ⊙ k(1−k)
-  for (std::int64_t e = 0; e < L * D; ++e) dQ[e] = dq[e] * f.q[e] * (T(1) - f.q[e]);
+  for (std::int64_t e = 0; e < N * D; ++e) dQ[e] = dq[e] * f.q[e] * (T(1) - f.q[e]);
   for (std::int64_t e = 0; e < S * D; ++e) dK[e] = dk[e] * f.k[e] * (T(1) - f.k[e]);
   if (rec) {
-    rec->add("dQ", "§N0", dQ, {L, D});
+    rec->add("dQ", "§N0", dQ, {N, D});
     rec->add("dK", "§N0", dK, {S, D});
   }
 }
 
 // ---------------------------------------------------------------------------
-// Causal Flow-Attention (L = S)
+// Causal Flow-Attention (N = S)
 // ---------------------------------------------------------------------------
 
 // §C0–§C3 for one head in one streaming pass with running D-vectors. With
-// keep_prefix_sums the backward's prefix sums (L×D each) are stored too.
+// keep_prefix_sums the backward's prefix sums (N×D each) are stored too.
 template <class T>
 struct CausalFlows {
   Dims dims;
-  Buffer<T> q, k;  // L×D
-  Buffer<T> sink_incoming, source_outgoing, conserved_sink, conserved_source_raw;  // L
-  Buffer<T> sink_allocation, exp_source, exp_source_cumsum, source_competition;    // L
-  // Prefix sums per position (only with keep_prefix_sums): L×D
+  Buffer<T> q, k;  // N×D
+  Buffer<T> sink_incoming, source_outgoing, conserved_sink, conserved_source_raw;  // N
+  Buffer<T> sink_allocation, exp_source, exp_source_cumsum, source_competition;    // N
+  // Prefix sums per position (only with keep_prefix_sums): N×D
   Buffer<T> k_cumsum, q_cumsum, k_outgoing, q_incoming;
 
   CausalFlows(const T* Q, const T* K, Dims sizes, Settings<T> cfg, bool keep_prefix_sums)
@@ -552,39 +552,39 @@ void causal_forward(const T* Q, const T* K, const T* V, T* out, Dims dims, Setti
 template <class T>
 void causal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* dK, T* dV, Dims dims,
                      Settings<T> cfg, KernelRecorder* rec = nullptr) {
-  const std::int64_t L = dims.N, D = dims.D, M = dims.M;
+  const std::int64_t N = dims.N, D = dims.D, M = dims.M;
   CausalFlows<T> f(Q, K, dims, cfg, /*keep_prefix_sums=*/true);
   // One D×M buffer serves as the prefix state H (forward sweep), then as the suffix state U.
-  Buffer<T> W(L * M), dR(L * M), dW(L * M), ds(L), state_buffer(D * M, Zeroed{});
+  Buffer<T> W(N * M), dR(N * M), dW(N * M), ds(N), state_buffer(D * M, Zeroed{});
   T* const prefix_state = state_buffer.data();
-  const std::int64_t chunk = causal_chunk(L, D, M);
+  const std::int64_t chunk = causal_chunk(N, D, M);
   Buffer<T> block(chunk * chunk), R_c(chunk * M);
   f.weighted_values(V, W.data());
   T* dq = dQ;  // ∂ℓ/∂q until §C0 turns it into ∂ℓ/∂Q
   T* dk = dK;
-  std::vector<T> recorded_R(rec ? L * M : 0), recorded_s(rec ? L : 0);
+  std::vector<T> recorded_R(rec ? N * M : 0), recorded_s(rec ? N : 0);
   if (rec) {
-    rec->add("q", "§C0", f.q.data(), {L, D});
-    rec->add("k", "§C0", f.k.data(), {L, D});
-    rec->add("k_sum", "§C1", f.k_cumsum.data(), {L, D});
-    rec->add("q_sum", "§C1", f.q_cumsum.data(), {L, D});
-    rec->add("I", "§C1", f.sink_incoming.data(), {L});
-    rec->add("O", "§C1", f.source_outgoing.data(), {L});
-    rec->add("k_outgoing", "§C2", f.k_outgoing.data(), {L, D});
-    rec->add("q_incoming", "§C2", f.q_incoming.data(), {L, D});
-    rec->add("Ĩ", "§C2", f.conserved_sink.data(), {L});
-    rec->add("Ô", "§C2", f.conserved_source_raw.data(), {L});
-    rec->add("A", "§C3", f.sink_allocation.data(), {L});
-    rec->add("e", "§C3", f.exp_source.data(), {L});
-    rec->add("E", "§C3", f.exp_source_cumsum.data(), {L});
-    rec->add("C", "§C3", f.source_competition.data(), {L});
-    rec->add("W", "§C4", W.data(), {L, M});
+    rec->add("q", "§C0", f.q.data(), {N, D});
+    rec->add("k", "§C0", f.k.data(), {N, D});
+    rec->add("k_sum", "§C1", f.k_cumsum.data(), {N, D});
+    rec->add("q_sum", "§C1", f.q_cumsum.data(), {N, D});
+    rec->add("I", "§C1", f.sink_incoming.data(), {N});
+    rec->add("O", "§C1", f.source_outgoing.data(), {N});
+    rec->add("k_outgoing", "§C2", f.k_outgoing.data(), {N, D});
+    rec->add("q_incoming", "§C2", f.q_incoming.data(), {N, D});
+    rec->add("Ĩ", "§C2", f.conserved_sink.data(), {N});
+    rec->add("Ô", "§C2", f.conserved_source_raw.data(), {N});
+    rec->add("A", "§C3", f.sink_allocation.data(), {N});
+    rec->add("e", "§C3", f.exp_source.data(), {N});
+    rec->add("E", "§C3", f.exp_source_cumsum.data(), {N});
+    rec->add("C", "§C3", f.source_competition.data(), {N});
+    rec->add("W", "§C4", W.data(), {N, M});
   }
 
   // §C4 backward, forward sweep: R, ds_i = G_i·R_i, dR_i = s_i G_i and
   // dq_c = dR_c Hᵀ + (dR_c W_cᵀ ⊙ Lower) k_c
-  for (std::int64_t t = 0; t < L; t += chunk) {
-    const std::int64_t c = std::min(chunk, L - t);
+  for (std::int64_t t = 0; t < N; t += chunk) {
+    const std::int64_t c = std::min(chunk, N - t);
     const T* q_c = f.q.row(t, D);
     const T* k_c = f.k.row(t, D);
     const T* W_c = W.row(t, M);
@@ -604,22 +604,22 @@ void causal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
     gemm<T>(false, true, c, c, M, dR_c, W_c, T(0), block.data());
     mask_block(block.data(), c, [](std::int64_t a, std::int64_t b) { return b <= a; });
     gemm<T>(false, false, c, D, c, block.data(), k_c, T(1), dq + t * D);
-    if (t + c < L) gemm<T>(true, false, D, M, c, k_c, W_c, T(1), prefix_state);  // H += k_cᵀ W_c
+    if (t + c < N) gemm<T>(true, false, D, M, c, k_c, W_c, T(1), prefix_state);  // H += k_cᵀ W_c
   }
 
   // §C4 backward, backward sweep with the suffix state U = Σ_{i after the chunk} q_i ⊗ dR_i:
   // dk_c = W_c Uᵀ + (W_c dR_cᵀ ⊙ Upper) q_c,  dW_c = k_c U + (k_c q_cᵀ ⊙ Upper) dR_c
   T* const suffix_state = state_buffer.data();  // H is no longer needed
   std::fill_n(suffix_state, D * M, T(0));
-  const std::int64_t last_chunk = (L - 1) / chunk * chunk;
+  const std::int64_t last_chunk = (N - 1) / chunk * chunk;
   for (std::int64_t t = last_chunk; t >= 0; t -= chunk) {
-    const std::int64_t c = std::min(chunk, L - t);
+    const std::int64_t c = std::min(chunk, N - t);
     const T* q_c = f.q.row(t, D);
     const T* k_c = f.k.row(t, D);
     const T* W_c = W.row(t, M);
     const T* dR_c = dR.row(t, M);
     auto upper = [](std::int64_t a, std::int64_t b) { return b >= a; };
-    const bool after = t + c < L;  // U is zero for the last chunk
+    const bool after = t + c < N;  // U is zero for the last chunk
     if (after) gemm<T>(false, true, c, D, M, W_c, suffix_state, T(1), dk + t * D);
     gemm<T>(false, true, c, c, M, W_c, dR_c, T(0), block.data());
     mask_block(block.data(), c, upper);
@@ -632,8 +632,8 @@ void causal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
   }
 
   // W_i = C_i v_i;  s_i = A_i I_i / n_i
-  Buffer<T> dC(L), dA(L), dI(L);
-  for (std::int64_t i = 0; i < L; ++i) {
+  Buffer<T> dC(N), dA(N), dI(N);
+  for (std::int64_t i = 0; i < N; ++i) {
     dC[i] = dot(V + i * M, dW.row(i, M), M);
     for (std::int64_t m = 0; m < M; ++m) dV[i * M + m] = f.source_competition[i] * dW[i * M + m];
     const T count = static_cast<T>(i + 1);
@@ -641,18 +641,20 @@ void causal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
     dI[i] = ds[i] * f.sink_allocation[i] / count;
   }
   if (rec) {
-    rec->add("R", "§C4", recorded_R.data(), {L, M});
-    rec->add("s", "§C4", recorded_s.data(), {L});
-    rec->add("dR", "§C4", dR.data(), {L, M});
-    rec->add("ds", "§C4", ds.data(), {L});
-    rec->add("dW", "§C4", dW.data(), {L, M});
-    rec->add("dC", "§C4", dC.data(), {L});
-    rec->add("dV", "§C4", dV, {L, M});
-    rec->add("dA", "§C4", dA.data(), {L});
+    rec->add("R", "§C4", recorded_R.data(), {N, M});
+    rec->add("s", "§C4", recorded_s.data(), {N});
+    rec->add("dR", "§C4", dR.data(), {N, M});
+    rec->add("ds", "§C4", ds.data(), {N});
+    rec->add("dW", "§C4", dW.data(), {N, M});
+    rec->add("dC", "§C4", dC.data(), {N});
+    rec->add("dV", "§C4", dV, {N, M});
+    rec->add("dA", "§C4", dA.data(), {N});
   }
   // Per-position gradients the reverse loop keeps as scalars, for a recorder.
-  std::vector<T> recorded_dconserved_sink(rec ? L : 0), recorded_dconserved_source(rec ? L : 0),
-      recorded_dO(rec ? L : 0), recorded_du(rec ? L : 0), recorded_dy(rec ? L : 0);
+  std::vector<T> recorded_dconserved_sink(rec ? N : 0), recorded_dconserved_source(rec ? N : 0),
+      recorded_dO(rec ? N : 0), recorded_du(rec ? N : 0), recorded_dy(rec ? N : 0), recorded_gamma(rec ? N : 0),
+      recorded_rho(rec ? N * D : 0), recorded_tau(rec ? N * D : 0), recorded_kappa(rec ? N * D : 0),
+      recorded_pi(rec ? N * D : 0);
 
   // §C3–§C1 backward in one reverse pass (the document's section 5.5). The
   // suffix sums suf(·) are running sums, complete at position i once i is
@@ -661,7 +663,7 @@ void causal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
   Buffer<T> d_k_outgoing_suffix(D, Zeroed{}), d_q_incoming_suffix(D, Zeroed{}),
       d_k_cumsum_suffix(D, Zeroed{}), d_q_cumsum_suffix(D, Zeroed{});
   T d_exp_cumsum_suffix = 0;
-  for (std::int64_t i = L - 1; i >= 0; --i) {
+  for (std::int64_t i = N - 1; i >= 0; --i) {
     const T count = static_cast<T>(i + 1);
     const T* qi = f.q.row(i, D);
     const T* ki = f.k.row(i, D);
@@ -716,27 +718,39 @@ void causal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
     }
     axpy(T(1), d_k_cumsum_suffix.data(), dki, D);
     axpy(T(1), d_q_cumsum_suffix.data(), dqi, D);
+    if (rec) {  // the running suffix sums, complete at position i
+      recorded_gamma[static_cast<std::size_t>(i)] = d_exp_cumsum_suffix;
+      std::copy_n(d_k_outgoing_suffix.data(), D, recorded_rho.data() + i * D);
+      std::copy_n(d_q_incoming_suffix.data(), D, recorded_tau.data() + i * D);
+      std::copy_n(d_k_cumsum_suffix.data(), D, recorded_kappa.data() + i * D);
+      std::copy_n(d_q_cumsum_suffix.data(), D, recorded_pi.data() + i * D);
+    }
   }
 
   if (rec) {
-    rec->add("dĨ", "§C3", recorded_dconserved_sink.data(), {L});
-    rec->add("dÔ", "§C2", recorded_dconserved_source.data(), {L});
-    rec->add("dO", "§C2", recorded_dO.data(), {L});
-    rec->add("dI", "§C2", dI.data(), {L});
-    rec->add("du", "§C1", recorded_du.data(), {L});
-    rec->add("dy", "§C1", recorded_dy.data(), {L});
-    rec->add("dq", "§C1", dq, {L, D});
-    rec->add("dk", "§C1", dk, {L, D});
+    rec->add("γ", "§C3", recorded_gamma.data(), {N});
+    rec->add("dĨ", "§C3", recorded_dconserved_sink.data(), {N});
+    rec->add("dÔ", "§C2", recorded_dconserved_source.data(), {N});
+    rec->add("dO", "§C2", recorded_dO.data(), {N});
+    rec->add("dI", "§C2", dI.data(), {N});
+    rec->add("du", "§C1", recorded_du.data(), {N});
+    rec->add("dy", "§C1", recorded_dy.data(), {N});
+    rec->add("ρ", "§C2", recorded_rho.data(), {N, D});
+    rec->add("τ", "§C2", recorded_tau.data(), {N, D});
+    rec->add("κ", "§C1", recorded_kappa.data(), {N, D});
+    rec->add("π", "§C1", recorded_pi.data(), {N, D});
+    rec->add("dq", "§C1", dq, {N, D});
+    rec->add("dk", "§C1", dk, {N, D});
   }
 
   // §C0 backward
-  for (std::int64_t e = 0; e < L * D; ++e) {
+  for (std::int64_t e = 0; e < N * D; ++e) {
     dQ[e] = dq[e] * f.q[e] * (T(1) - f.q[e]);
     dK[e] = dk[e] * f.k[e] * (T(1) - f.k[e]);
   }
   if (rec) {
-    rec->add("dQ", "§C0", dQ, {L, D});
-    rec->add("dK", "§C0", dK, {L, D});
+    rec->add("dQ", "§C0", dQ, {N, D});
+    rec->add("dK", "§C0", dK, {N, D});
   }
 }
 

@@ -69,7 +69,9 @@ class CausalFlowAttentionState {
 // recomputes the forward) and the forward kernel (for out), not from
 // autograd. With a key padding mask the key-indexed quantities cover the
 // real keys only, in order. Quantities the kernel never stores (u, y and Õ
-// as values, dÕ) are absent; the causal per-position sums are N×D.
+// as values, dÕ, the causal states H and U) are absent; the causal
+// per-position sums are N×D, among them the backward's running suffix sums
+// γ, ρ, τ, κ, π (section 5.5 of the page).
 struct FlowAttentionQuantity {
   std::string symbol, section;
   Tensor value;

@@ -348,6 +348,17 @@ TEST_CASE("flow_attention_inspect: the kernel's own intermediates and gradients 
     require_close(inspection.at("dV"), head(v.grad()).contiguous(), 1e-8, 1e-10);
     // s R is the output, and the state products are what the page says.
     require_close(inspection.at("out"), inspection.at("R") * inspection.at("s").unsqueeze(1), 1e-12, 1e-12);
+    if (causal) {
+      // The reverse loop's running sums are the suffix sums of section 5.5:
+      // κ = suf(du ⊙ (q + ε)), π = suf(dy ⊙ (k + ε)), γ = suf(dE) with dE = −dC C / E.
+      const double eps = options.eps;
+      const auto suffix = [](const Tensor& x) { return cumsum(x, 0, /*reverse=*/true); };
+      require_close(inspection.at("κ"), suffix(inspection.at("du").unsqueeze(1) * (inspection.at("q") + eps)), 1e-10, 1e-12);
+      require_close(inspection.at("π"), suffix(inspection.at("dy").unsqueeze(1) * (inspection.at("k") + eps)), 1e-10, 1e-12);
+      require_close(inspection.at("γ"), suffix(-inspection.at("dC") * inspection.at("C") / inspection.at("E")), 1e-10, 1e-12);
+      REQUIRE(inspection.at("ρ").shape() == Shape{N, D});
+      REQUIRE(inspection.at("τ").shape() == Shape{N, D});
+    }
   }
   // A masked head is its unpadded sequence: every quantity over the real keys.
   const Tensor Q = randn({1, 1, 4, 3}, gen, kFloat64), K = randn({1, 1, 5, 3}, gen, kFloat64),
