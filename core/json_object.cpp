@@ -62,6 +62,14 @@ const nlohmann::json* JsonObjectReader::find(const char* key) {
 
 bool JsonObjectReader::has(const char* key) { return find(key) != nullptr; }
 
+void JsonObjectReader::expect_kind(const char* expected, const char* writer) {
+  std::string kind;
+  read("kind", kind);
+  if (kind != expected)
+    fail(op_, "the configuration is of kind \"", shorten(kind, 40), "\", not \"", expected,
+         "\": the checkpoint was not written by ", writer);
+}
+
 void JsonObjectReader::read(const char* key, std::int64_t& value) {
   const nlohmann::json* field = find(key);
   if (!field) return;

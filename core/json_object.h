@@ -32,6 +32,9 @@ class JsonObjectReader {
   void read(const char* key, std::string& value);
   // The value itself, checked to be an object; throws when absent.
   const nlohmann::json& object(const char* key);
+  // Reads "kind" and throws unless it is `expected`, naming the program
+  // that writes such configurations (a checkpoint of another program).
+  void expect_kind(const char* expected, const char* writer);
   // Whether the key is present (and marks it as read).
   bool has(const char* key);
   // Throws naming the first key that was never read: a misspelt or foreign field.

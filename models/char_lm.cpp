@@ -66,11 +66,7 @@ std::string CharLMConfig::to_json() const {
 CharLMConfig CharLMConfig::from_json(const std::string& text) {
   const nlohmann::json json = parse_json(text, kCharLMOp);
   JsonObjectReader reader(json, kCharLMOp);
-  std::string kind;
-  reader.read("kind", kind);
-  if (kind != kCharLMKind)
-    fail(kCharLMOp, "the configuration is of kind \"", kind.substr(0, 40), "\", not \"", kCharLMKind,
-         "\": the checkpoint was not written by charlm");
+  reader.expect_kind(kCharLMKind, "charlm");
   CharLMConfig config;
   config.model = FlowformerConfig::from_json(reader.object("model").dump());
   if (!reader.has("vocabulary")) fail(kCharLMOp, "the configuration has no vocabulary");

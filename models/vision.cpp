@@ -74,11 +74,7 @@ std::string ImageClassifierConfig::to_json() const {
 ImageClassifierConfig ImageClassifierConfig::from_json(const std::string& text) {
   const nlohmann::json json = parse_json(text, kConfigOp);
   JsonObjectReader reader(json, kConfigOp);
-  std::string kind;
-  reader.read("kind", kind);
-  if (kind != "image_classifier")
-    fail(kConfigOp, "the configuration is of kind \"", kind.substr(0, 40),
-         "\", not \"image_classifier\": the checkpoint was not written by fashion");
+  reader.expect_kind("image_classifier", "fashion");
   ImageClassifierConfig config;
   reader.read("image_height", config.image_height);
   reader.read("image_width", config.image_width);

@@ -1,9 +1,6 @@
 #include "char_data.h"
 
 #include <algorithm>
-#include <optional>
-#include <sstream>
-#include <string_view>
 
 namespace charlm {
 

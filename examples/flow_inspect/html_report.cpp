@@ -136,12 +136,11 @@ std::string graph(const ReportInput& in) {
     if (!at.count(from) || !at.count(to)) continue;
     const Node &a = *at[from], &b = *at[to];
     // From the edge of one box towards the centre of the other.
-    const double dx = b.x - a.x, dy = b.y - a.y, length = std::hypot(dx, dy);
+    const double dx = b.x - a.x, dy = b.y - a.y;
     const double shrink = std::min(50.0 / std::max(std::abs(dx), 1e-9), 30.0 / std::max(std::abs(dy), 1e-9));
     const double s = std::min(shrink, 0.45);
     out << "<line class=\"edge\" x1=\"" << a.x + dx * s << "\" y1=\"" << a.y + dy * s << "\" x2=\"" << b.x - dx * s
-        << "\" y2=\"" << b.y - dy * s << "\" stroke=\"#555\" marker-end=\"url(#arrow)\" data-length=\"" << length
-        << "\"/>\n";
+        << "\" y2=\"" << b.y - dy * s << "\" stroke=\"#555\" marker-end=\"url(#arrow)\"/>\n";
   }
   const std::map<std::string, std::string> fill{{"in", "#e8e8e8"}, {"0", "#dce9fb"}, {"1", "#dcf2dc"},
                                                 {"2", "#fdf0c4"}, {"3", "#fbdcc4"}, {"4", "#eadcf7"}};

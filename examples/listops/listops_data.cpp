@@ -108,9 +108,7 @@ CheckpointConfig parse_checkpoint_config(const std::string& text) {
   const nlohmann::json json = fg::parse_json(text, "listops");
   fg::JsonObjectReader reader(json, "listops");
   CheckpointConfig config;
-  std::string kind;
-  reader.read("kind", kind);
-  if (kind != "listops") fg::fail("listops", "the checkpoint was not written by listops train");
+  reader.expect_kind("listops", "listops train");
   reader.read("data", config.data);
   reader.read("pooling", config.pooling);
   if (config.pooling != "mean" && config.pooling != "cls")
