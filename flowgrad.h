@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "core/file_io.h"
 #include "core/idx.h"
+#include "core/ts_file.h"
 #include "core/parallel.h"
 #include "core/profile.h"
 #include "core/random.h"
@@ -47,6 +48,7 @@
 
 #include "models/char_lm.h"
 #include "models/flowformer.h"
+#include "models/timeseries.h"
 #include "models/vision.h"
 
 namespace fg = flowgrad;

@@ -15,3 +15,24 @@ void append_number(std::string& message, double value) {
 }
 
 }  // namespace flowgrad::detail
+
+namespace flowgrad {
+
+std::string excerpt(std::string_view text, std::size_t max_chars) {
+  std::string out;
+  for (std::size_t i = 0; i < text.size() && i < max_chars; ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x20 && c < 0x7f) {
+      out += static_cast<char>(c);
+    } else {
+      constexpr char kHex[] = "0123456789abcdef";
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
+  }
+  if (text.size() > max_chars) out += "...";
+  return out;
+}
+
+}  // namespace flowgrad

@@ -47,4 +47,8 @@ template <class... Parts>
   throw Error(message);
 }
 
+// Text from an untrusted input, fit to quote in a message: at most
+// `max_chars` bytes ("..." marks a cut), non-printable bytes as \xNN.
+std::string excerpt(std::string_view text, std::size_t max_chars = 80);
+
 }  // namespace flowgrad

@@ -8,15 +8,10 @@
 namespace flowgrad {
 
 namespace {
-// Text from an untrusted file, cut short for a message.
-std::string shorten(std::string_view text, std::size_t limit = 60) {
-  return text.size() <= limit ? std::string(text) : std::string(text.substr(0, limit)) + "...";
-}
-
 // A value for a message: scalars as written (cut short), containers by type
 // only (dumping an untrusted container could be large or deeply nested).
 std::string brief(const nlohmann::json& value) {
-  return value.is_structured() ? std::string("an ") + value.type_name() : shorten(value.dump(), 40);
+  return value.is_structured() ? std::string("an ") + value.type_name() : excerpt(value.dump(), 40);
 }
 
 // Deeper nesting than any configuration needs is refused while parsing:
@@ -42,9 +37,9 @@ nlohmann::json parse_json(std::string_view text, std::string_view op) {
   try {
     value = nlohmann::json::parse(text.begin(), text.end(), track_keys);
   } catch (const nlohmann::json::exception& e) {
-    fail(op, "malformed JSON: ", shorten(e.what(), 200));
+    fail(op, "malformed JSON: ", excerpt(e.what(), 200));
   }
-  if (!repeated_key.empty()) fail(op, "the key \"", shorten(repeated_key), "\" appears twice in one object");
+  if (!repeated_key.empty()) fail(op, "the key \"", excerpt(repeated_key), "\" appears twice in one object");
   return value;
 }
 
@@ -66,7 +61,7 @@ void JsonObjectReader::expect_kind(const char* expected, const char* writer) {
   std::string kind;
   read("kind", kind);
   if (kind != expected)
-    fail(op_, "the configuration is of kind \"", shorten(kind, 40), "\", not \"", expected,
+    fail(op_, "the configuration is of kind \"", excerpt(kind, 40), "\", not \"", expected,
          "\": the checkpoint was not written by ", writer);
 }
 
@@ -113,7 +108,7 @@ const nlohmann::json& JsonObjectReader::object(const char* key) {
 
 void JsonObjectReader::finish() const {
   for (const auto& [key, value] : object_.items())
-    if (!read_.contains(key)) fail(op_, "unknown key \"", shorten(key), "\"");
+    if (!read_.contains(key)) fail(op_, "unknown key \"", excerpt(key), "\"");
 }
 
 }  // namespace flowgrad

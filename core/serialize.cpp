@@ -29,24 +29,6 @@ using Json = nlohmann::json;
 
 constexpr std::int64_t kInt64Max = std::numeric_limits<std::int64_t>::max();
 
-// Header text quoted in an error message: shortened, non-printables escaped.
-std::string preview(std::string_view text, std::size_t max_chars = 80) {
-  std::string out;
-  for (std::size_t i = 0; i < text.size() && i < max_chars; ++i) {
-    auto c = static_cast<unsigned char>(text[i]);
-    if (c >= 0x20 && c < 0x7f) {
-      out += static_cast<char>(c);
-    } else {
-      constexpr char kHex[] = "0123456789abcdef";
-      out += "\\x";
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
-    }
-  }
-  if (text.size() > max_chars) out += "...";
-  return out;
-}
-
 std::uint64_t decode_le(const unsigned char* bytes, std::size_t count) {
   std::uint64_t value = 0;
   for (std::size_t i = count; i-- > 0;) value = (value << 8) | bytes[i];
@@ -93,8 +75,8 @@ Json parse_json_strict(const FileContext& ctx, const std::string& text) {
     ctx.fail("header is not valid JSON: ", e.what());
   }
   if (duplicate) {
-    if (duplicate_depth == 1) ctx.fail("the header names tensor '", preview(*duplicate), "' twice");
-    ctx.fail("the header holds key '", preview(*duplicate), "' twice in one object");
+    if (duplicate_depth == 1) ctx.fail("the header names tensor '", excerpt(*duplicate), "' twice");
+    ctx.fail("the header holds key '", excerpt(*duplicate), "' twice in one object");
   }
   return header;
 }
@@ -210,7 +192,7 @@ SafetensorsEntry parse_safetensors_entry(const FileContext& ctx, const std::stri
     entry.dtype = kFloat32;
     entry.stored = code == "F16" ? StoredAs::Float16 : StoredAs::BFloat16;
   } else {
-    ctx.fail("tensor '", name, "' has unsupported dtype \"", preview(code),
+    ctx.fail("tensor '", name, "' has unsupported dtype \"", excerpt(code),
              "\" (supported: F32, F64, I64; F16 and BF16 are read as F32)");
   }
 
@@ -343,9 +325,9 @@ class NpyHeaderParser {
     } else if (*descr_ == "<i8") {
       header.dtype = kInt64;
     } else if (!descr_->empty() && descr_->front() == '>') {
-      ctx_.fail("big-endian dtype '", preview(*descr_), "' is not supported");
+      ctx_.fail("big-endian dtype '", excerpt(*descr_), "' is not supported");
     } else {
-      ctx_.fail("unsupported dtype '", preview(*descr_), "' (supported: '<f4', '<f8', '<i8')");
+      ctx_.fail("unsupported dtype '", excerpt(*descr_), "' (supported: '<f4', '<f8', '<i8')");
     }
     return header;
   }
@@ -358,7 +340,7 @@ class NpyHeaderParser {
 
   std::string quoted() const {
     std::string out(1, '"');  // appended piecewise: "x" + string trips GCC 12's -Wrestrict
-    out += preview(text_);
+    out += excerpt(text_);
     out += '"';
     return out;
   }
@@ -379,7 +361,7 @@ class NpyHeaderParser {
 
   void expect(char c) {
     if (at_end()) error("expected '", c, "' but the header ended");
-    if (!consume(c)) error("expected '", c, "', found '", preview(text_.substr(pos_, 1)), "'");
+    if (!consume(c)) error("expected '", c, "', found '", excerpt(text_.substr(pos_, 1)), "'");
   }
 
   void parse_item() {
@@ -400,7 +382,7 @@ class NpyHeaderParser {
       once(shape_);
       shape_ = parse_shape();
     } else {
-      error("unexpected key '", preview(key), "' (expected 'descr', 'fortran_order', 'shape')");
+      error("unexpected key '", excerpt(key), "' (expected 'descr', 'fortran_order', 'shape')");
     }
   }
 

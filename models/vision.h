@@ -33,7 +33,7 @@ struct ImageClassifierConfig {
   // `encoder` is a features-only non-causal configuration with block_size
   // num_patches(); throws "[ImageClassifierConfig] ..." naming the field.
   void validate() const;
-  // key=value lines (the encoder's lines included), for checkpoints.
+  // {"kind": "image_classifier", ..., "encoder": {...}}, for checkpoints.
   std::string to_json() const;
   static ImageClassifierConfig from_json(const std::string& text);
   bool operator==(const ImageClassifierConfig&) const = default;

@@ -41,7 +41,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   const fs::path root = argv[1];
-  for (const char* name : {"safetensors", "npy", "idx", "checkpoint", "csv"}) fs::create_directories(root / name);
+  for (const char* name : {"safetensors", "npy", "idx", "checkpoint", "csv", "ts"}) fs::create_directories(root / name);
   fg::Generator gen(1);
 
   fg::save_safetensors((root / "safetensors/mixed.safetensors").string(),
@@ -114,9 +114,32 @@ int main(int argc, char** argv) {
                         listops::checkpoint_config("train_size 4, test_size 2, lengths 4..6, seed 1", "cls", encoder));
   }
 
+  {  // timeseries: a series classifier on 2 channels
+    models::FlowformerConfig encoder;
+    encoder.n_layer = 1;
+    encoder.n_head = 2;
+    encoder.n_embd = 4;
+    encoder.dropout = 0.0;
+    const auto config = models::series_classifier_config(2, 5, 3, encoder);
+    models::FlowformerSeriesClassifier model(config, gen);
+    const fg::Tensor series = fg::randn({2, 5, 2}, gen), classes = fg::randint(0, 3, {2}, gen);
+    fg::Generator dropout(3);
+    save_after_one_step((root / "checkpoint/timeseries.safetensors").string(), model,
+                        [&] { return fg::cross_entropy(model.forward(series), classes); }, {{"dropout", &dropout}},
+                        config.to_json());
+  }
+
   write_text(root / "csv/charlm_log.csv", "step,train_loss,val_loss,tokens_per_s\n1,4.17438126,,61234.5\n2,4.1,4.05,70000\n");
   write_text(root / "csv/classifier_log.csv", "epoch,train_loss,test_acc,seconds\n1,2.30361748,0.125,0.0124\n");
   write_text(root / "csv/crlf.csv", "step,loss\r\n1,2.5\r\n2,\r\n");
+  // .ts: every header keyword, unequal lengths, missing values, comments, CRLF.
+  write_text(root / "ts/multivariate.ts",
+             "# comment\n@problemName Toy\n@timeStamps false\n@missing true\n@univariate false\n@dimensions 2\n"
+             "@equalLength false\n@classLabel true up down\n@data\n0.5,1,?,2:1,2,3,4:up\n3,2.5e-1:-1,+7:down\n");
+  write_text(root / "ts/univariate.ts",
+             "@problemName Beeps\r\n@univariate true\r\n@equalLength true\r\n@seriesLength 3\r\n"
+             "@classLabel true 1 2\r\n@data\r\n1,2,3:2\r\n4,5,6:1\r\n");
+  write_text(root / "ts/unlabelled.ts", "@classLabel false\n@data\n1,2:3,4:5,6\n7:8:9\n");
   std::cout << "wrote the seeds under " << root << "\n";
   return 0;
 }

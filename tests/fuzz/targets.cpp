@@ -1,5 +1,8 @@
 #include "targets.h"
 
+#include <cmath>
+#include <stdexcept>
+
 #include "../../examples/charlm/char_data.h"
 #include "../../examples/listops/listops_data.h"
 #include "../../examples/plot/plot.h"
@@ -95,6 +98,14 @@ bool checkpoint(std::string_view bytes) {
     }
   } catch (const fg::Error&) {
   }
+  try {  // timeseries
+    const auto config = models::SeriesClassifierConfig::from_json(info.config);
+    if (worth_building(models::FlowformerSeriesClassifier::parameter_count_for(config))) {
+      models::FlowformerSeriesClassifier model(config, init);
+      loaded = load_into(file, model, {"dropout"}) || loaded;
+    }
+  } catch (const fg::Error&) {
+  }
   try {  // listops
     const listops::CheckpointConfig config = listops::parse_checkpoint_config(info.config);
     const auto pooling = config.pooling == "cls" ? models::Pooling::ClassToken : models::Pooling::Mean;
@@ -105,6 +116,26 @@ bool checkpoint(std::string_view bytes) {
   } catch (const fg::Error&) {
   }
   return loaded;
+}
+
+// Read, then every value visited as the timeseries program batches them;
+// what the reader promises is checked (a broken promise aborts the fuzzer).
+bool ts(std::string_view bytes) {
+  fg::TsDataset data;
+  try {
+    data = fg::parse_ts(bytes, "fuzz.ts");
+  } catch (const fg::Error&) {
+    return false;
+  }
+  for (std::int64_t i = 0; i < data.cases(); ++i)
+    for (std::int64_t t = 0; t < data.lengths[static_cast<std::size_t>(i)]; ++t)
+      for (std::int64_t d = 0; d < data.dimensions; ++d)
+        if (std::isnan(data.value(i, t, d)) && !data.missing)
+          throw std::logic_error("parse_ts returned a missing value from a file with @missing false");
+  for (std::int64_t label : data.labels)
+    if (label < 0 || label >= static_cast<std::int64_t>(data.class_labels.size()))
+      throw std::logic_error("parse_ts returned a label outside its list");
+  return true;
 }
 
 bool csv(std::string_view bytes) {
@@ -122,7 +153,7 @@ bool csv(std::string_view bytes) {
 
 const std::map<std::string, Target>& targets() {
   static const std::map<std::string, Target> all{
-      {"safetensors", safetensors}, {"npy", npy}, {"idx", idx}, {"checkpoint", checkpoint}, {"csv", csv}};
+      {"safetensors", safetensors}, {"npy", npy}, {"idx", idx}, {"checkpoint", checkpoint}, {"csv", csv}, {"ts", ts}};
   return all;
 }
 
