@@ -77,13 +77,16 @@ ensure_deps() {
 
 # configure_build DIR [meson options...]: sets DIR up the first time with
 # everything this repository builds (tests, examples, benchmarks: enabled, so
-# a missing dependency is an error, not a silently smaller build); later only
-# applies the given options (ninja re-runs meson by itself when a meson.build
-# changes).
+# a missing dependency is an error, not a silently smaller build) unless an
+# option given says otherwise; later only applies the options (ninja re-runs
+# meson by itself when a meson.build changes).
 configure_build() {
   local dir=$1
   shift
-  local everything=(-Dtests=enabled -Dexamples=enabled -Dbench=enabled)
+  local everything=() part
+  for part in tests examples bench; do
+    [[ " $* " == *" -D$part="* ]] || everything+=("-D$part=enabled")
+  done
   if [[ -f $dir/meson-private/coredata.dat ]]; then
     meson configure "$dir" "${everything[@]}" "$@" >/dev/null
     return 0
