@@ -16,14 +16,6 @@ ProgramRun fashion(const std::string& arguments, const TempDir& dir) {
 
 const std::string kTiny = " --batch 16 --lr 1e-2 --patch 7 --layers 1 --heads 2 --embd 16 --threads 2";
 
-// The columns of log.csv that do not depend on timing.
-std::string losses_and_accuracies(const std::string& log) {
-  std::string kept, line;
-  std::istringstream lines(read_text_file(log));
-  while (std::getline(lines, line)) kept += line.substr(0, line.rfind(',')) + "\n";
-  return kept;
-}
-
 }  // namespace
 
 TEST_CASE("fashion: a run stopped after epoch 1 and resumed logs exactly what a straight run logs") {

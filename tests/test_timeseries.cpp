@@ -30,14 +30,6 @@ std::string generated_problem(const TempDir& dir, const std::string& name, int c
   return " --data " + dir.file("data") + " --problem " + name;
 }
 
-// The columns of log.csv that do not depend on timing.
-std::string losses_and_accuracies(const std::string& log) {
-  std::string kept, line;
-  std::istringstream lines(read_text_file(log));
-  while (std::getline(lines, line)) kept += line.substr(0, line.rfind(',')) + "\n";
-  return kept;
-}
-
 }  // namespace
 
 TEST_CASE("timeseries generate writes .ts files the reader takes, with balanced classes, unequal lengths and gaps") {

@@ -177,6 +177,15 @@ inline std::string read_text_file(const std::string& path) {
   return text.str();
 }
 
+// A classifier's log.csv without its last column (seconds), which is the
+// only one that depends on timing: what a resumed run must reproduce.
+inline std::string losses_and_accuracies(const std::string& log) {
+  std::string kept, line;
+  std::istringstream lines(read_text_file(log));
+  while (std::getline(lines, line)) kept += line.substr(0, line.rfind(',')) + "\n";
+  return kept;
+}
+
 inline ProgramRun run_program(const std::string& program, const std::string& arguments, const TempDir& dir) {
   const std::string log = dir.file("output.txt");
   const int status = std::system((program + " " + arguments + " >" + log + " 2>&1").c_str());
