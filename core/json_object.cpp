@@ -99,6 +99,18 @@ void JsonObjectReader::read(const char* key, std::string& value) {
   value = field->get<std::string>();
 }
 
+void JsonObjectReader::read(const char* key, std::vector<std::string>& value) {
+  const nlohmann::json* field = find(key);
+  if (!field) return;
+  if (!field->is_array()) fail(op_, "\"", key, "\" must be an array of strings, got ", brief(*field));
+  std::vector<std::string> strings;
+  for (const nlohmann::json& item : *field) {
+    if (!item.is_string()) fail(op_, "\"", key, "\" must be an array of strings, but holds ", brief(item));
+    strings.push_back(item.get<std::string>());
+  }
+  value = std::move(strings);
+}
+
 const nlohmann::json& JsonObjectReader::object(const char* key) {
   const nlohmann::json* field = find(key);
   if (!field) fail(op_, "the object \"", key, "\" is missing");

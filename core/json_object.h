@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <set>
 #include <string>
+#include <vector>
 #include <string_view>
 
 #include <nlohmann/json.hpp>
@@ -30,6 +31,7 @@ class JsonObjectReader {
   void read(const char* key, double& value);
   void read(const char* key, bool& value);
   void read(const char* key, std::string& value);
+  void read(const char* key, std::vector<std::string>& value);  // an array of strings
   // The value itself, checked to be an object; throws when absent.
   const nlohmann::json& object(const char* key);
   // Reads "kind" and throws unless it is `expected`, naming the program

@@ -32,18 +32,6 @@ std::string lowercase(std::string_view text) {
   return out;
 }
 
-// Splits on `separator`, keeping empty fields (they are errors the caller names).
-std::vector<std::string_view> split(std::string_view text, char separator) {
-  std::vector<std::string_view> fields;
-  std::size_t start = 0;
-  while (true) {
-    const std::size_t end = text.find(separator, start);
-    fields.push_back(text.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start));
-    if (end == std::string_view::npos) return fields;
-    start = end + 1;
-  }
-}
-
 // Splits on runs of blanks (the header's words).
 std::vector<std::string_view> words(std::string_view text) {
   std::vector<std::string_view> out;
@@ -61,6 +49,17 @@ class TsParser {
   TsParser(std::string_view text, const std::string& name) : text_(text), ctx_{kOp, name} {}
 
   TsDataset parse() {
+    try {
+      return parse_lines();
+    } catch (const std::bad_alloc&) {
+      fail_at_end("out of memory after ", data_.values.size(), " values of ", data_.cases(), " cases");
+    }
+  }
+
+ private:
+  TsDataset parse_lines() {
+    constexpr std::string_view kUtf8Bom = "\xEF\xBB\xBF";  // some editors start a file with it
+    if (text_.starts_with(kUtf8Bom)) position_ = kUtf8Bom.size();
     bool in_data = false;
     std::string_view line;
     while (next_line(line)) {
@@ -80,7 +79,6 @@ class TsParser {
     return std::move(data_);
   }
 
- private:
   template <class... Parts>
   [[noreturn]] void fail(const Parts&... parts) const {
     ctx_.fail("line ", line_number_, ": ", parts...);
@@ -123,6 +121,9 @@ class TsParser {
     const std::string key = lowercase(keyword);
     static const std::set<std::string> kKeys{"@problemname", "@timestamps", "@missing",     "@univariate", "@dimensions",
                                              "@equallength", "@serieslength", "@classlabel", "@data"};
+    if (key == "@targetlabel")
+      fail("@targetLabel: regression problems (a number to predict per case) are not supported; "
+           "classification files have @classLabel");
     if (!kKeys.contains(key)) fail("unknown keyword '", excerpt(keyword, 40), "' (known: ", kKnownKeywords, ")");
     if (!seen_.insert(key).second) fail(keyword, " appears twice in the header");
     const std::size_t arguments = parts.size() - 1;
@@ -182,72 +183,93 @@ class TsParser {
     if (declared_dimensions_) data_.dimensions = *declared_dimensions_;
   }
 
-  // One value: a finite number that fits a float, or '?' for a missing one.
-  float parse_value(std::string_view field, std::int64_t dimension) {
+  // One value: a finite number within float's range (tiny magnitudes round
+  // to 0, as a float cannot hold them), or '?' (also NaN, as aeon writes
+  // it) for a missing one. `dimension` counts from 0.
+  float parse_value(std::string_view field, std::int64_t dimension) const {
     const std::string_view text = trim(field);
     if (text.empty()) fail("dimension ", dimension, " has an empty value (two commas in a row, or a trailing comma)");
-    if (text == "?") {
-      if (!data_.missing) fail("a missing value '?' in dimension ", dimension, " but the header says @missing false");
+    if (text == "?" || lowercase(text) == "nan") {
+      if (!data_.missing)
+        fail("a missing value '", text, "' in dimension ", dimension, " but the header does not allow them (",
+             seen_.contains("@missing") ? "@missing false" : "no @missing true", ")");
       return std::numeric_limits<float>::quiet_NaN();
     }
     // from_chars takes no leading '+'; one is allowed before a digit or '.'.
     const bool plus = text.front() == '+' && text.size() > 1 && text[1] != '+' && text[1] != '-';
     const char* first = text.data() + (plus ? 1 : 0);
+    const char* last = text.data() + text.size();
     double value = 0;
-    const auto [end, error] = std::from_chars(first, text.data() + text.size(), value);
-    const bool parsed = end == text.data() + text.size();
-    if (parsed && (error == std::errc::result_out_of_range ||
-                   (error == std::errc() && std::isfinite(value) && std::abs(value) > std::numeric_limits<float>::max())))
-      fail("the value '", excerpt(text, 40), "' in dimension ", dimension, " is out of the range of a float");
-    if (error != std::errc() || !parsed || !std::isfinite(value))
+    const auto [end, error] = std::from_chars(first, last, value);
+    if (end != last || (error != std::errc() && error != std::errc::result_out_of_range) || !std::isfinite(value))
       fail("'", excerpt(text, 40), "' in dimension ", dimension,
            " is not a number (values are finite decimal numbers, '?' when missing)");
+    const bool negative_exponent = text.find("e-") != std::string_view::npos || text.find("E-") != std::string_view::npos;
+    if (error == std::errc::result_out_of_range && negative_exponent) return text.front() == '-' ? -0.0f : 0.0f;
+    constexpr double kFloatMax = std::numeric_limits<float>::max();
+    constexpr double kRoundsToFloatMax = kFloatMax * (1.0 + 0x1p-25);  // below this, the nearest float is the largest
+    if (error == std::errc::result_out_of_range || std::abs(value) >= kRoundsToFloatMax)
+      fail("the value '", excerpt(text, 40), "' in dimension ", dimension, " is out of the range of a float");
+    if (std::abs(value) > kFloatMax) return value < 0 ? -std::numeric_limits<float>::max() : std::numeric_limits<float>::max();
     return static_cast<float>(value);
   }
 
+  // One case: its dimensions parsed into `case_values_` one after another
+  // (each as long as the first), then stored time-major.
   void read_case(std::string_view line) {
-    std::vector<std::string_view> fields = split(line, ':');
     std::int64_t label = -1;
+    std::string_view series = line;
     if (labelled_) {
-      if (fields.size() < 2)
-        fail("a case needs its dimensions and a class label after the last ':', found ", fields.size(),
-             " field (a truncated line?)");
-      const std::string_view name = trim(fields.back());
+      const std::size_t colon = line.rfind(':');
+      if (colon == std::string_view::npos)
+        fail("a case needs its dimensions and a class label after the last ':', found no ':' (a truncated line?)");
+      const std::string_view name = trim(line.substr(colon + 1));
       const auto found = label_index_.find(name);
-      if (found == label_index_.end())
+      if (found == label_index_.end()) {
+        const auto fields = static_cast<std::int64_t>(std::count(line.begin(), line.end(), ':'));
         fail("the class label '", excerpt(name, 40), "' is not one of the ", data_.class_labels.size(),
-             " listed by @classLabel", fields.size() - 1 < static_cast<std::size_t>(data_.dimensions)
-                                                ? " (the line has too few dimensions: truncated?)"
-                                                : "");
+             " listed by @classLabel", fields < data_.dimensions ? " (the line has too few dimensions: truncated?)" : "");
+      }
       label = found->second;
-      fields.pop_back();
+      series = line.substr(0, colon);
     }
-    const auto dimensions = static_cast<std::int64_t>(fields.size());
-    if (data_.dimensions == 0) data_.dimensions = dimensions;  // the first case sets it
-    if (dimensions != data_.dimensions)
-      fail("the case has ", dimensions, " dimension", dimensions == 1 ? "" : "s", " but ",
-           declared_dimensions_ ? "the header declares " : "the first case has ", data_.dimensions);
 
-    // Each dimension's values, then interleaved time-major.
-    std::int64_t length = -1;
-    case_values_.resize(static_cast<std::size_t>(dimensions));
-    for (std::int64_t d = 0; d < dimensions; ++d) {
-      std::vector<float>& series = case_values_[static_cast<std::size_t>(d)];
-      series.clear();
-      for (std::string_view field : split(fields[static_cast<std::size_t>(d)], ',')) series.push_back(parse_value(field, d));
-      const auto n = static_cast<std::int64_t>(series.size());
+    case_values_.clear();
+    std::int64_t dimensions = 0, length = -1;
+    std::size_t start = 0;
+    while (true) {  // each ':'-separated dimension
+      const std::size_t colon = std::min(series.find(':', start), series.size());
+      const std::string_view dimension = series.substr(start, colon - start);
+      if (trim(dimension).empty()) fail("dimension ", dimensions, " is empty (no values between two ':')");
+      const std::size_t before = case_values_.size();
+      std::size_t value_start = 0;
+      while (true) {  // each ','-separated value
+        const std::size_t comma = std::min(dimension.find(',', value_start), dimension.size());
+        case_values_.push_back(parse_value(dimension.substr(value_start, comma - value_start), dimensions));
+        if (comma == dimension.size()) break;
+        value_start = comma + 1;
+      }
+      const auto n = static_cast<std::int64_t>(case_values_.size() - before);
       if (length >= 0 && n != length)
-        fail("dimension ", d, " has ", n, " values but dimension 0 has ", length,
+        fail("dimension ", dimensions, " has ", n, " values but dimension 0 has ", length,
              " (the dimensions of a case have one length)");
       length = n;
+      ++dimensions;
+      if (data_.dimensions > 0 && dimensions > data_.dimensions) break;  // reported below
+      if (colon == series.size()) break;
+      start = colon + 1;
     }
+    if (data_.dimensions == 0) data_.dimensions = dimensions;  // the first case sets it
+    if (dimensions != data_.dimensions)
+      fail("the case has ", dimensions > data_.dimensions ? "at least " : "", dimensions, " dimension",
+           dimensions == 1 ? "" : "s", " but ", declared_dimensions_ ? "the header declares " : "the first case has ",
+           data_.dimensions);
     check_length(length);
     data_.offsets.push_back(static_cast<std::int64_t>(data_.values.size()));
     data_.lengths.push_back(length);
     if (labelled_) data_.labels.push_back(label);
     for (std::int64_t t = 0; t < length; ++t)
-      for (std::int64_t d = 0; d < dimensions; ++d)
-        data_.values.push_back(case_values_[static_cast<std::size_t>(d)][static_cast<std::size_t>(t)]);
+      for (std::int64_t d = 0; d < dimensions; ++d) data_.values.push_back(case_values_[static_cast<std::size_t>(d * length + t)]);
   }
 
   void check_length(std::int64_t length) const {
@@ -266,7 +288,7 @@ class TsParser {
   bool univariate_ = false, labelled_ = false;
   std::optional<std::int64_t> declared_dimensions_, declared_length_;
   std::map<std::string, std::int64_t, std::less<>> label_index_;
-  std::vector<std::vector<float>> case_values_;  // scratch: one case, per dimension
+  std::vector<float> case_values_;  // scratch: one case, dimension after dimension
   TsDataset data_;
 };
 

@@ -16,18 +16,22 @@
 //   0.5,1.0,?,2.0:1,2,3,4:up
 //   3,2,1:1,1,1:down
 //
-// Keywords are case-insensitive. '?' is a missing value (allowed only with
-// @missing true); a case's dimensions all have the same length; with
+// Keywords are case-insensitive; a leading UTF-8 byte order mark is
+// skipped. '?' (or NaN) is a missing value, allowed only with @missing
+// true; a case's dimensions all have the same length; with
 // @equalLength true every case has the @seriesLength given (when given);
 // @univariate true means one dimension, @dimensions states how many. Values
-// given as (timestamp,value) pairs (@timeStamps true) are not supported: no
-// archive problem uses them, and the error says so.
+// given as (timestamp,value) pairs (@timeStamps true) and regression files
+// (@targetLabel) are not supported: no classification problem of the
+// archives uses them, and the error says so. Values are read as floats: a
+// magnitude beyond float's range is an error, one below it becomes 0.
 //
 // The file is untrusted: every defect (unknown or repeated keyword, a label
 // outside the list, a dimension count or length that differs from the
 // header or from the first case, a value that is not a finite number, a
 // truncated line, no @data) throws a flowgrad::Error
-// "[read_ts] 'path': line N: reason". Memory grows only with values present.
+// "[read_ts] 'path': line N: reason" (dimensions are counted from 0), or
+// "out of memory". Memory grows only with the values present.
 #pragma once
 
 #include <cstdint>

@@ -399,7 +399,7 @@ Tensor FlowformerEncoder::features_embedded(const Tensor& x, const Tensor& mask)
   if (mask.defined()) {
     std::vector<double> flags = mask.to_vector<double>();
     for (double& f : flags) f = f != 0 ? 1.0 : 0.0;
-    for (std::int64_t b = 0; b < B; ++b)  // a row without real tokens has nothing to pool
+    for (std::int64_t b = 0; pooling_ == Pooling::Mean && b < B; ++b)  // a row without real tokens has nothing to pool
       if (std::all_of(flags.begin() + b * T, flags.begin() + (b + 1) * T, [](double f) { return f == 0; }))
         fail("FlowformerEncoder", "row ", b, " of the mask ", shape_str(mask.shape()), " has no real token");
     keep = from_vector(flags, {B, T}).to(x.dtype());

@@ -13,6 +13,8 @@ void SeriesClassifierConfig::validate() const {
   if (channels < 1) fail(kConfigOp, "channels must be positive, got ", channels);
   if (max_length < 1) fail(kConfigOp, "max_length must be positive, got ", max_length);
   if (num_classes < 1) fail(kConfigOp, "num_classes must be positive, got ", num_classes);
+  if (!class_labels.empty() && static_cast<std::int64_t>(class_labels.size()) != num_classes)
+    fail(kConfigOp, "class_labels names ", class_labels.size(), " classes but num_classes is ", num_classes);
   encoder.validate();
   if (encoder.vocab_size != 0 || encoder.causal)
     fail(kConfigOp, "the encoder must take embedded inputs (vocab_size 0) with normal attention");
@@ -28,6 +30,7 @@ std::string SeriesClassifierConfig::to_json() const {
                             {"channels", channels},
                             {"max_length", max_length},
                             {"num_classes", num_classes},
+                            {"class_labels", class_labels},
                             {"encoder", nlohmann::json::parse(encoder.to_json())}};
   return json.dump();
 }
@@ -40,6 +43,7 @@ SeriesClassifierConfig SeriesClassifierConfig::from_json(const std::string& text
   reader.read("channels", config.channels);
   reader.read("max_length", config.max_length);
   reader.read("num_classes", config.num_classes);
+  reader.read("class_labels", config.class_labels);
   config.encoder = FlowformerConfig::from_json(reader.object("encoder").dump());
   reader.finish();
   config.validate();
@@ -47,8 +51,10 @@ SeriesClassifierConfig SeriesClassifierConfig::from_json(const std::string& text
 }
 
 SeriesClassifierConfig series_classifier_config(std::int64_t channels, std::int64_t max_length,
-                                                std::int64_t num_classes, FlowformerConfig encoder) {
+                                                std::int64_t num_classes, FlowformerConfig encoder,
+                                                std::vector<std::string> class_labels) {
   SeriesClassifierConfig config;
+  config.class_labels = std::move(class_labels);
   config.channels = channels;
   config.max_length = max_length;
   config.num_classes = num_classes;

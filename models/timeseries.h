@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "flowformer.h"
 
@@ -18,6 +19,9 @@ struct SeriesClassifierConfig {
   std::int64_t channels = 1;     // values per time step
   std::int64_t max_length = 1;   // longest series the model reads (its position embedding's rows)
   std::int64_t num_classes = 2;
+  // The classes' names in label order (e.g. a .ts file's @classLabel list),
+  // so that a checkpoint says what its outputs mean; empty, or num_classes names.
+  std::vector<std::string> class_labels;
   // vocab_size 0, causal false, block_size max_length, mean pooling.
   FlowformerConfig encoder;
 
@@ -34,7 +38,8 @@ struct SeriesClassifierConfig {
 // A config for series of `channels` values per step and at most
 // `max_length` steps, with the encoder's block_size, vocab_size and causal set to fit.
 SeriesClassifierConfig series_classifier_config(std::int64_t channels, std::int64_t max_length,
-                                                std::int64_t num_classes, FlowformerConfig encoder);
+                                                std::int64_t num_classes, FlowformerConfig encoder,
+                                                std::vector<std::string> class_labels = {});
 
 // Names: input_embedding.{weight, bias}, encoder.transformer.{wpe, h.i, ln_f},
 // encoder.head.{weight, bias}.

@@ -2,6 +2,7 @@
 // tests/data/ts, and every defect of an untrusted file as a clear error
 // naming the file, the line and the reason.
 #include <cmath>
+#include <limits>
 
 #include "test_util.h"
 
@@ -63,6 +64,20 @@ TEST_CASE("read_ts reads every header keyword, unequal lengths, missing values a
   CHECK(beeps.values == std::vector<float>{1, 2, 3, 4, 5, 6});
 }
 
+TEST_CASE("parse_ts: a byte order mark, NaN as missing, the float range's edges") {
+  const TsDataset data = parse_ts("\xEF\xBB\xBF@missing true\n@classLabel true x\n@data\n"
+                                  "NaN,nan,3.4028235e+38,-3.4028235e+38,1e-400,-1e-50,1e-40,.5,1.:x\n");
+  CHECK(std::isnan(data.values[0]));
+  CHECK(std::isnan(data.values[1]));
+  CHECK(data.values[2] == std::numeric_limits<float>::max());  // numpy's shortest text for it
+  CHECK(data.values[3] == -std::numeric_limits<float>::max());
+  CHECK(data.values[4] == 0.0f);
+  CHECK((data.values[5] == 0.0f && std::signbit(data.values[5])));
+  CHECK(data.values[6] == 1e-40f);  // a subnormal float
+  CHECK(data.values[7] == 0.5f);
+  CHECK(data.values[8] == 1.0f);
+}
+
 TEST_CASE("parse_ts: unlabelled files, and the dimension count taken from the first case") {
   const TsDataset data = parse_ts("@classLabel false\n@data\n1,2:3,4:5,6\n7:8:9\n");
   CHECK(data.dimensions == 3);
@@ -97,24 +112,28 @@ TEST_CASE("read_ts rejects every malformed file with its file, line and reason")
   // Cases.
   expect_error(header() + "1,2:3,4:c\n", "the class label 'c' is not one of the 2 listed by @classLabel", 6);
   expect_error(header() + "1,2:3,4:a\n1,2:b\n", "the case has 1 dimension but the header declares 2", 7);
-  expect_error(header("", "@classLabel false\n") + "1:2\n1:2:3\n", "the case has 3 dimensions but the header declares 2", 7);
+  expect_error(header("", "@classLabel false\n") + "1:2\n1:2:3\n", "the case has at least 3 dimensions but the header declares 2", 7);
   expect_error("@classLabel false\n@data\n1:2\n1\n", "the case has 1 dimension but the first case has 2", 4);
   expect_error(header() + "1,2:3,x:a\n", "'x' in dimension 1 is not a number", 6);
-  expect_error(header() + "1,2:3,nan:a\n", "'nan' in dimension 1 is not a number", 6);
+  expect_error(header() + "1,2:3,nanx:a\n", "'nanx' in dimension 1 is not a number", 6);
   expect_error(header() + "1,2:3,inf:a\n", "'inf' in dimension 1 is not a number", 6);
   expect_error(header() + "1,2:3,+-4:a\n", "'+-4' in dimension 1 is not a number", 6);
   expect_error(header() + "1,2:3,4e39:a\n", "the value '4e39' in dimension 1 is out of the range of a float", 6);
   expect_error(header() + "1,,2:3,4,5:a\n", "dimension 0 has an empty value", 6);
   expect_error(header() + "1,2,:3,4,5:a\n", "dimension 0 has an empty value", 6);
   expect_error(header() + "1,2,3:3,4:a\n", "dimension 1 has 2 values but dimension 0 has 3", 6);
-  expect_error("@missing false\n@classLabel false\n@data\n1,?\n", "a missing value '?' in dimension 0 but the header says @missing false", 4);
+  expect_error("@missing false\n@classLabel false\n@data\n1,?\n", "a missing value '?' in dimension 0 but the header does not allow them (@missing false)", 4);
   expect_error(header("@equalLength true\n@seriesLength 3\n") + "1,2,3:4,5,6:a\n1,2:4,5:b\n",
                "the case has 2 time steps but @seriesLength is 3", 9);
   expect_error(header("@equalLength true\n") + "1,2,3:4,5,6:a\n1,2:4,5:b\n",
                "the case has 2 time steps but the first case has 3 and the header says @equalLength true", 8);
   // A truncated last line: its label is missing.
   expect_error(header() + "1,2:3,4:a\n1,2:3", "the class label '3' is not one of the 2 listed by @classLabel (the line has too few dimensions: truncated?)", 7);
-  expect_error(header() + "1,2,3", "a case needs its dimensions and a class label after the last ':', found 1 field (a truncated line?)", 6);
+  expect_error(header() + "1,2,3", "a case needs its dimensions and a class label after the last ':', found no ':' (a truncated line?)", 6);
+  expect_error(header() + "1,2::3,4:a\n", "dimension 1 is empty (no values between two ':')", 6);
+  expect_error("@classLabel false\n@data\n1,NaN\n", "a missing value 'NaN' in dimension 0 but the header does not allow them (no @missing true)", 3);
+  expect_error("@targetLabel true\n", "@targetLabel: regression problems", 1);
+  expect_error(header() + "1,2:3,3.4028236e+38:a\n", "the value '3.4028236e+38' in dimension 1 is out of the range of a float", 6);
   // Binary garbage is quoted with escapes, cut short.
   expect_error(header() + std::string("1,\x01\xff", 4) + ":3:a\n", "'\\x01\\xff' in dimension 0 is not a number", 6);
 

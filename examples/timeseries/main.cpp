@@ -63,7 +63,15 @@ models::SeriesClassifierConfig config_from_flags(const TrainOptions& o, const ti
   encoder.dropout = o.dropout;
   encoder.attention = nn::parse_attention_kind(o.attention);
   examples::check_model_shape("timeseries", o.embd, o.heads);
-  return models::series_classifier_config(problem.channels(), problem.max_length(), problem.num_classes(), encoder);
+  return models::series_classifier_config(problem.channels(), problem.max_length(), problem.num_classes(), encoder,
+                                          problem.class_labels());
+}
+
+// "a, b, c" (the first few of a long list).
+std::string label_list(const std::vector<std::string>& labels) {
+  std::string text;
+  for (std::size_t i = 0; i < labels.size() && i < 8; ++i) text += (i ? ", " : "") + fg::excerpt(labels[i], 40);
+  return labels.size() > 8 ? text + ", ... (" + std::to_string(labels.size()) + ")" : text;
 }
 
 // The checkpoint's model; a model flag typed with another value is a mistake,
@@ -78,16 +86,18 @@ models::SeriesClassifierConfig resumed_config(const TrainOptions& o, const times
        {"--embd", std::to_string(o.embd), std::to_string(stored.encoder.n_embd)},
        {"--attention", o.attention, std::string(nn::attention_kind_name(stored.encoder.attention))}},
       checkpoint);
-  if (stored.channels != problem.channels() || stored.num_classes != problem.num_classes() ||
+  if (stored.channels != problem.channels() || stored.class_labels != problem.class_labels() ||
       stored.max_length < problem.max_length())
-    fg::fail("timeseries", "the model of ", checkpoint, " takes ", stored.channels, " channels, ", stored.num_classes,
-             " classes and series of up to ", stored.max_length, " steps; problem ", o.problem, " has ",
-             problem.channels(), " channels, ", problem.num_classes(), " classes and series of up to ",
-             problem.max_length(), " steps");
+    fg::fail("timeseries", "the model of ", checkpoint, " takes ", stored.channels, " channels, the classes ",
+             label_list(stored.class_labels), " and series of up to ", stored.max_length, " steps; problem ", o.problem,
+             " has ", problem.channels(), " channels, the classes ", label_list(problem.class_labels()),
+             " and series of up to ", problem.max_length(), " steps");
   return stored;
 }
 
-int train(const TrainOptions& o) {
+int train(TrainOptions o) {
+  // Evaluation batches as large as training ones: series can be thousands of steps long.
+  o.training.eval_batch = o.training.batch;
   const fg::dist::Communicator& comm = examples::start_process(o.threads);
   const timeseries::UeaProblem problem(o.data, o.problem);
   const models::SeriesClassifierConfig config =
@@ -159,7 +169,7 @@ int main(int argc, char** argv) {
   generate_cmd->add_option("--out", g.dir, "directory to write the problem's directory into")->required();
   generate_cmd->add_option("--problem", g.problem, "problem name")->capture_default_str();
   generate_cmd->add_option("--classes", g.classes, "classes, 2 to 8")->transform(examples::integer_in(2, 8))->capture_default_str();
-  generate_cmd->add_option("--channels", g.channels, "values per time step")->transform(examples::integer_in(1, 4096))->capture_default_str();
+  generate_cmd->add_option("--channels", g.channels, "values per time step (2 or more: classes differ by their phase relation)")->transform(examples::integer_in(2, 4096))->capture_default_str();
   generate_cmd->add_option("--length", g.length, "time steps (the longest, with --unequal)")->transform(examples::integer_in(4, 1 << 20))->capture_default_str();
   generate_cmd->add_option("--train", g.train, "training series")->transform(examples::integer_in(1, 1 << 24))->capture_default_str();
   generate_cmd->add_option("--test", g.test, "test series")->transform(examples::integer_in(1, 1 << 24))->capture_default_str();

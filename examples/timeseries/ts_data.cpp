@@ -31,27 +31,37 @@ UeaProblem::UeaProblem(const std::string& dir, const std::string& name)
   if (train_.dimensions != test_.dimensions)
     fg::fail("timeseries", "'", train_path_, "' has ", train_.dimensions, " channels but '", test_path_, "' has ",
              test_.dimensions);
-  if (train_.class_labels != test_.class_labels)
-    fg::fail("timeseries", "'", train_path_, "' and '", test_path_, "' list different class labels");
+  // The test split's labels as indices into the training split's list (the
+  // same names, perhaps listed in another order).
+  for (std::int64_t& label : test_.labels) {
+    const std::string& name = test_.class_labels[static_cast<std::size_t>(label)];
+    const auto found = std::find(train_.class_labels.begin(), train_.class_labels.end(), name);
+    if (found == train_.class_labels.end())
+      fg::fail("timeseries", "'", test_path_, "' has the class label '", fg::excerpt(name, 40), "', which '",
+               train_path_, "' does not list");
+    label = found - train_.class_labels.begin();
+  }
+  test_.class_labels = train_.class_labels;
 
-  // Per-channel statistics of the training split, missing values left out.
+  // Per-channel mean and deviation of the training split (two passes, so
+  // a large mean does not cancel the variance), missing values left out.
   const auto C = static_cast<std::size_t>(channels());
-  std::vector<double> sum(C, 0.0), sum_sq(C, 0.0), count(C, 0.0);
+  std::vector<double> sum(C, 0.0), count(C, 0.0), squares(C, 0.0);
   for (std::size_t i = 0; i < train_.values.size(); ++i) {
-    const double v = train_.values[i];
-    if (std::isnan(v)) continue;
-    sum[i % C] += v;
-    sum_sq[i % C] += v * v;
+    if (std::isnan(train_.values[i])) continue;
+    sum[i % C] += train_.values[i];
     count[i % C] += 1;
   }
   mean_.assign(C, 0.0f);
+  for (std::size_t c = 0; c < C; ++c)  // a channel never observed has mean 0: all its values are missing
+    if (count[c] > 0) mean_[c] = static_cast<float>(sum[c] / count[c]);
+  for (std::size_t i = 0; i < train_.values.size(); ++i)
+    if (!std::isnan(train_.values[i])) squares[i % C] += std::pow(train_.values[i] - double{mean_[i % C]}, 2);
   inverse_std_.assign(C, 1.0f);
   for (std::size_t c = 0; c < C; ++c) {
-    if (count[c] == 0) continue;  // never observed: every value is missing, hence 0
-    const double mean = sum[c] / count[c];
-    const double variance = std::max(0.0, sum_sq[c] / count[c] - mean * mean);
-    mean_[c] = static_cast<float>(mean);
-    if (variance > 1e-12) inverse_std_[c] = static_cast<float>(1.0 / std::sqrt(variance));
+    const double deviation = count[c] > 0 ? std::sqrt(squares[c] / count[c]) : 0.0;
+    // A constant channel (up to float rounding) is only centred.
+    if (deviation > 1e-6 * std::max(1.0, std::abs(double{mean_[c]}))) inverse_std_[c] = static_cast<float>(1.0 / deviation);
   }
 }
 
@@ -147,15 +157,18 @@ void write_synthetic_problem(const SyntheticOptions& o) {
   if (o.classes < 2 || o.classes > 8) fg::fail("timeseries", "--classes ", o.classes, " must be from 2 to 8");
   if (o.length < 4) fg::fail("timeseries", "--length ", o.length, " must be at least 4");
   if (!(o.missing >= 0 && o.missing < 1)) fg::fail("timeseries", "--missing ", o.missing, " must be in [0, 1)");
-  if (o.channels < 1 || o.train < 1 || o.test < 1 || !(o.noise >= 0))
-    fg::fail("timeseries", "--channels, --train and --test must be positive and --noise not negative");
+  if (o.channels < 2 || o.train < 1 || o.test < 1 || !(o.noise >= 0))
+    fg::fail("timeseries", "--channels must be at least 2 (classes differ by the channels' phase relation), "
+             "--train and --test positive and --noise not negative");
   const fs::path dir = fs::path(o.dir) / o.problem;
+  auto path_of = [&](bool train) { return dir / (o.problem + (train ? "_TRAIN.ts" : "_TEST.ts")); };
+  for (const bool train : {true, false})  // both checked before either is written
+    if (fs::exists(path_of(train)) && !o.overwrite)
+      fg::fail("timeseries", "'", path_of(train).string(), "' exists; pass --overwrite to replace it");
   fs::create_directories(dir);
   fg::Generator rng(o.seed);
   for (const bool train : {true, false}) {
-    const fs::path path = dir / (o.problem + (train ? "_TRAIN.ts" : "_TEST.ts"));
-    if (fs::exists(path) && !o.overwrite)
-      fg::fail("timeseries", "'", path.string(), "' exists; pass --overwrite to replace it");
+    const fs::path path = path_of(train);
     std::string text = "# Synthetic problem written by `timeseries generate` (seed " + std::to_string(o.seed) + ")\n";
     text += "@problemName " + o.problem + "\n@timeStamps false\n@missing " + (o.missing > 0 ? "true" : "false") +
             "\n@univariate " + (o.channels == 1 ? "true" : "false") + "\n@dimensions " + std::to_string(o.channels) +

@@ -21,8 +21,9 @@ namespace fg = flowgrad;
 
 class UeaProblem {
  public:
-  // Reads both splits; they must agree on the number of channels and on the
-  // class labels, and be labelled. Errors name the file.
+  // Reads both splits; they must agree on the number of channels, be
+  // labelled, and the test split's labels must be listed by the training
+  // split (in any order: labels follow the training split's). Errors name the file.
   UeaProblem(const std::string& dir, const std::string& name);
 
   std::int64_t channels() const { return train_.dimensions; }
@@ -56,9 +57,9 @@ struct SyntheticOptions {
 };
 
 // Writes DIR/PROBLEM/PROBLEM_TRAIN.ts and _TEST.ts. Each series is a noisy
-// sine wave on every channel with a transient bump on channel 0. Classes (2
-// to 8) differ by the phase relation of the channels (all in phase, or each
-// in antiphase to the previous), from 3 classes on by the bump's position
+// sine wave on every channel (at least 2) plus a transient bump on every
+// channel. Classes (2 to 8) differ by the phase relation of the channels
+// (all in phase, or each in antiphase to the previous), from 3 classes on by the bump's position
 // (at a quarter or at three quarters of the series), and from 5 classes on
 // by the wave's frequency (1 or 4 cycles per --length steps; otherwise a
 // random frequency in between). Phase,
