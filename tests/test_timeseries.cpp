@@ -16,7 +16,7 @@ ProgramRun run_timeseries(const std::string& arguments, const TempDir& dir) {
   return run_program(TIMESERIES_PATH, arguments, dir);
 }
 
-const std::string kTiny = " --batch 16 --lr 3e-3 --layers 2 --heads 2 --embd 32 --dropout 0 --threads 2";
+const std::string kTiny = " --batch 16 --lr 3e-3 --layers 1 --heads 4 --embd 64 --dropout 0 --threads 2";
 
 // Writes a problem (unequal lengths, missing values) and
 // returns " --data DIR --problem NAME".
@@ -85,8 +85,8 @@ TEST_CASE("timeseries: a short run beats the majority class clearly, and a stopp
   REQUIRE(losses_and_accuracies(resumed + "/log.csv") == expected);
   const plot::Table log = plot::read_csv(straight + "/log.csv");
   // The phase relation is learnt within a few epochs, the bump's position
-  // more slowly (README): 10 epochs are well above the majority class, 0.25.
-  REQUIRE(log.rows.back()[static_cast<std::size_t>(log.column("test_acc"))] >= 0.4);
+  // more slowly (73 % after 10 epochs here, 93 % with --seed 2); the majority class is 25 %.
+  REQUIRE(log.rows.back()[static_cast<std::size_t>(log.column("test_acc"))] >= 0.6);
 }
 
 TEST_CASE("timeseries: bad input gets a clear error") {

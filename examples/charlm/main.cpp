@@ -205,7 +205,9 @@ int train(const TrainOptions& o) {
   }
 
   double val_loss = NAN;
-  const auto [first_row, rows] = trainer.shard(o.batch);
+  // Not a structured binding: clang 14 (the fuzz and sanitizer builds) cannot capture one in a lambda.
+  const std::pair<std::int64_t, std::int64_t> shard = trainer.shard(o.batch);
+  const std::int64_t first_row = shard.first, rows = shard.second;
   const int status = trainer.run(
       [&](std::int64_t) {
         const charlm::Batch batch = data.sample(true, o.batch, config.block_size, data_gen, first_row, rows);
