@@ -13,7 +13,7 @@ FLOWGRAD_APT_PACKAGES=(
 
 # What scripts/fuzz needs besides: clang and its libFuzzer runtime.
 # shellcheck disable=SC2034  # used by scripts/fuzz
-FLOWGRAD_FUZZ_PACKAGES=(clang libclang-rt-14-dev)
+FLOWGRAD_FUZZ_PACKAGES=(clang libclang-rt-14-dev)  # the sanitizer and fuzzing build
 # A real browser for the test that loads flow_inspect's HTML report (skipped without it).
 FLOWGRAD_BROWSER_PACKAGES=(chromium)
 
@@ -95,17 +95,22 @@ configure_build() {
   meson setup "$dir" "${everything[@]}" "$@"
 }
 
-build() {
+# configure_sanitized_build DIR: the one AddressSanitizer + UBSan build
+# (clang, so that it also holds the libFuzzer targets of tests/fuzz) that
+# scripts/test --sanitize and scripts/fuzz share. -fno-sanitize-recover makes
+# every UBSan finding stop the program, so a test fails instead of printing a
+# warning and passing; b_lundef=false is what meson needs to link sanitized
+# shared libraries. Without MPI, which shows that flowgrad builds and passes
+# without it (the release build runs the mpirun tests); without the
+# benchmarks, which nothing runs here.
+configure_sanitized_build() {
   local dir=$1
-  shift
-  if [[ -f $dir/meson-private/coredata.dat ]]; then
-    if (( $# > 0 )); then
-      meson setup --reconfigure "$dir" "$@" >/dev/null
-    fi
-    return 0
+  ensure_deps "${FLOWGRAD_FUZZ_PACKAGES[@]}"
+  if [[ ! -f $dir/meson-private/coredata.dat ]]; then
+    log "configuring $dir (clang, ASan + UBSan, libFuzzer targets)"
+    CC=clang CXX=clang++ configure_build "$dir" -Dbuildtype=debugoptimized -Db_sanitize=address,undefined \
+      -Db_lundef=false -Dcpp_args=-fno-sanitize-recover=all -Dmpi=disabled -Dbench=disabled -Dfuzzing=true
   fi
-  log "configuring $dir"
-  meson setup "$dir" "$@"
 }
 
 build() {

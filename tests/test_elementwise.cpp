@@ -148,7 +148,8 @@ TEST_CASE("binary ops: gradients with broadcasting and non-contiguous inputs") {
   const std::vector<std::pair<Shape, Shape>> shapes = {
       {{3, 4}, {3, 4}}, {{3, 4}, {4}}, {{3, 1}, {1, 4}}, {{2, 1, 4}, {3, 1}}, {{3, 4}, {}}};
   Generator gen(2);
-  for (const auto& [name, op] : ops) {
+  for (const auto& [name, binding] : ops) {
+    const BinaryOp op = binding;  // clang 14's lambdas cannot capture a structured binding
     for (const auto& [sa, sb] : shapes) {
       INFO(name << " " << shape_str(sa) << " with " << shape_str(sb));
       Tensor a = rand(sa, gen, kFloat64, 0.5, 2.0);
