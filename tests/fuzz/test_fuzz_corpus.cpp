@@ -4,6 +4,7 @@
 // Runs in the release and the sanitizer builds, so a regression input that
 // once read out of bounds fails here again if the defect returns.
 #include <filesystem>
+#include <set>
 
 #include "../test_util.h"
 #include "targets.h"
@@ -24,6 +25,23 @@ std::vector<fs::path> files_under(const fs::path& dir) {
 }
 
 }  // namespace
+
+TEST_CASE("the fuzz targets that meson builds (and scripts/fuzz runs) are exactly those of targets.h") {
+  // tests/fuzz/meson.build: fuzz_target_names = ['safetensors', ...]
+  const std::string build = flowgrad::testing::read_text_file((kFuzzDir / "meson.build").string());
+  const std::size_t start = build.find("fuzz_target_names = [");
+  REQUIRE(start != std::string::npos);
+  const std::string list = build.substr(start, build.find(']', start) - start);
+  std::set<std::string> listed;
+  for (std::size_t open = list.find('\''); open != std::string::npos; open = list.find('\'', open + 1)) {
+    const std::size_t close = list.find('\'', open + 1);
+    listed.insert(list.substr(open + 1, close - open - 1));
+    open = close;
+  }
+  std::set<std::string> defined;
+  for (const auto& [name, target] : fuzz::targets()) defined.insert(name);
+  REQUIRE(listed == defined);
+}
 
 TEST_CASE("every fuzz target reads its seeds, and reads or refuses every regression input cleanly") {
   for (const auto& [name, target] : fuzz::targets()) {
