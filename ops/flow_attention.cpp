@@ -759,7 +759,7 @@ void causal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
 // ---------------------------------------------------------------------------
 
 struct Problem {
-  std::int64_t B, H;
+  std::int64_t batch, heads;  // B and the heads per batch element (H of the shapes, not the prefix state H)
   Dims dims;
   std::vector<std::vector<std::int64_t>> real_keys;  // per batch element; empty = no mask
 };
@@ -835,7 +835,7 @@ void for_each_head(const Problem& p, const Tensor& q, const Tensor& k, const Ten
       body(head, Qh, Kh, Vh, dims, nullptr);
       return;
     }
-    const std::vector<std::int64_t>& real = p.real_keys[head / p.H];
+    const std::vector<std::int64_t>& real = p.real_keys[head / p.heads];
     Dims compact = dims;
     compact.S = static_cast<std::int64_t>(real.size());
     Buffer<T> K_real(compact.S * dims.D), V_real(compact.S * dims.M);
@@ -845,13 +845,13 @@ void for_each_head(const Problem& p, const Tensor& q, const Tensor& k, const Ten
     }
     body(head, Qh, K_real.data(), V_real.data(), compact, &real);
   };
-  const std::int64_t heads = p.B * p.H;
-  if (heads > 1 && get_num_threads() > 1) {
-    parallel_for(heads, 1, [&](std::int64_t begin, std::int64_t end) {
+  const std::int64_t all_heads = p.batch * p.heads;
+  if (all_heads > 1 && get_num_threads() > 1) {
+    parallel_for(all_heads, 1, [&](std::int64_t begin, std::int64_t end) {
       for (std::int64_t h = begin; h < end; ++h) run_head(h);
     });
   } else {
-    for (std::int64_t h = 0; h < heads; ++h) run_head(h);
+    for (std::int64_t h = 0; h < all_heads; ++h) run_head(h);
   }
 }
 
@@ -863,7 +863,7 @@ Settings<T> settings_of(const FlowAttentionOptions& o) {
 Tensor forward_all(const Problem& p, const Tensor& q, const Tensor& k, const Tensor& v,
                    const FlowAttentionOptions& o) {
   const Dims dims = p.dims;
-  Tensor out = empty({p.B, p.H, dims.N, dims.M}, q.dtype());
+  Tensor out = empty({p.batch, p.heads, dims.N, dims.M}, q.dtype());
   dispatch_floating(q.dtype(), "flow_attention", [&]<class T>() {
     const Settings<T> cfg = settings_of<T>(o);
     for_each_head<T>(p, q, k, v, [&](std::int64_t head, const T* Qh, const T* Kh, const T* Vh,
@@ -1034,10 +1034,10 @@ FlowAttentionInspection flow_attention_inspect(const Tensor& queries, const Tens
                                                std::int64_t head) {
   const char* op = "flow_attention_inspect";
   const Problem p = check_inputs(queries, keys, values, options, key_padding_mask);
-  if (batch < 0 || batch >= p.B || head < 0 || head >= p.H)
-    fail(op, "(batch, head) = (", batch, ", ", head, ") is outside the ", p.B, " x ", p.H, " heads of queries ",
+  if (batch < 0 || batch >= p.batch || head < 0 || head >= p.heads)
+    fail(op, "(batch, head) = (", batch, ", ", head, ") is outside the ", p.batch, " x ", p.heads, " heads of queries ",
          shape_str(queries.shape()));
-  const Shape out_shape{p.B, p.H, p.dims.N, p.dims.M};
+  const Shape out_shape{p.batch, p.heads, p.dims.N, p.dims.M};
   if (!grad_out.defined() || grad_out.shape() != out_shape || grad_out.dtype() != queries.dtype())
     fail(op, "grad_out must be ", dtype_name(queries.dtype()), " ", shape_str(out_shape), " like the output, got ",
          grad_out.defined() ? std::string(dtype_name(grad_out.dtype())) + " " + shape_str(grad_out.shape())
@@ -1046,7 +1046,7 @@ FlowAttentionInspection flow_attention_inspect(const Tensor& queries, const Tens
   KernelRecorder rec;
   dispatch_floating(q.dtype(), op, [&]<class T>() {
     const Settings<T> cfg = settings_of<T>(options);
-    const std::int64_t index = batch * p.H + head;
+    const std::int64_t index = batch * p.heads + head;
     Dims dims = p.dims;
     const T* Qh = q.data<T>() + index * dims.N * dims.D;
     const T* Kh = k.data<T>() + index * dims.S * dims.D;
