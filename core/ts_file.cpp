@@ -1,6 +1,7 @@
 #include "ts_file.h"
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <cmath>
 #include <limits>
@@ -30,6 +31,13 @@ std::string lowercase(std::string_view text) {
   std::string out(text);
   for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return out;
+}
+
+// "NaN" in any case, without building a string (this runs for every value).
+bool is_nan_word(std::string_view text) {
+  return text.size() == 3 && std::tolower(static_cast<unsigned char>(text[0])) == 'n' &&
+         std::tolower(static_cast<unsigned char>(text[1])) == 'a' &&
+         std::tolower(static_cast<unsigned char>(text[2])) == 'n';
 }
 
 // Splits on runs of blanks (the header's words).
@@ -189,7 +197,7 @@ class TsParser {
   float parse_value(std::string_view field, std::int64_t dimension) const {
     const std::string_view text = trim(field);
     if (text.empty()) fail("dimension ", dimension, " has an empty value (two commas in a row, or a trailing comma)");
-    if (text == "?" || lowercase(text) == "nan") {
+    if (text == "?" || is_nan_word(text)) {
       if (!data_.missing)
         fail("a missing value '", text, "' in dimension ", dimension, " but the header does not allow them (",
              seen_.contains("@missing") ? "@missing false" : "no @missing true", ")");
@@ -204,8 +212,9 @@ class TsParser {
     if (end != last || (error != std::errc() && error != std::errc::result_out_of_range) || !std::isfinite(value))
       fail("'", excerpt(text, 40), "' in dimension ", dimension,
            " is not a number (values are finite decimal numbers, '?' when missing)");
-    const bool negative_exponent = text.find("e-") != std::string_view::npos || text.find("E-") != std::string_view::npos;
-    if (error == std::errc::result_out_of_range && negative_exponent) return text.front() == '-' ? -0.0f : 0.0f;
+    if (error == std::errc::result_out_of_range &&
+        (text.find("e-") != std::string_view::npos || text.find("E-") != std::string_view::npos))
+      return text.front() == '-' ? -0.0f : 0.0f;  // below float's (and double's) range
     constexpr double kFloatMax = std::numeric_limits<float>::max();
     constexpr double kRoundsToFloatMax = kFloatMax * (1.0 + 0x1p-25);  // below this, the nearest float is the largest
     if (error == std::errc::result_out_of_range || std::abs(value) >= kRoundsToFloatMax)

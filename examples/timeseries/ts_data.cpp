@@ -84,21 +84,21 @@ examples::LabelledBatch UeaProblem::batch(bool train, const std::vector<std::int
                " cases)");
     T = std::max(T, data.lengths[static_cast<std::size_t>(i)]);
   }
-  std::vector<float> series(static_cast<std::size_t>(B * T * C), 0.0f), mask(static_cast<std::size_t>(B * T), 0.0f);
-  std::vector<std::int64_t> labels(static_cast<std::size_t>(B));
+  // Written in place: padding stays zero, with mask 0.
+  examples::LabelledBatch batch{fg::zeros({B, T, C}), fg::zeros({B, T}), fg::empty({B}, fg::kInt64)};
   for (std::int64_t b = 0; b < B; ++b) {
     const auto i = static_cast<std::size_t>(indices[static_cast<std::size_t>(b)]);
     const std::int64_t length = data.lengths[i];
     const float* source = data.values.data() + data.offsets[i];
-    float* row = series.data() + b * T * C;
+    float* row = batch.inputs.data<float>() + b * T * C;
     for (std::int64_t k = 0; k < length * C; ++k) {
       const auto c = static_cast<std::size_t>(k % C);
       row[k] = std::isnan(source[k]) ? 0.0f : (source[k] - mean_[c]) * inverse_std_[c];
     }
-    std::fill_n(mask.begin() + b * T, length, 1.0f);
-    labels[static_cast<std::size_t>(b)] = data.labels[i];
+    std::fill_n(batch.mask.data<float>() + b * T, length, 1.0f);
+    batch.labels.data<std::int64_t>()[b] = data.labels[i];
   }
-  return {fg::from_vector(series, {B, T, C}), fg::from_vector(mask, {B, T}), fg::from_vector(labels, {B})};
+  return batch;
 }
 
 examples::ClassificationData UeaProblem::as_classification_data() const {
