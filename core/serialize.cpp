@@ -278,8 +278,9 @@ std::string_view npy_descr(DType dtype) {
 }
 
 struct NpyHeader {
-  DType dtype = kFloat32;
+  DType dtype = kFloat32;  // what the tensor holds
   Shape shape;
+  bool bools = false;  // '|b1' in the file: one byte 0 or 1 each, read into int64
 };
 
 // Parses the header dict NumPy writes, a Python literal such as
@@ -324,10 +325,13 @@ class NpyHeaderParser {
       header.dtype = kFloat64;
     } else if (*descr_ == "<i8") {
       header.dtype = kInt64;
+    } else if (*descr_ == "|b1") {  // NumPy's bool (e.g. D4RL's terminals)
+      header.dtype = kInt64;
+      header.bools = true;
     } else if (!descr_->empty() && descr_->front() == '>') {
       ctx_.fail("big-endian dtype '", excerpt(*descr_), "' is not supported");
     } else {
-      ctx_.fail("unsupported dtype '", excerpt(*descr_), "' (supported: '<f4', '<f8', '<i8')");
+      ctx_.fail("unsupported dtype '", excerpt(*descr_), "' (supported: '<f4', '<f8', '<i8', '|b1')");
     }
     return header;
   }
@@ -566,11 +570,13 @@ std::map<std::string, Tensor> load_safetensors(const std::string& path) {
 
 // ---- NumPy .npy ----
 
-void save_npy(const std::string& path, const Tensor& t) {
-  const FileContext ctx{"save_npy", path};
+namespace {
+
+// save_npy and save_npy_bools: the tensor's own dtype, or int64 0/1 as '|b1'.
+void write_npy(const FileContext& ctx, const std::string& path, const Tensor& t, bool as_bools) {
   if (!t.defined()) ctx.fail("the tensor is undefined");
   // The dict exactly as NumPy writes it (Python's repr of the header dict).
-  std::string dict = "{'descr': '" + std::string(npy_descr(t.dtype())) +
+  std::string dict = "{'descr': '" + std::string(as_bools ? "|b1" : npy_descr(t.dtype())) +
                      "', 'fortran_order': False, 'shape': (";
   for (std::size_t d = 0; d < t.shape().size(); ++d)
     dict += (d ? ", " : "") + std::to_string(t.shape()[d]);
@@ -600,8 +606,28 @@ void save_npy(const std::string& path, const Tensor& t) {
   AtomicFileWriter out(ctx.op, path);
   out.write(preamble);
   out.write(dict);
-  write_elements(out, t);
+  if (as_bools) {
+    std::string bytes;
+    bytes.reserve(static_cast<std::size_t>(t.numel()));
+    for (const std::int64_t value : t.contiguous().to_vector<std::int64_t>()) bytes += static_cast<char>(value);
+    out.write(bytes);
+  } else {
+    write_elements(out, t);
+  }
   out.commit();
+}
+
+}  // namespace
+
+void save_npy(const std::string& path, const Tensor& t) { write_npy({"save_npy", path}, path, t, false); }
+
+void save_npy_bools(const std::string& path, const Tensor& t) {
+  const FileContext ctx{"save_npy_bools", path};
+  if (t.defined() && t.dtype() != kInt64) ctx.fail("expected an int64 tensor of 0 and 1, got ", dtype_name(t.dtype()));
+  if (t.defined())
+    for (const std::int64_t value : t.contiguous().to_vector<std::int64_t>())
+      if (value != 0 && value != 1) ctx.fail("expected only 0 and 1, got ", value);
+  write_npy(ctx, path, t, true);
 }
 
 namespace {
@@ -635,14 +661,25 @@ Tensor read_npy(ByteSource& file) {
   file.read(preamble_size, text.data(), header_length, "the header");
 
   const NpyHeader header = NpyHeaderParser(ctx, text).parse();
-  const std::uint64_t nbytes = checked_nbytes(ctx, header.shape, header.dtype);
+  // A bool takes one byte in the file, eight in the int64 tensor.
+  const std::uint64_t nbytes = checked_nbytes(ctx, header.shape, header.dtype) / (header.bools ? dtype_size(kInt64) : 1);
   const std::uint64_t data_start = preamble_size + header_length;
   const std::uint64_t available = file.size() - data_start;
   if (available != nbytes)
     ctx.fail("the data holds ", available, " bytes but shape ", shape_str(header.shape), " of '",
-             npy_descr(header.dtype), "' needs ", nbytes);
+             header.bools ? "|b1" : npy_descr(header.dtype), "' needs ", nbytes);
   Tensor t = empty(header.shape, header.dtype);
-  file.read(data_start, t.storage()->data(), nbytes, "the data");
+  if (!header.bools) {
+    file.read(data_start, t.storage()->data(), nbytes, "the data");
+    return t;
+  }
+  std::vector<unsigned char> bytes(nbytes);
+  file.read(data_start, bytes.data(), nbytes, "the data");
+  std::int64_t* out = t.data<std::int64_t>();
+  for (std::uint64_t i = 0; i < nbytes; ++i) {
+    if (bytes[i] > 1) ctx.fail("bool element ", i, " is the byte ", static_cast<int>(bytes[i]), ", not 0 or 1");
+    out[i] = bytes[i];
+  }
   return t;
 }
 

@@ -42,8 +42,11 @@ SafetensorsFile parse_safetensors(std::string_view bytes, const std::string& nam
 
 // ---- NumPy .npy ----
 // Writes format 1.0 (2.0 if the header is too long for it), C order, dtype
-// '<f4', '<f8' or '<i8'. Reads versions 1.0, 2.0 and 3.0 of those dtypes.
+// '<f4', '<f8' or '<i8'. Reads versions 1.0, 2.0 and 3.0 of those dtypes,
+// and NumPy's bool '|b1' into int64 0 and 1 (other bytes are refused).
 void save_npy(const std::string& path, const Tensor& t);
+// An int64 tensor of 0 and 1 as NumPy bools ('|b1'), e.g. D4RL's terminals.
+void save_npy_bools(const std::string& path, const Tensor& t);
 Tensor load_npy(const std::string& path);
 Tensor parse_npy(std::string_view bytes, const std::string& name = "<memory>");
 

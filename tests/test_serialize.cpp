@@ -417,6 +417,18 @@ TEST_CASE("npy files in every header version and spelling NumPy produces load") 
                       zeros({0, 4}, kFloat64));
 }
 
+TEST_CASE("npy bool arrays ('|b1', as D4RL stores terminals) load as int64 0 and 1") {
+  TempDir dir;
+  const std::string path = dir.file("flags.npy");
+  write_bytes(path, npy_bytes("{'descr': '|b1', 'fortran_order': False, 'shape': (2, 2), }", std::string("\x00\x01\x01\x00", 4)));
+  require_same_tensor(load_npy(path), tensor({0, 1, 1, 0}, {2, 2}, kInt64));
+  // Each bool is one byte: the data must hold numel bytes, each 0 or 1.
+  write_bytes(path, npy_bytes("{'descr': '|b1', 'fortran_order': False, 'shape': (3,), }", std::string("\x00\x01", 2)));
+  REQUIRE_THROWS_WITH(load_npy(path), Catch::Contains("the data holds 2 bytes but shape [3] of '|b1' needs 3"));
+  write_bytes(path, npy_bytes("{'descr': '|b1', 'fortran_order': False, 'shape': (3,), }", std::string("\x00\x01\x02", 3)));
+  REQUIRE_THROWS_WITH(load_npy(path), Catch::Contains("bool element 2 is the byte 2, not 0 or 1"));
+}
+
 TEST_CASE("broken npy files are rejected with a message naming op, path and defect") {
   TempDir dir;
   const std::string path = dir.file("broken.npy");
@@ -477,7 +489,7 @@ TEST_CASE("broken npy files are rejected with a message naming op, path and defe
                      "fortran_order is True");
     require_rejected(with("'>f8'", "(1,)", eight), "big-endian dtype '>f8'");
     require_rejected(with("'<f2'", "(4,)", eight), "unsupported dtype '<f2'");
-    require_rejected(with("'|b1'", "(8,)", eight), "unsupported dtype '|b1'");
+    require_rejected(with("'|u1'", "(8,)", eight), "unsupported dtype '|u1'");
     require_rejected(with("'<f8'", "(-1,)", eight), "negative size");
     require_rejected(with("'<f8'", "(1.5,)", eight), "expected ','");
     require_rejected(with("'<f8'", "(x,)", eight), "expected a non-negative integer");

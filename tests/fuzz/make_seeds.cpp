@@ -53,6 +53,7 @@ int main(int argc, char** argv) {
   fg::save_npy((root / "npy/f4.npy").string(), fg::randn({2, 3}, gen));
   fg::save_npy((root / "npy/f8_scalar.npy").string(), fg::scalar_tensor(1.5, fg::kFloat64));
   fg::save_npy((root / "npy/i8.npy").string(), fg::arange(5));
+  fg::save_npy_bools((root / "npy/b1.npy").string(), fg::tensor({0, 1, 1}, fg::kInt64));
 
   // IDX: the header (magic, dims as big-endian uint32), then bytes; plain and gzip.
   std::string labels{'\0', '\0', '\x08', '\x01', '\0', '\0', '\0', '\x04', '\x01', '\x07', '\x00', '\x09'};
