@@ -111,6 +111,18 @@ void JsonObjectReader::read(const char* key, std::vector<std::string>& value) {
   value = std::move(strings);
 }
 
+void JsonObjectReader::read(const char* key, std::vector<double>& value) {
+  const nlohmann::json* field = find(key);
+  if (!field) return;
+  if (!field->is_array()) fail(op_, "\"", key, "\" must be an array of numbers, got ", brief(*field));
+  std::vector<double> numbers;
+  for (const nlohmann::json& item : *field) {
+    if (!item.is_number()) fail(op_, "\"", key, "\" must be an array of numbers, but holds ", brief(item));
+    numbers.push_back(item.get<double>());
+  }
+  value = std::move(numbers);
+}
+
 const nlohmann::json& JsonObjectReader::object(const char* key) {
   const nlohmann::json* field = find(key);
   if (!field) fail(op_, "the object \"", key, "\" is missing");

@@ -32,6 +32,7 @@ class JsonObjectReader {
   void read(const char* key, bool& value);
   void read(const char* key, std::string& value);
   void read(const char* key, std::vector<std::string>& value);  // an array of strings
+  void read(const char* key, std::vector<double>& value);       // an array of numbers
   // The value itself, checked to be an object; throws when absent.
   const nlohmann::json& object(const char* key);
   // Reads "kind" and throws unless it is `expected`, naming the program
