@@ -8,6 +8,7 @@
 #include "core/file_io.h"
 #include "core/idx.h"
 #include "core/ts_file.h"
+#include "core/offline_data.h"
 #include "core/parallel.h"
 #include "core/profile.h"
 #include "core/random.h"
@@ -47,6 +48,7 @@
 #include "dist/data_parallel.h"
 
 #include "models/char_lm.h"
+#include "models/decision.h"
 #include "models/flowformer.h"
 #include "models/timeseries.h"
 #include "models/vision.h"

@@ -126,8 +126,9 @@ FlowformerTrunk::FlowformerTrunk(const FlowformerConfig& config, std::int64_t po
   if (config.vocab_size > 0)
     wte = register_module(
         "wte", std::make_shared<nn::Embedding>(config.vocab_size, config.n_embd, init_gen, nn::EmbeddingOptions{.dtype = dtype}));
-  wpe = register_module("wpe",
-                        std::make_shared<nn::Embedding>(positions, config.n_embd, init_gen, nn::EmbeddingOptions{.dtype = dtype}));
+  if (positions > 0)
+    wpe = register_module("wpe",
+                          std::make_shared<nn::Embedding>(positions, config.n_embd, init_gen, nn::EmbeddingOptions{.dtype = dtype}));
   drop = register_module("drop", std::make_shared<nn::Dropout>(config.dropout, dropout_gen));
   h = register_module("h", std::make_shared<FlowformerBlocks>());
   for (std::int64_t i = 0; i < config.n_layer; ++i)
@@ -136,6 +137,7 @@ FlowformerTrunk::FlowformerTrunk(const FlowformerConfig& config, std::int64_t po
 }
 
 Tensor FlowformerTrunk::add_positions(const Tensor& x) const {
+  if (!wpe) return drop->forward(x);  // the caller embedded the positions
   const std::int64_t T = x.size(1);
   if (T > wpe->num_embeddings)
     fail("Flowformer", "sequence of length ", T, " exceeds the ", wpe->num_embeddings,

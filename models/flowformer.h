@@ -84,12 +84,14 @@ class FlowformerBlocks : public nn::Module {
 };
 
 // The "transformer" sub-module: embeddings, blocks, final LayerNorm. wte is
-// null when vocab_size is 0 (inputs arrive embedded).
+// null when vocab_size is 0 (inputs arrive embedded), wpe when positions is 0
+// (the caller adds its own, e.g. the decision model's timestep embedding).
 class FlowformerTrunk : public nn::Module {
  public:
   FlowformerTrunk(const FlowformerConfig& config, std::int64_t positions, Generator& init_gen,
                   std::shared_ptr<Generator> dropout_gen, DType dtype);
-  // dropout(x + wpe[0..T)), the blocks, ln_f: x [B, T, n_embd] -> [B, T, n_embd].
+  // dropout(x + wpe[0..T)) (or dropout(x) without wpe), the blocks, ln_f:
+  // x [B, T, n_embd] -> [B, T, n_embd].
   Tensor forward_embedded(const Tensor& x, const Tensor& mask = Tensor()) const;
   // For inspection: the same pass (no mask), returning each block's
   // attention trace (see FlowAttention::trace), first block first.
