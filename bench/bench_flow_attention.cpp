@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "../flowgrad.h"
+#include "bench_util.h"
 
 namespace {
 
@@ -149,13 +150,6 @@ Result run_in_child(const std::string& self, const std::string& kernel, bool bac
   return result;
 }
 
-std::vector<std::int64_t> parse_lengths(const std::string& text) {
-  std::vector<std::int64_t> lengths;
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, ',')) lengths.push_back(std::stoll(item));
-  return lengths;
-}
 
 }  // namespace
 
@@ -167,7 +161,7 @@ int main(int argc, char** argv) {
     for (std::size_t i = 0; i < args.size(); ++i) {
       if (args[i] == "--threads" && i + 1 < args.size()) threads = std::stoi(args[++i]);
       if (args[i] == "--repeats" && i + 1 < args.size()) repeats = std::stoi(args[++i]);
-      if (args[i] == "--lengths" && i + 1 < args.size()) lengths = parse_lengths(args[++i]);
+      if (args[i] == "--lengths" && i + 1 < args.size()) lengths = bench::parse_int_list(args[++i]);
     }
     fg::set_num_threads(threads);
     if (!args.empty() && args[0] == "--single" && args.size() >= 5) {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "../flowgrad.h"
+#include "bench_util.h"
 
 namespace {
 
@@ -20,13 +21,6 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-std::vector<std::int64_t> parse_list(const std::string& text) {
-  std::vector<std::int64_t> values;
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, ',')) values.push_back(std::stoll(item));
-  return values;
-}
 
 }  // namespace
 
@@ -37,7 +31,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   for (std::size_t i = 0; i + 1 < args.size(); ++i) {
     if (args[i] == "--threads") threads = std::stoi(args[i + 1]);
-    if (args[i] == "--contexts") contexts = parse_list(args[i + 1]);
+    if (args[i] == "--contexts") contexts = bench::parse_int_list(args[i + 1]);
     if (args[i] == "--layers") config.n_layer = std::stoll(args[i + 1]);
     if (args[i] == "--heads") config.n_head = std::stoll(args[i + 1]);
     if (args[i] == "--embd") config.n_embd = std::stoll(args[i + 1]);
