@@ -11,19 +11,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "../flowgrad.h"
 #include "bench_util.h"
 
-namespace {
-
 namespace fg = flowgrad;
-
-
-}  // namespace
 
 int main(int argc, char** argv) {
   int threads = 1;
@@ -44,8 +38,15 @@ int main(int argc, char** argv) {
     if (args[i] == "--heads") trunk.n_head = std::stoll(args[i + 1]);
     if (args[i] == "--embd") trunk.n_embd = std::stoll(args[i + 1]);
   }
-  fg::set_num_threads(threads);
   std::sort(starts.begin(), starts.end());
+  if (starts.empty()) starts = {0};
+  for (std::size_t i = 0; i < starts.size(); ++i)
+    if (window < 1 || starts[i] < 0 || (i > 0 && starts[i] < starts[i - 1] + window)) {
+      std::fprintf(stderr, "bench_decision_rollout: --at needs positions >= 0, at least --window (%lld) apart\n",
+                   static_cast<long long>(window));
+      return 2;
+    }
+  fg::set_num_threads(threads);
   const std::int64_t horizon = starts.back() + window;
   std::printf("decision model: %lld layers, %lld heads, width %lld, %lld episode(s) in parallel, float32, %d thread(s)\n",
               static_cast<long long>(trunk.n_layer), static_cast<long long>(trunk.n_head),

@@ -150,7 +150,6 @@ Result run_in_child(const std::string& self, const std::string& kernel, bool bac
   return result;
 }
 
-
 }  // namespace
 
 int main(int argc, char** argv) {

@@ -102,10 +102,22 @@ OfflineDataset read_offline_data(const std::string& dir) {
   }
   OfflineDataset data;
   // float64 values become float32 (the model's type); discrete actions stay int64.
-  auto as_float = [](const Tensor& t) { return t.dtype() == kFloat64 ? t.to(kFloat32) : t; };
-  data.observations = as_float(fields[0]);
-  data.actions = as_float(fields[1]);
-  data.rewards = as_float(fields[2]);
+  auto as_float = [&](int f) {
+    const Tensor& t = fields[f];
+    if (t.dtype() != kFloat64) return t;
+    check_finite(op, dir, kFields[f], t);
+    const Tensor converted = t.to(kFloat32);
+    const std::vector<float> values = converted.contiguous().to_vector<float>();
+    const std::int64_t per_row = t.dim() > 1 ? t.size(1) : 1;
+    for (std::size_t i = 0; i < values.size(); ++i)
+      if (!std::isfinite(values[i]))
+        fail(op, "'", dir, "': ", kFields[f], " row ", static_cast<std::int64_t>(i) / per_row,
+             " holds a value beyond float32's range");
+    return converted;
+  };
+  data.observations = as_float(0);
+  data.actions = as_float(1);
+  data.rewards = as_float(2);
   data.terminals = fields[3];
   data.timeouts = fields[4];
   data.validate(op, dir);

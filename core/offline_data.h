@@ -41,8 +41,8 @@ struct OfflineDataset {
   std::int64_t size() const { return rewards.defined() ? rewards.size(0) : 0; }
   std::int64_t state_dim() const { return observations.size(1); }
   bool discrete() const { return actions.dim() == 1; }
-  // Values per action (continuous); discrete actions have one (their id).
-  std::int64_t action_dim() const { return discrete() ? 1 : actions.size(1); }
+  // Values per action row: action_dim for continuous actions, 1 (the id) for discrete ones.
+  std::int64_t action_width() const { return discrete() ? 1 : actions.size(1); }
   // The episodes, in order (see the file comment).
   std::vector<OfflineEpisode> episodes() const;
   // Each episode's undiscounted return (sum of its rewards), in float64.

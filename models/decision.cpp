@@ -10,6 +10,7 @@
 #include "../ops/elementwise.h"
 #include "../ops/loss.h"
 #include "../ops/reduce.h"
+#include "../ops/select.h"
 #include "../ops/shape_ops.h"
 
 namespace flowgrad::models {
@@ -26,6 +27,20 @@ std::string describe(const Tensor& t) {
   text += shape_str(t.shape());
   return text;
 }
+// Fails unless every id of an int64 tensor is in [0, end), naming the argument.
+void check_ids(const char* op, const char* what, const Tensor& ids, std::int64_t end) {
+  const std::vector<std::int64_t> values = ids.contiguous().to_vector<std::int64_t>();
+  for (std::size_t i = 0; i < values.size(); ++i)
+    if (values[i] < 0 || values[i] >= end)
+      fail(op, what, " element ", i, " is ", values[i], ", outside [0, ", end, ")");
+}
+
+// Fails unless a floating tensor has the model's dtype and this shape, naming the argument.
+void check_floating(const char* op, const char* what, const Tensor& t, DType dtype, const Shape& shape) {
+  if (!t.defined() || t.dtype() != dtype || t.shape() != shape)
+    fail(op, "expected ", what, " ", dtype_name(dtype), " ", shape_str(shape), ", got ", describe(t));
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------
@@ -50,7 +65,9 @@ void DecisionConfig::validate() const {
   trunk.validate();
   if (trunk.vocab_size != 0 || !trunk.causal)
     fail(kConfigOp, "the trunk must take embedded inputs (vocab_size 0) with causal attention");
-  if (max_timestep > kMaxTensorElements / kTokensPerStep || trunk.block_size != kTokensPerStep * max_timestep)
+  if (max_timestep > kMaxTensorElements / kTokensPerStep)
+    fail(kConfigOp, "max_timestep ", max_timestep, " gives more than 2^40 tokens per episode");
+  if (trunk.block_size != kTokensPerStep * max_timestep)
     fail(kConfigOp, "trunk.block_size ", trunk.block_size, " must be 3 x max_timestep ", max_timestep);
   for (const std::int64_t rows : {state_dim, action_dim, max_timestep})
     if (!is_valid_tensor_shape({rows, trunk.n_embd}))
@@ -149,20 +166,24 @@ double DecisionFlowformer::parameter_count_for(const DecisionConfig& config) {
 
 void DecisionFlowformer::check_inputs(const Tensor& returns_to_go, const Tensor& states, const Tensor& actions,
                                       const Tensor& timesteps) const {
-  if (!states.defined() || states.dim() != 3 || states.size(2) != config_.state_dim || states.size(1) < 1)
-    fail(kModelOp, "expected states [B, T, ", config_.state_dim, "] with T >= 1, got ", describe(states));
+  if (!states.defined() || states.dim() != 3 || states.size(2) != config_.state_dim || states.size(1) < 1 ||
+      states.dtype() != dtype_)
+    fail(kModelOp, "expected states ", dtype_name(dtype_), " [B, T, ", config_.state_dim, "] with T >= 1, got ",
+         describe(states));
   const std::int64_t B = states.size(0), T = states.size(1);
   if (T > config_.max_timestep)
     fail(kModelOp, "a sequence of ", T, " steps exceeds max_timestep ", config_.max_timestep);
-  if (!returns_to_go.defined() || returns_to_go.shape() != Shape{B, T} || !is_floating(returns_to_go.dtype()))
-    fail(kModelOp, "expected returns_to_go [", B, ", ", T, "] (floating), got ", describe(returns_to_go));
-  if (config_.discrete ? (!actions.defined() || actions.dtype() != kInt64 || actions.shape() != Shape{B, T})
-                       : (!actions.defined() || !is_floating(actions.dtype()) ||
-                          actions.shape() != Shape{B, T, config_.action_dim}))
-    fail(kModelOp, "expected actions ", config_.discrete ? "int64 " : "",
-         shape_str(config_.discrete ? Shape{B, T} : Shape{B, T, config_.action_dim}), ", got ", describe(actions));
+  check_floating(kModelOp, "returns_to_go", returns_to_go, dtype_, {B, T});
+  if (config_.discrete) {
+    if (!actions.defined() || actions.dtype() != kInt64 || actions.shape() != Shape{B, T})
+      fail(kModelOp, "expected actions int64 ", shape_str({B, T}), ", got ", describe(actions));
+    check_ids(kModelOp, "actions", actions, config_.action_dim);
+  } else {
+    check_floating(kModelOp, "actions", actions, dtype_, {B, T, config_.action_dim});
+  }
   if (!timesteps.defined() || timesteps.dtype() != kInt64 || timesteps.shape() != Shape{B, T})
-    fail(kModelOp, "expected timesteps int64 [", B, ", ", T, "], got ", describe(timesteps));
+    fail(kModelOp, "expected timesteps int64 ", shape_str({B, T}), ", got ", describe(timesteps));
+  check_ids(kModelOp, "timesteps", timesteps, config_.max_timestep);
 }
 
 Tensor DecisionFlowformer::embed_returns(const Tensor& returns_to_go, const Tensor& time) const {
@@ -202,19 +223,23 @@ Tensor DecisionFlowformer::loss(const TrajectoryBatch& batch) const {
   const std::int64_t B = predicted.size(0), T = predicted.size(1);
   if (!batch.mask.defined() || batch.mask.shape() != Shape{B, T} || !is_floating(batch.mask.dtype()))
     fail(kModelOp, "expected a mask [", B, ", ", T, "] (floating), got ", describe(batch.mask));
-  const Tensor mask = batch.mask.to(predicted.dtype());
-  const double real_steps = sum(mask).item<double>();
+  const std::vector<double> real = batch.mask.to(kFloat64).contiguous().to_vector<double>();
+  double real_steps = 0;
+  for (std::size_t i = 0; i < real.size(); ++i) {
+    if (real[i] != 0 && real[i] != 1) fail(kModelOp, "mask element ", i, " is ", real[i], ", not 0 or 1");
+    real_steps += real[i];
+  }
   if (real_steps == 0) fail(kModelOp, "the batch's mask holds no real step");
   if (config_.discrete) {
     // Padded steps get cross-entropy's ignore_index.
     std::vector<std::int64_t> targets = batch.actions.contiguous().to_vector<std::int64_t>();
-    const std::vector<double> real = mask.to(kFloat64).contiguous().to_vector<double>();
     for (std::size_t i = 0; i < targets.size(); ++i)
       if (real[i] == 0) targets[i] = -100;
     return cross_entropy(predicted.reshape({B * T, config_.action_dim}), from_vector(targets));
   }
-  // Σ mask · (â − a)² / (real steps · action_dim)
-  const Tensor error = (predicted - batch.actions.to(predicted.dtype())) * mask.unsqueeze(-1);
+  // Σ over real steps of (â − a)², / (real steps · action_dim). (Padding must
+  // still be finite: the trunk's GEMMs multiply it by 0 for earlier steps.)
+  const Tensor error = where(batch.mask.unsqueeze(-1), predicted - batch.actions, zeros({1}, dtype_));
   return sum(error * error) * (1.0 / (real_steps * static_cast<double>(config_.action_dim)));
 }
 
@@ -245,16 +270,18 @@ Tensor DecisionDecoder::act(const Tensor& returns_to_go, const Tensor& state, co
     fail("DecisionDecoder", "act() called twice: record() the action taken at step ", steps_, " first");
   if (steps_ >= config.max_timestep)
     fail("DecisionDecoder", "the episode has reached max_timestep ", config.max_timestep, " steps");
-  if (!returns_to_go.defined() || returns_to_go.shape() != Shape{batch_} || !is_floating(returns_to_go.dtype()))
-    fail("DecisionDecoder", "expected returns_to_go [", batch_, "] (floating), got ", describe(returns_to_go));
-  if (!state.defined() || state.shape() != Shape{batch_, config.state_dim} || !is_floating(state.dtype()))
-    fail("DecisionDecoder", "expected state [", batch_, ", ", config.state_dim, "] (floating), got ", describe(state));
+  check_floating("DecisionDecoder", "returns_to_go", returns_to_go, model_->dtype_, {batch_});
+  check_floating("DecisionDecoder", "state", state, model_->dtype_, {batch_, config.state_dim});
   if (!timestep.defined() || timestep.dtype() != kInt64 || timestep.shape() != Shape{batch_})
     fail("DecisionDecoder", "expected timestep int64 [", batch_, "], got ", describe(timestep));
+  check_ids("DecisionDecoder", "timestep", timestep, config.max_timestep);
   NoGradGuard no_grad;
+  // Both tokens are embedded before either is fed: a failure leaves the decoder as it was.
   const Tensor time = model_->embed_timestep->forward(timestep.reshape({batch_, 1}));
-  feed(model_->embed_returns(returns_to_go.reshape({batch_, 1}), time));
-  const Tensor hidden = feed(model_->embed_states(state.reshape({batch_, 1, config.state_dim}), time));
+  const Tensor return_token = model_->embed_returns(returns_to_go.reshape({batch_, 1}), time);
+  const Tensor state_token = model_->embed_states(state.reshape({batch_, 1, config.state_dim}), time);
+  feed(return_token);
+  const Tensor hidden = feed(state_token);
   timestep_ = timestep;
   return model_->action_output(hidden).reshape({batch_, config.action_dim});
 }
@@ -262,12 +289,13 @@ Tensor DecisionDecoder::act(const Tensor& returns_to_go, const Tensor& state, co
 void DecisionDecoder::record(const Tensor& action) {
   const DecisionConfig& config = model_->config();
   if (!timestep_.defined()) fail("DecisionDecoder", "record() without act(): each step is act() then record()");
-  const bool ok = config.discrete ? action.defined() && action.dtype() == kInt64 && action.shape() == Shape{batch_}
-                                  : action.defined() && is_floating(action.dtype()) &&
-                                        action.shape() == Shape{batch_, config.action_dim};
-  if (!ok)
-    fail("DecisionDecoder", "expected the action ", config.discrete ? "int64 " : "",
-         shape_str(config.discrete ? Shape{batch_} : Shape{batch_, config.action_dim}), ", got ", describe(action));
+  if (config.discrete) {
+    if (!action.defined() || action.dtype() != kInt64 || action.shape() != Shape{batch_})
+      fail("DecisionDecoder", "expected the action int64 ", shape_str({batch_}), ", got ", describe(action));
+    check_ids("DecisionDecoder", "action", action, config.action_dim);
+  } else {
+    check_floating("DecisionDecoder", "the action", action, model_->dtype_, {batch_, config.action_dim});
+  }
   NoGradGuard no_grad;
   const Tensor time = model_->embed_timestep->forward(timestep_.reshape({batch_, 1}));
   const Tensor step_action = config.discrete ? action.reshape({batch_, 1}) : action.reshape({batch_, 1, config.action_dim});

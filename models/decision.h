@@ -12,8 +12,9 @@
 // a_0..a_{t-1}: asking for a high R_0 at evaluation asks for good actions.
 //
 // The trunk has no position table of its own: the timestep embedding is the
-// position (the original Decision Transformer does the same). Sequences start
-// at an episode's first step, so training sees exactly the prefixes that
+// position (the original Decision Transformer does the same). When training
+// segments start at an episode's first step and cover whole episodes (the
+// decision program's default), training sees exactly the prefixes that
 // incremental decoding (DecisionDecoder) produces at evaluation, where each
 // step costs the same whatever the episode's length with Flow-Attention.
 #pragma once
@@ -63,7 +64,7 @@ struct TrajectoryBatch {
   Tensor states;         // [B, T, state_dim]
   Tensor actions;        // continuous: [B, T, action_dim]; discrete: int64 [B, T]
   Tensor timesteps;      // int64 [B, T], in [0, max_timestep)
-  Tensor mask;           // [B, T], 1 = a real step, 0 = padding (which the loss leaves out)
+  Tensor mask;           // [B, T], 1 = a real step, 0 = padding (finite values the loss leaves out)
 };
 
 class DecisionDecoder;
@@ -79,6 +80,8 @@ class DecisionFlowformer : public nn::Module {
   // The action predicted at every step: [B, T, action_dim] (continuous, in
   // [-1, 1]) or logits [B, T, action_dim] (discrete). Padding needs no mask:
   // the trunk is causal, so steps after a sequence's end change nothing before it.
+  // Floating inputs must have the model's dtype; timesteps and discrete action
+  // ids are checked to be in range.
   Tensor forward(const Tensor& returns_to_go, const Tensor& states, const Tensor& actions,
                  const Tensor& timesteps) const;
   // Mean squared error over the real steps and action values (continuous),

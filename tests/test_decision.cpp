@@ -193,6 +193,8 @@ TEST_CASE("read_offline_data: episodes end at terminals, timeouts and the data's
   CHECK_THAT(read_error([](const std::string& d) { write_bytes(d + "/actions.npy", "not a npy file"); }),
              Catch::Contains("actions.npy") && Catch::Contains("not a .npy file"));
   REQUIRE_THROWS_WITH(read_offline_data(dir.file("nowhere")), Catch::Contains("not a directory"));
+  CHECK_THAT(read_error([](const std::string& d) { save_npy(d + "/rewards.npy", tensor({1, 1, 1, 1, 1e39, 1, 1}, kFloat64)); }),
+             Catch::Contains("rewards row 4 holds a value beyond float32's range"));
   // float64 data (as NumPy makes by default) is read into float32.
   save_npy(dir.file("d/rewards.npy"), tensor({1, 1, 1, 1, 1, 1, 0.5}, kFloat64));
   REQUIRE(read_offline_data(dir.file("d")).rewards.dtype() == kFloat32);
@@ -308,19 +310,32 @@ TEST_CASE("DecisionDecoder and forward refuse misuse with clear errors") {
   models::DecisionDecoder decoder = model.start_decoding(2);
   REQUIRE_THROWS_WITH(decoder.record(zeros({2, 2})), Catch::Contains("record() without act()"));
   REQUIRE_THROWS_WITH(decoder.act(zeros({2}), zeros({2, 4}), zeros({2}, kInt64)),
-                      Catch::Contains("expected state [2, 3] (floating), got float32 [2, 4]"));
+                      Catch::Contains("[DecisionDecoder] expected state float32 [2, 3], got float32 [2, 4]"));
+  REQUIRE_THROWS_WITH(decoder.act(zeros({2}), zeros({2, 3}, kFloat64), zeros({2}, kInt64)),
+                      Catch::Contains("expected state float32 [2, 3], got float64 [2, 3]"));
+  REQUIRE_THROWS_WITH(decoder.act(zeros({2}), zeros({2, 3}), full({2}, -1, kInt64)),
+                      Catch::Contains("timestep element 0 is -1, outside [0, 8)"));
+  // A refused step leaves the decoder as it was: the next one is step 0.
+  REQUIRE(decoder.steps() == 0);
   decoder.act(zeros({2}), zeros({2, 3}), zeros({2}, kInt64));
   REQUIRE_THROWS_WITH(decoder.act(zeros({2}), zeros({2, 3}), zeros({2}, kInt64)), Catch::Contains("act() called twice"));
-  REQUIRE_THROWS_WITH(decoder.record(zeros({2, 3})), Catch::Contains("expected the action [2, 2], got float32 [2, 3]"));
+  REQUIRE_THROWS_WITH(decoder.record(zeros({2, 3})), Catch::Contains("expected the action float32 [2, 2], got float32 [2, 3]"));
   REQUIRE_THROWS_WITH(model.forward(zeros({1, 9}), zeros({1, 9, 3}), zeros({1, 9, 2}), zeros({1, 9}, kInt64)),
                       Catch::Contains("a sequence of 9 steps exceeds max_timestep 8"));
   REQUIRE_THROWS_WITH(model.forward(zeros({1, 4}), zeros({1, 4, 3}), zeros({1, 4}, kInt64), zeros({1, 4}, kInt64)),
-                      Catch::Contains("[DecisionFlowformer] expected actions [1, 4, 2], got int64 [1, 4]"));
+                      Catch::Contains("[DecisionFlowformer] expected actions float32 [1, 4, 2], got int64 [1, 4]"));
+  REQUIRE_THROWS_WITH(model.forward(zeros({1, 4}, kFloat64), zeros({1, 4, 3}), zeros({1, 4, 2}), zeros({1, 4}, kInt64)),
+                      Catch::Contains("expected returns_to_go float32 [1, 4], got float64 [1, 4]"));
   REQUIRE_THROWS_WITH(model.forward(zeros({1, 4}), zeros({1, 4, 3}), zeros({1, 4, 2}), full({1, 4}, 8, kInt64)),
-                      Catch::Contains("8"));
+                      Catch::Contains("[DecisionFlowformer] timesteps element 0 is 8, outside [0, 8)"));
+  models::DecisionFlowformer discrete(tiny_config(nn::AttentionKind::Flow, true, 4), gen);
+  REQUIRE_THROWS_WITH(discrete.forward(zeros({1, 2}), zeros({1, 2, 3}), tensor({1, 4}, {1, 2}, kInt64), zeros({1, 2}, kInt64)),
+                      Catch::Contains("actions element 1 is 4, outside [0, 4)"));
   models::TrajectoryBatch empty = random_batch(model.config(), 1, 2, gen);
   empty.mask = zeros({1, 2});
   REQUIRE_THROWS_WITH(model.loss(empty), Catch::Contains("the batch's mask holds no real step"));
+  empty.mask = tensor({1, 0.5}, {1, 2});
+  REQUIRE_THROWS_WITH(model.loss(empty), Catch::Contains("mask element 1 is 0.5, not 0 or 1"));
 }
 
 TEST_CASE("DecisionFlowformer's loss leaves padding out, and its gradients match finite differences (float64)") {
@@ -457,6 +472,12 @@ TEST_CASE("decision: bad input gets a clear error") {
   ProgramRun play = run_decision("evaluate --checkpoint " + dir.file("narrow_run/checkpoint.safetensors"), dir);
   REQUIRE(play.status != 0);
   REQUIRE_THAT(play.output, Catch::Contains("was not trained on point-mass data"));
+  OfflineDataset strong = decision::generate_split("random", 3, 10, 1);
+  strong.actions = strong.actions * 2.0;
+  write_offline_data(dir.file("strong"), strong);
+  ProgramRun beyond = run_decision("train --steps 2 --data " + dir.file("strong"), dir);
+  REQUIRE(beyond.status != 0);
+  REQUIRE_THAT(beyond.output, Catch::Contains("actions row 0 holds") && Catch::Contains("predicts actions in [-1, 1]"));
   ProgramRun no_file = run_decision("evaluate --checkpoint " + dir.file("none.safetensors"), dir);
   REQUIRE(no_file.status != 0);
   REQUIRE_THAT(no_file.output, Catch::Contains("none.safetensors"));

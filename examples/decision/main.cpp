@@ -45,7 +45,8 @@ namespace fg = flowgrad;
 namespace models = fg::models;
 namespace nn = fg::nn;
 
-// Start states of the evaluation episodes: another stream than any data set's.
+// Start states of the evaluation episodes (generate's data sets use seeds
+// --seed + 10 i and + 1: another stream unless --seed is near 1000).
 constexpr std::uint64_t kEvaluationSeed = 1000;
 
 struct TrainOptions {
@@ -61,6 +62,11 @@ struct TrainOptions {
 
 double mean(const std::vector<double>& values) {
   return std::accumulate(values.begin(), values.end(), 0.0) / static_cast<double>(values.size());
+}
+
+std::int64_t largest_action_id(const fg::OfflineDataset& data) {
+  const std::vector<std::int64_t> ids = data.actions.contiguous().to_vector<std::int64_t>();
+  return *std::max_element(ids.begin(), ids.end());
 }
 
 bool is_point_mass(const models::DecisionConfig& config) {
@@ -79,10 +85,19 @@ models::DecisionConfig config_from_flags(const TrainOptions& o, const fg::Offlin
   const std::vector<double> returns = data.episode_returns();
   double largest = 0;
   for (const double r : returns) largest = std::max(largest, std::abs(r));
-  std::int64_t action_dim = data.action_dim();
+  std::int64_t action_dim = data.action_width();
   if (data.discrete()) {  // the number of actions: the largest id + 1
-    const std::vector<std::int64_t> ids = data.actions.contiguous().to_vector<std::int64_t>();
-    action_dim = *std::max_element(ids.begin(), ids.end()) + 1;
+    const std::int64_t largest_id = largest_action_id(data);
+    if (largest_id >= examples::kMaxCount)
+      fg::fail("decision", o.data, " holds the action id ", largest_id, "; ids must be below 2^40");
+    action_dim = largest_id + 1;
+  } else {
+    // The head ends in tanh: actions beyond [-1, 1] cannot be predicted.
+    const std::vector<float> values = data.actions.contiguous().to_vector<float>();
+    for (std::size_t i = 0; i < values.size(); ++i)
+      if (std::abs(values[i]) > 1)
+        fg::fail("decision", o.data, ": actions row ", static_cast<std::int64_t>(i) / action_dim, " holds ", values[i],
+                 "; the model predicts actions in [-1, 1] (scale them first)");
   }
   // Episodes may be longer than the context: timesteps go up to the longest one.
   models::DecisionConfig config = models::decision_config(data.state_dim(), action_dim, data.discrete(),
@@ -103,11 +118,14 @@ models::DecisionConfig resumed_config(const TrainOptions& o, const fg::OfflineDa
        {"--attention", o.attention, std::string(nn::attention_kind_name(stored.trunk.attention))}},
       o.run.resume);
   if (stored.state_dim != data.state_dim() || stored.discrete != data.discrete() ||
-      (!stored.discrete && stored.action_dim != data.action_dim()))
+      (!stored.discrete && stored.action_dim != data.action_width()))
     fg::fail("decision", "the model of ", o.run.resume, " takes states of ", stored.state_dim, " values and ",
              stored.discrete ? "discrete" : std::to_string(stored.action_dim) + "-value", " actions; ", o.data,
              " holds states of ", data.state_dim(), " values and ",
-             data.discrete() ? "discrete" : std::to_string(data.action_dim()) + "-value", " actions");
+             data.discrete() ? "discrete" : std::to_string(data.action_width()) + "-value", " actions");
+  if (stored.discrete && largest_action_id(data) >= stored.action_dim)
+    fg::fail("decision", o.data, " holds the action id ", largest_action_id(data), "; the model of ", o.run.resume,
+             " knows ", stored.action_dim, " actions");
   return stored;
 }
 
@@ -118,10 +136,10 @@ void print_score(const char* what, double mean_return, const decision::Reference
 int train(TrainOptions o) {
   examples::start_process(o.threads);
   const fg::OfflineDataset data = fg::read_offline_data(o.data);
-  const std::vector<fg::OfflineEpisode> episodes = data.episodes();
-  std::int64_t longest = 0;
-  for (const fg::OfflineEpisode& e : episodes) longest = std::max(longest, e.length);
-  const decision::TrajectorySampler sampler(data, o.context > 0 ? o.context : longest);
+  const decision::TrajectorySampler whole_episodes(data, std::numeric_limits<std::int64_t>::max());
+  const std::int64_t longest = whole_episodes.longest_episode();
+  // A context beyond the longest episode would only add padding.
+  const decision::TrajectorySampler sampler(data, o.context > 0 ? std::min(o.context, longest) : longest);
   const models::DecisionConfig config = o.run.resume.empty() ? config_from_flags(o, data, sampler) : resumed_config(o, data);
   if (sampler.longest_episode() > config.max_timestep)
     fg::fail("decision", o.data, " holds an episode of ", sampler.longest_episode(),
@@ -155,7 +173,7 @@ int train(TrainOptions o) {
     std::printf("decision: %s, %lld transitions in %lld episodes (up to %lld steps), states of %lld values, %s "
                 "actions; %s attention, %lld layers, %lld heads, width %lld, context %lld steps, %lld parameters, "
                 "%d threads%s\n",
-                o.data.c_str(), static_cast<long long>(data.size()), static_cast<long long>(episodes.size()),
+                o.data.c_str(), static_cast<long long>(data.size()), static_cast<long long>(sampler.episodes()),
                 static_cast<long long>(sampler.longest_episode()), static_cast<long long>(config.state_dim),
                 config.discrete ? "discrete" : (std::to_string(config.action_dim) + "-value").c_str(),
                 nn::attention_kind_name(config.trunk.attention).data(), static_cast<long long>(config.trunk.n_layer),
@@ -164,6 +182,10 @@ int train(TrainOptions o) {
                 fg::get_num_threads(), examples::ranks_note(trainer.comm()).c_str());
     std::printf("episode returns in the data: mean %.2f, best %.2f\n", mean(returns),
                 *std::max_element(returns.begin(), returns.end()));
+    if (sampler.context() < longest)
+      std::printf("note: a context of %lld steps is shorter than the longest episode (%lld): training sees segments "
+                  "of at most that many steps, evaluation plays whole episodes\n",
+                  static_cast<long long>(sampler.context()), static_cast<long long>(longest));
     if (first_step > 0) std::printf("resumed from %s at step %lld\n", o.run.resume.c_str(), static_cast<long long>(first_step));
   }
   // Not a structured binding: clang 14 (the sanitizer build) cannot capture one in a lambda.
@@ -192,8 +214,9 @@ int train(TrainOptions o) {
   const decision::RolloutResult result = decision::rollout(
       model, {.episodes = o.eval_episodes, .horizon = config.max_timestep, .target_return = config.target_return,
               .seed = kEvaluationSeed});
-  print_score(("the model, asked for " + std::to_string(config.target_return).substr(0, 6)).c_str(), result.mean_return,
-              references);
+  char what[64];
+  std::snprintf(what, sizeof what, "the model, asked for %.2f", config.target_return);
+  print_score(what, result.mean_return, references);
   return 0;
 }
 

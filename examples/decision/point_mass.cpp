@@ -71,6 +71,9 @@ fg::OfflineDataset generate_split(const std::string& split, std::int64_t episode
                                   std::uint64_t seed) {
   if (episodes < 1) fg::fail("generate_split", "episodes must be positive, got ", episodes);
   const std::int64_t n = fg::checked_mul(episodes, horizon, "generate_split", "episodes x horizon");
+  constexpr std::int64_t kMaxTransitions = std::int64_t{1} << 27;  // 3.2 GB of observations and actions
+  if (n > kMaxTransitions)
+    fg::fail("generate_split", episodes, " episodes of ", horizon, " steps are ", n, " transitions, more than 2^27");
   std::vector<float> observations, actions, rewards;
   std::vector<std::int64_t> terminals(static_cast<std::size_t>(n), 0), timeouts(static_cast<std::size_t>(n), 0);
   fg::Generator start_rng(seed), policy_rng(seed + 1);

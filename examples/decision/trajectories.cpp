@@ -32,7 +32,7 @@ TrajectorySampler::TrajectorySampler(const fg::OfflineDataset& data, std::int64_
 
 models::TrajectoryBatch TrajectorySampler::sample(std::int64_t batch, fg::Generator& rng, std::int64_t first,
                                                   std::int64_t rows) const {
-  const std::int64_t K = context_, S = data_->state_dim(), A = data_->action_dim();
+  const std::int64_t K = context_, S = data_->state_dim(), A = data_->action_width();
   const bool discrete = data_->discrete();
   std::vector<float> rtg(static_cast<std::size_t>(rows * K), 0.0f), states(static_cast<std::size_t>(rows * K * S), 0.0f),
       actions(discrete ? 0 : static_cast<std::size_t>(rows * K * A), 0.0f), mask(static_cast<std::size_t>(rows * K), 0.0f);

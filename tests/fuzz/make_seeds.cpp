@@ -1,6 +1,6 @@
 // Writes the seed corpora of the fuzz targets into tests/fuzz/corpus/<name>/:
 // small valid files of every kind each reader takes, written by flowgrad
-// itself (checkpoints of the three programs' models after one step).
+// itself (checkpoints of the training programs' models after one step).
 //
 //   build/tests/fuzz/make_seeds tests/fuzz/corpus
 //
@@ -128,6 +128,23 @@ int main(int argc, char** argv) {
     save_after_one_step((root / "checkpoint/timeseries.safetensors").string(), model,
                         [&] { return fg::cross_entropy(model.forward(series), classes); }, {{"dropout", &dropout}},
                         config.to_json());
+  }
+
+  {  // decision: a decision model over 3 state values and 2 action values
+    models::FlowformerConfig trunk;
+    trunk.n_layer = 1;
+    trunk.n_head = 2;
+    trunk.n_embd = 4;
+    trunk.dropout = 0.0;
+    models::DecisionConfig config = models::decision_config(3, 2, false, 4, 10.0, trunk);
+    config.state_mean = {0.0, 1.0, -1.0};
+    config.state_std = {1.0, 2.0, 0.5};
+    models::DecisionFlowformer model(config, gen);
+    models::TrajectoryBatch batch{fg::randn({2, 4}, gen), fg::randn({2, 4, 3}, gen), fg::randn({2, 4, 2}, gen),
+                                  fg::zeros({2, 4}, fg::kInt64), fg::ones({2, 4})};
+    fg::Generator data(2), dropout(3);
+    save_after_one_step((root / "checkpoint/decision.safetensors").string(), model, [&] { return model.loss(batch); },
+                        {{"data", &data}, {"dropout", &dropout}}, config.to_json());
   }
 
   write_text(root / "csv/charlm_log.csv", "step,train_loss,val_loss,tokens_per_s\n1,4.17438126,,61234.5\n2,4.1,4.05,70000\n");

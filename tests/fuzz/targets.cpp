@@ -106,6 +106,14 @@ bool checkpoint(std::string_view bytes) {
     }
   } catch (const fg::Error&) {
   }
+  try {  // decision
+    const auto config = models::DecisionConfig::from_json(info.config);
+    if (worth_building(models::DecisionFlowformer::parameter_count_for(config))) {
+      models::DecisionFlowformer model(config, init);
+      loaded = load_into(file, model, {"data", "dropout"}) || loaded;
+    }
+  } catch (const fg::Error&) {
+  }
   try {  // listops
     const listops::CheckpointConfig config = listops::parse_checkpoint_config(info.config);
     const auto pooling = config.pooling == "cls" ? models::Pooling::ClassToken : models::Pooling::Mean;
