@@ -136,10 +136,7 @@ void print_score(const char* what, double mean_return, const decision::Reference
 int train(TrainOptions o) {
   examples::start_process(o.threads);
   const fg::OfflineDataset data = fg::read_offline_data(o.data);
-  const decision::TrajectorySampler whole_episodes(data, std::numeric_limits<std::int64_t>::max());
-  const std::int64_t longest = whole_episodes.longest_episode();
-  // A context beyond the longest episode would only add padding.
-  const decision::TrajectorySampler sampler(data, o.context > 0 ? std::min(o.context, longest) : longest);
+  const decision::TrajectorySampler sampler(data, o.context);
   const models::DecisionConfig config = o.run.resume.empty() ? config_from_flags(o, data, sampler) : resumed_config(o, data);
   if (sampler.longest_episode() > config.max_timestep)
     fg::fail("decision", o.data, " holds an episode of ", sampler.longest_episode(),
@@ -182,10 +179,10 @@ int train(TrainOptions o) {
                 fg::get_num_threads(), examples::ranks_note(trainer.comm()).c_str());
     std::printf("episode returns in the data: mean %.2f, best %.2f\n", mean(returns),
                 *std::max_element(returns.begin(), returns.end()));
-    if (sampler.context() < longest)
+    if (sampler.context() < sampler.longest_episode())
       std::printf("note: a context of %lld steps is shorter than the longest episode (%lld): training sees segments "
                   "of at most that many steps, evaluation plays whole episodes\n",
-                  static_cast<long long>(sampler.context()), static_cast<long long>(longest));
+                  static_cast<long long>(sampler.context()), static_cast<long long>(sampler.longest_episode()));
     if (first_step > 0) std::printf("resumed from %s at step %lld\n", o.run.resume.c_str(), static_cast<long long>(first_step));
   }
   // Not a structured binding: clang 14 (the sanitizer build) cannot capture one in a lambda.

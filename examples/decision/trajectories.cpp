@@ -10,8 +10,8 @@ namespace decision {
 namespace models = fg::models;
 
 TrajectorySampler::TrajectorySampler(const fg::OfflineDataset& data, std::int64_t context)
-    : data_(&data), context_(context), episodes_(data.episodes()) {
-  if (context < 1) fg::fail("TrajectorySampler", "context must be positive, got ", context);
+    : data_(&data), episodes_(data.episodes()) {
+  if (context < 0) fg::fail("TrajectorySampler", "context must be 0 (whole episodes) or positive, got ", context);
   states_ = data.observations.contiguous().to_vector<float>();
   if (data.discrete())
     action_ids_ = data.actions.contiguous().to_vector<std::int64_t>();
@@ -28,6 +28,8 @@ TrajectorySampler::TrajectorySampler(const fg::OfflineDataset& data, std::int64_
     }
     longest_ = std::max(longest_, episode.length);
   }
+  // A context beyond the longest episode would only add padding.
+  context_ = context == 0 ? longest_ : std::min(context, longest_);
 }
 
 models::TrajectoryBatch TrajectorySampler::sample(std::int64_t batch, fg::Generator& rng, std::int64_t first,

@@ -18,6 +18,7 @@ namespace fg = flowgrad;
 // segment that starts at a uniformly drawn step.
 class TrajectorySampler {
  public:
+  // context 0, or one beyond the longest episode: whole episodes.
   TrajectorySampler(const fg::OfflineDataset& data, std::int64_t context);
 
   // A batch of `batch` segments drawn from `rng` (episodes uniformly, with
@@ -32,7 +33,7 @@ class TrajectorySampler {
 
  private:
   const fg::OfflineDataset* data_;
-  std::int64_t context_, longest_ = 0;
+  std::int64_t context_ = 0, longest_ = 0;
   std::vector<fg::OfflineEpisode> episodes_;
   std::vector<float> states_, actions_, returns_to_go_;  // row-major copies of the data
   std::vector<std::int64_t> action_ids_;                  // discrete actions
