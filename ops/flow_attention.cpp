@@ -162,18 +162,20 @@ T sigmoid(T x) {
   return T(1) / (T(1) + std::exp(-x));
 }
 
-// C (m×n) = op(A) op(B) + beta·C on contiguous row-major matrices, where
-// op(A) is m×k and op(B) is k×n.
+// C (m×n) = op(A) op(B) + beta·C on row-major matrices, where op(A) is m×k
+// and op(B) is k×n; A and B are contiguous, C's rows are ldc apart.
 template <class T>
 void gemm(bool transpose_a, bool transpose_b, std::int64_t m, std::int64_t n, std::int64_t k,
-          const T* a, const T* b, T beta, T* c) {
+          const T* a, const T* b, T beta, T* c, std::int64_t ldc = 0) {
+  if (ldc == 0) ldc = n;
   if (m == 0 || n == 0) return;
   if (k == 0) {  // beta = 0 never reads C, as in BLAS
-    for (std::int64_t i = 0; i < m * n; ++i) c[i] = beta == T(0) ? T(0) : c[i] * beta;
+    for (std::int64_t i = 0; i < m; ++i)
+      for (std::int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == T(0) ? T(0) : c[i * ldc + j] * beta;
     return;
   }
   blas::gemm<T>(transpose_a, transpose_b, m, n, k, T(1), a, transpose_a ? m : k, b,
-                transpose_b ? k : n, beta, c, n);
+                transpose_b ? k : n, beta, c, ldc);
 }
 
 // Keeps block[a][b] where keep(a, b), zeroes the rest (a c×c row-major block).
@@ -187,6 +189,16 @@ void mask_block(T* block, std::int64_t c, Keep keep) {
 // N queries, S keys, widths D (of q and k) and M (of v), as in the document.
 struct Dims {
   std::int64_t N, S, D, M;
+};
+
+// The rows of one head's matrix, `stride` values apart. A head of a
+// [B, L, H, D] tensor viewed as [B, H, L, D] (split heads, no copy) has its
+// rows H·D apart; a contiguous head has them D apart.
+template <class T>
+struct Rows {
+  T* data;
+  std::int64_t stride;
+  T* row(std::int64_t i) const { return data + i * stride; }
 };
 
 template <class T>
@@ -206,18 +218,44 @@ struct KernelRecorder {
     for (std::int64_t e = 0; e < count; ++e) value.data<double>()[e] = static_cast<double>(data[e]);
     quantities.push_back({symbol, section, std::move(value)});
   }
+
+  template <class T>
+  void add(const char* symbol, const char* section, Rows<T> rows, std::int64_t count, std::int64_t width) {
+    std::vector<std::remove_const_t<T>> dense(static_cast<std::size_t>(count * width));
+    for (std::int64_t i = 0; i < count; ++i) std::copy_n(rows.row(i), width, dense.data() + i * width);
+    add(symbol, section, dense.data(), {count, width});
+  }
 };
 
-// The feature map: q = σ(Q), k = σ(K) (§N0 / §C0). In float, through an
-// exponential that vectorises, compiled for x86-64-v4 / v3 / baseline and
-// chosen at load (all three give the same bits: -ffp-contract=off).
+// The feature map: q = σ(Q), k = σ(K) (§N0 / §C0), of `count` rows of
+// `width` values, `stride` apart, into a contiguous buffer. In float,
+// through an exponential that vectorises, compiled for x86-64-v4 / v3 /
+// baseline and chosen at load (all three give the same bits:
+// -ffp-contract=off).
 [[gnu::target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")]]
-void feature_map(const float* x, std::int64_t n, float* out) {
-  for (std::int64_t i = 0; i < n; ++i) out[i] = sigmoid_vectorisable(x[i]);
+void feature_map(const float* x, std::int64_t stride, std::int64_t count, std::int64_t width, float* out) {
+  for (std::int64_t i = 0; i < count; ++i)
+    for (std::int64_t d = 0; d < width; ++d) out[i * width + d] = sigmoid_vectorisable(x[i * stride + d]);
 }
 
-void feature_map(const double* x, std::int64_t n, double* out) {
-  for (std::int64_t i = 0; i < n; ++i) out[i] = sigmoid(x[i]);
+void feature_map(const double* x, std::int64_t stride, std::int64_t count, std::int64_t width, double* out) {
+  for (std::int64_t i = 0; i < count; ++i)
+    for (std::int64_t d = 0; d < width; ++d) out[i * width + d] = sigmoid(x[i * stride + d]);
+}
+
+template <class T>
+void feature_map(Rows<const T> x, std::int64_t count, std::int64_t width, T* out) {
+  feature_map(x.data, x.stride, count, width, out);
+}
+
+// Back through the feature map: dX = dx ⊙ x(1 − x), x = σ(X) (count × width).
+template <class T>
+void feature_map_backward(const T* dx, const T* x, std::int64_t count, std::int64_t width, Rows<T> dX) {
+  for (std::int64_t i = 0; i < count; ++i)
+    for (std::int64_t d = 0; d < width; ++d) {
+      const std::int64_t e = i * width + d;
+      dX.row(i)[d] = dx[e] * x[e] * (T(1) - x[e]);
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -233,14 +271,14 @@ struct NormalFlows {
   Buffer<T> sink_incoming, conserved_sink, sink_allocation;           // N
   Buffer<T> source_outgoing, conserved_source_raw, source_competition;  // S
 
-  NormalFlows(const T* Q, const T* K, Dims sizes, Settings<T> cfg)
+  NormalFlows(Rows<const T> Q, Rows<const T> K, Dims sizes, Settings<T> cfg)
       : dims(sizes), q(dims.N * dims.D), k(dims.S * dims.D), k_sum(dims.D, Zeroed{}), q_sum(dims.D, Zeroed{}),
         k_outgoing(dims.D, Zeroed{}), q_incoming(dims.D, Zeroed{}), sink_incoming(dims.N), conserved_sink(dims.N), sink_allocation(dims.N),
         source_outgoing(dims.S), conserved_source_raw(dims.S), source_competition(dims.S) {
     const std::int64_t D = dims.D;
     // §N0
-    feature_map(Q, dims.N * D, q.data());
-    feature_map(K, dims.S * D, k.data());
+    feature_map(Q, dims.N, D, q.data());
+    feature_map(K, dims.S, D, k.data());
     // §N1: I_i = 1 / ((q_i+ε)·(Σ_j k_j + ε)),  O_j = 1 / ((k_j+ε)·(Σ_i q_i + ε))
     for (std::int64_t j = 0; j < dims.S; ++j) axpy(T(1), k.row(j, D), k_sum.data(), D);
     for (std::int64_t i = 0; i < dims.N; ++i) axpy(T(1), q.row(i, D), q_sum.data(), D);
@@ -282,31 +320,31 @@ struct NormalFlows {
   }
 
   // §N4 W_j = C_j v_j (S×M) and KV = kᵀW (D×M)
-  void aggregate_state(const T* V, T* weighted_values, T* kv_state) {
+  void aggregate_state(Rows<const T> V, T* weighted_values, T* kv_state) {
     for (std::int64_t j = 0; j < dims.S; ++j)
       for (std::int64_t m = 0; m < dims.M; ++m)
-        weighted_values[j * dims.M + m] = source_competition[j] * V[j * dims.M + m];
+        weighted_values[j * dims.M + m] = source_competition[j] * V.row(j)[m];
     gemm<T>(true, false, dims.D, dims.M, dims.S, k.data(), weighted_values, T(0), kv_state);
   }
 };
 
 // §N4: out_i = A_i I_i · q_i KV
 template <class T>
-void normal_forward(const T* Q, const T* K, const T* V, T* out, Dims dims, Settings<T> cfg) {
+void normal_forward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<T> out, Dims dims, Settings<T> cfg) {
   NormalFlows<T> flows(Q, K, dims, cfg);
   Buffer<T> weighted_values(dims.S * dims.M), kv_state(dims.D * dims.M);
   flows.aggregate_state(V, weighted_values.data(), kv_state.data());
-  gemm<T>(false, false, dims.N, dims.M, dims.D, flows.q.data(), kv_state.data(), T(0), out);
+  gemm<T>(false, false, dims.N, dims.M, dims.D, flows.q.data(), kv_state.data(), T(0), out.data, out.stride);
   for (std::int64_t i = 0; i < dims.N; ++i) {
     const T row_scale = flows.sink_allocation[i] * flows.sink_incoming[i];
-    for (std::int64_t m = 0; m < dims.M; ++m) out[i * dims.M + m] *= row_scale;
+    for (std::int64_t m = 0; m < dims.M; ++m) out.row(i)[m] *= row_scale;
   }
 }
 
-// Gradients of one head; dQ, dK, dV must be zero on entry.
+// Gradients of one head (every element of dQ, dK, dV is written).
 template <class T>
-void normal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* dK, T* dV, Dims dims,
-                     Settings<T> cfg, KernelRecorder* rec = nullptr) {
+void normal_backward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<const T> G, Rows<T> dQ, Rows<T> dK,
+                     Rows<T> dV, Dims dims, Settings<T> cfg, KernelRecorder* rec = nullptr) {
   const std::int64_t N = dims.N, S = dims.S, D = dims.D, M = dims.M;
   NormalFlows<T> f(Q, K, dims, cfg);
   Buffer<T> W(S * M), KV(D * M);
@@ -327,19 +365,20 @@ void normal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
     rec->add("W", "§N4", W.data(), {S, M});
     rec->add("KV", "§N4", KV.data(), {D, M});
   }
-  T* dq = dQ;  // accumulated as ∂ℓ/∂q, turned into ∂ℓ/∂Q at the end (§N0)
-  T* dk = dK;
+  Buffer<T> dq_buffer(N * D, Zeroed{}), dk_buffer(S * D, Zeroed{});
+  T* dq = dq_buffer.data();  // ∂ℓ/∂q and ∂ℓ/∂k, turned into ∂ℓ/∂Q and ∂ℓ/∂K at the end (§N0)
+  T* dk = dk_buffer.data();
 
   // §N4 backward: out_i = s_i R_i, R = q KV, s_i = A_i I_i
   Buffer<T> R(N * M), dR(N * M), dA(N), dI(N);
   gemm<T>(false, false, N, M, D, f.q.data(), KV.data(), T(0), R.data());
   std::vector<T> recorded_s, recorded_ds;
   for (std::int64_t i = 0; i < N; ++i) {
-    const T ds = dot(G + i * M, R.row(i, M), M);  // ds_i = G_i · R_i
+    const T ds = dot(G.row(i), R.row(i, M), M);  // ds_i = G_i · R_i
     dA[i] = ds * f.sink_incoming[i];
     dI[i] = ds * f.sink_allocation[i];
     const T row_scale = f.sink_allocation[i] * f.sink_incoming[i];
-    for (std::int64_t m = 0; m < M; ++m) dR[i * M + m] = row_scale * G[i * M + m];
+    for (std::int64_t m = 0; m < M; ++m) dR[i * M + m] = row_scale * G.row(i)[m];
     if (rec) recorded_s.push_back(row_scale), recorded_ds.push_back(ds);
   }
   Buffer<T> dKV(D * M), dW(S * M);
@@ -349,8 +388,8 @@ void normal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
   gemm<T>(false, false, S, M, D, f.k.data(), dKV.data(), T(0), dW.data());  // dW = k dKV
   Buffer<T> dC(S);
   for (std::int64_t j = 0; j < S; ++j) {  // W_j = C_j v_j
-    dC[j] = dot(V + j * M, dW.row(j, M), M);
-    for (std::int64_t m = 0; m < M; ++m) dV[j * M + m] = f.source_competition[j] * dW[j * M + m];
+    dC[j] = dot(V.row(j), dW.row(j, M), M);
+    for (std::int64_t m = 0; m < M; ++m) dV.row(j)[m] = f.source_competition[j] * dW[j * M + m];
   }
   if (rec) {
     rec->add("R", "§N4", R.data(), {N, M});
@@ -361,7 +400,7 @@ void normal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
     rec->add("dKV", "§N4", dKV.data(), {D, M});
     rec->add("dW", "§N4", dW.data(), {S, M});
     rec->add("dC", "§N4", dC.data(), {S});
-    rec->add("dV", "§N4", dV, {S, M});
+    rec->add("dV", "§N4", dV, S, M);
   }
 
   // §N3 backward: A_i = σ(Ĩ_i N/S);  C = S softmax(Õ)
@@ -442,11 +481,11 @@ void normal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
   }
 
   // §N0 backward: dQ = dq ⊙ q(1−q), dK = dk ⊙ k(1−k)
-  for (std::int64_t e = 0; e < N * D; ++e) dQ[e] = dq[e] * f.q[e] * (T(1) - f.q[e]);
-  for (std::int64_t e = 0; e < S * D; ++e) dK[e] = dk[e] * f.k[e] * (T(1) - f.k[e]);
+  feature_map_backward(dq, f.q.data(), N, D, dQ);
+  feature_map_backward(dk, f.k.data(), S, D, dK);
   if (rec) {
-    rec->add("dQ", "§N0", dQ, {N, D});
-    rec->add("dK", "§N0", dK, {S, D});
+    rec->add("dQ", "§N0", dQ, N, D);
+    rec->add("dK", "§N0", dK, S, D);
   }
 }
 
@@ -465,15 +504,15 @@ struct CausalFlows {
   // Prefix sums per position (only with keep_prefix_sums): N×D
   Buffer<T> k_cumsum, q_cumsum, k_outgoing, q_incoming;
 
-  CausalFlows(const T* Q, const T* K, Dims sizes, Settings<T> cfg, bool keep_prefix_sums)
+  CausalFlows(Rows<const T> Q, Rows<const T> K, Dims sizes, Settings<T> cfg, bool keep_prefix_sums)
       : dims(sizes), q(dims.N * dims.D), k(dims.N * dims.D), sink_incoming(dims.N), source_outgoing(dims.N),
         conserved_sink(dims.N), conserved_source_raw(dims.N), sink_allocation(dims.N), exp_source(dims.N),
         exp_source_cumsum(dims.N), source_competition(dims.N),
         k_cumsum(keep_prefix_sums ? dims.N * dims.D : 0), q_cumsum(keep_prefix_sums ? dims.N * dims.D : 0),
         k_outgoing(keep_prefix_sums ? dims.N * dims.D : 0), q_incoming(keep_prefix_sums ? dims.N * dims.D : 0) {
     const std::int64_t D = dims.D;
-    feature_map(Q, dims.N * D, q.data());  // §C0
-    feature_map(K, dims.N * D, k.data());
+    feature_map(Q, dims.N, D, q.data());  // §C0
+    feature_map(K, dims.N, D, k.data());
     Buffer<T> k_run(D, Zeroed{}), q_run(D, Zeroed{}), k_outgoing_run(D, Zeroed{}), q_incoming_run(D, Zeroed{});
     T exp_run = 0;
     for (std::int64_t i = 0; i < dims.N; ++i) {
@@ -510,9 +549,9 @@ struct CausalFlows {
     return sink_allocation[i] * (sink_incoming[i] / static_cast<T>(i + 1));
   }
 
-  void weighted_values(const T* V, T* W) {  // W_i = C_i v_i
+  void weighted_values(Rows<const T> V, T* W) {  // W_i = C_i v_i
     for (std::int64_t i = 0; i < dims.N; ++i)
-      for (std::int64_t m = 0; m < dims.M; ++m) W[i * dims.M + m] = source_competition[i] * V[i * dims.M + m];
+      for (std::int64_t m = 0; m < dims.M; ++m) W[i * dims.M + m] = source_competition[i] * V.row(i)[m];
   }
 };
 
@@ -521,37 +560,37 @@ struct CausalFlows {
 // first chunk (t = 0) H is zero and its GEMM is skipped.
 template <class T>
 void causal_chunk_aggregate(const T* q_c, const T* k_c, const T* W_c, const T* prefix_state, std::int64_t t,
-                            std::int64_t c, Dims dims, T* block, T* R_c) {
+                            std::int64_t c, Dims dims, T* block, Rows<T> R_c) {
   gemm<T>(false, true, c, c, dims.D, q_c, k_c, T(0), block);
   mask_block(block, c, [](std::int64_t a, std::int64_t b) { return b <= a; });
-  gemm<T>(false, false, c, dims.M, c, block, W_c, T(0), R_c);
-  if (t > 0) gemm<T>(false, false, c, dims.M, dims.D, q_c, prefix_state, T(1), R_c);
+  gemm<T>(false, false, c, dims.M, c, block, W_c, T(0), R_c.data, R_c.stride);
+  if (t > 0) gemm<T>(false, false, c, dims.M, dims.D, q_c, prefix_state, T(1), R_c.data, R_c.stride);
 }
 
 template <class T>
-void causal_forward(const T* Q, const T* K, const T* V, T* out, Dims dims, Settings<T> cfg) {
+void causal_forward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<T> out, Dims dims, Settings<T> cfg) {
   CausalFlows<T> f(Q, K, dims, cfg, /*keep_prefix_sums=*/false);
   const std::int64_t chunk = causal_chunk(dims.N, dims.D, dims.M);
   Buffer<T> W(dims.N * dims.M), prefix_state(dims.D * dims.M, Zeroed{}), block(chunk * chunk);
   f.weighted_values(V, W.data());
   for (std::int64_t t = 0; t < dims.N; t += chunk) {
     const std::int64_t c = std::min(chunk, dims.N - t);
-    T* out_c = out + t * dims.M;
+    const Rows<T> out_c{out.row(t), out.stride};
     causal_chunk_aggregate(f.q.row(t, dims.D), f.k.row(t, dims.D), W.row(t, dims.M), prefix_state.data(), t, c,
                            dims, block.data(), out_c);
     if (t + c < dims.N)  // H += k_cᵀ W_c; the state after the last chunk is not read
       gemm<T>(true, false, dims.D, dims.M, c, f.k.row(t, dims.D), W.row(t, dims.M), T(1), prefix_state.data());
     for (std::int64_t a = 0; a < c; ++a) {
       const T row_scale = f.row_scale(t + a);
-      for (std::int64_t m = 0; m < dims.M; ++m) out_c[a * dims.M + m] *= row_scale;
+      for (std::int64_t m = 0; m < dims.M; ++m) out_c.row(a)[m] *= row_scale;
     }
   }
 }
 
-// Gradients of one head; dQ, dK, dV must be zero on entry.
+// Gradients of one head (every element of dQ, dK, dV is written).
 template <class T>
-void causal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* dK, T* dV, Dims dims,
-                     Settings<T> cfg, KernelRecorder* rec = nullptr) {
+void causal_backward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<const T> G, Rows<T> dQ, Rows<T> dK,
+                     Rows<T> dV, Dims dims, Settings<T> cfg, KernelRecorder* rec = nullptr) {
   const std::int64_t N = dims.N, D = dims.D, M = dims.M;
   CausalFlows<T> f(Q, K, dims, cfg, /*keep_prefix_sums=*/true);
   // One D×M buffer serves as the prefix state H (forward sweep), then as the suffix state U.
@@ -560,8 +599,9 @@ void causal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
   const std::int64_t chunk = causal_chunk(N, D, M);
   Buffer<T> block(chunk * chunk), R_c(chunk * M);
   f.weighted_values(V, W.data());
-  T* dq = dQ;  // ∂ℓ/∂q until §C0 turns it into ∂ℓ/∂Q
-  T* dk = dK;
+  Buffer<T> dq_buffer(N * D, Zeroed{}), dk_buffer(N * D, Zeroed{});
+  T* dq = dq_buffer.data();  // ∂ℓ/∂q and ∂ℓ/∂k until §C0 turns them into ∂ℓ/∂Q and ∂ℓ/∂K
+  T* dk = dk_buffer.data();
   std::vector<T> recorded_R(rec ? N * M : 0), recorded_s(rec ? N : 0);
   if (rec) {
     rec->add("q", "§C0", f.q.data(), {N, D});
@@ -588,12 +628,12 @@ void causal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
     const T* q_c = f.q.row(t, D);
     const T* k_c = f.k.row(t, D);
     const T* W_c = W.row(t, M);
-    causal_chunk_aggregate(q_c, k_c, W_c, prefix_state, t, c, dims, block.data(), R_c.data());
+    causal_chunk_aggregate(q_c, k_c, W_c, prefix_state, t, c, dims, block.data(), Rows<T>{R_c.data(), M});
     for (std::int64_t a = 0; a < c; ++a) {
       const std::int64_t i = t + a;
-      ds[i] = dot(G + i * M, R_c.row(a, M), M);
+      ds[i] = dot(G.row(i), R_c.row(a, M), M);
       const T row_scale = f.row_scale(i);
-      for (std::int64_t m = 0; m < M; ++m) dR[i * M + m] = row_scale * G[i * M + m];
+      for (std::int64_t m = 0; m < M; ++m) dR[i * M + m] = row_scale * G.row(i)[m];
       if (rec) {
         std::copy_n(R_c.row(a, M), M, recorded_R.data() + i * M);
         recorded_s[static_cast<std::size_t>(i)] = row_scale;
@@ -634,8 +674,8 @@ void causal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
   // W_i = C_i v_i;  s_i = A_i I_i / n_i
   Buffer<T> dC(N), dA(N), dI(N);
   for (std::int64_t i = 0; i < N; ++i) {
-    dC[i] = dot(V + i * M, dW.row(i, M), M);
-    for (std::int64_t m = 0; m < M; ++m) dV[i * M + m] = f.source_competition[i] * dW[i * M + m];
+    dC[i] = dot(V.row(i), dW.row(i, M), M);
+    for (std::int64_t m = 0; m < M; ++m) dV.row(i)[m] = f.source_competition[i] * dW[i * M + m];
     const T count = static_cast<T>(i + 1);
     dA[i] = ds[i] * f.sink_incoming[i] / count;
     dI[i] = ds[i] * f.sink_allocation[i] / count;
@@ -647,7 +687,7 @@ void causal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
     rec->add("ds", "§C4", ds.data(), {N});
     rec->add("dW", "§C4", dW.data(), {N, M});
     rec->add("dC", "§C4", dC.data(), {N});
-    rec->add("dV", "§C4", dV, {N, M});
+    rec->add("dV", "§C4", dV, N, M);
     rec->add("dA", "§C4", dA.data(), {N});
   }
   // Per-position gradients the reverse loop keeps as scalars, for a recorder.
@@ -744,13 +784,11 @@ void causal_backward(const T* Q, const T* K, const T* V, const T* G, T* dQ, T* d
   }
 
   // §C0 backward
-  for (std::int64_t e = 0; e < N * D; ++e) {
-    dQ[e] = dq[e] * f.q[e] * (T(1) - f.q[e]);
-    dK[e] = dk[e] * f.k[e] * (T(1) - f.k[e]);
-  }
+  feature_map_backward(dq, f.q.data(), N, D, dQ);
+  feature_map_backward(dk, f.k.data(), N, D, dK);
   if (rec) {
-    rec->add("dQ", "§C0", dQ, {N, D});
-    rec->add("dK", "§C0", dK, {N, D});
+    rec->add("dQ", "§C0", dQ, N, D);
+    rec->add("dK", "§C0", dK, N, D);
   }
 }
 
@@ -814,23 +852,42 @@ Problem check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Fl
   return p;
 }
 
-// A contiguous, history-free version of `t` for the kernels.
-Tensor dense(const Tensor& t) {
+// `t` itself, history-free, when its rows (last dim) are contiguous: the
+// kernels take any row stride and any order of the batch and head dims, so
+// heads split from a [B, L, H·D] projection by a view need no copy. Other
+// layouts are copied.
+Tensor with_contiguous_rows(const Tensor& t) {
   NoGradGuard no_grad;
-  return t.contiguous().detach();
+  return (t.size(3) <= 1 || t.stride(3) == 1 ? t : t.contiguous()).detach();
 }
 
-// Runs body(head, q, k, v, sizes) for every (batch, head) in parallel. With
-// a mask, k and v are compact copies of the real keys of that batch element,
-// and scatter(head, compact, full, width) writes a compact S_real-row result
-// back to the full S rows.
+// The rows of head `head` (batch-major: batch · heads + h) of a [B, H, rows, width] tensor.
+template <class T>
+Rows<T> head_rows(const Tensor& t, std::int64_t head) {
+  const std::int64_t heads = t.size(1);
+  return {t.data<std::remove_const_t<T>>() + head / heads * t.stride(0) + head % heads * t.stride(1), t.stride(2)};
+}
+
+// A [B, H, rows, width] result laid out like `like`: with the heads of a
+// position side by side ([B, rows, H, width] in memory) when `like` has them
+// so, which makes merging the heads back a view.
+Tensor result_like(const Tensor& like, std::int64_t rows, std::int64_t width, bool zeroed) {
+  const std::int64_t B = like.size(0), H = like.size(1);
+  const bool heads_side_by_side = like.stride(1) < like.stride(2);
+  const Shape shape = heads_side_by_side ? Shape{B, rows, H, width} : Shape{B, H, rows, width};
+  const Tensor memory = zeroed ? zeros(shape, like.dtype()) : empty(shape, like.dtype());
+  return heads_side_by_side ? memory.permute({0, 2, 1, 3}) : memory;
+}
+
+// Runs body(head, Q, K, V, sizes, real) for every (batch, head) in parallel.
+// With a mask, K and V are compact copies of the real keys of that batch
+// element and `real` lists their positions.
 template <class T, class Body>
 void for_each_head(const Problem& p, const Tensor& q, const Tensor& k, const Tensor& v, Body body) {
   const Dims dims = p.dims;
   auto run_head = [&](std::int64_t head) {
-    const T* Qh = q.data<T>() + head * dims.N * dims.D;
-    const T* Kh = k.data<T>() + head * dims.S * dims.D;
-    const T* Vh = v.data<T>() + head * dims.S * dims.M;
+    const Rows<const T> Qh = head_rows<const T>(q, head), Kh = head_rows<const T>(k, head),
+                        Vh = head_rows<const T>(v, head);
     if (p.real_keys.empty()) {
       body(head, Qh, Kh, Vh, dims, nullptr);
       return;
@@ -840,10 +897,10 @@ void for_each_head(const Problem& p, const Tensor& q, const Tensor& k, const Ten
     compact.S = static_cast<std::int64_t>(real.size());
     Buffer<T> K_real(compact.S * dims.D), V_real(compact.S * dims.M);
     for (std::int64_t r = 0; r < compact.S; ++r) {
-      std::copy_n(Kh + real[r] * dims.D, dims.D, K_real.row(r, dims.D));
-      std::copy_n(Vh + real[r] * dims.M, dims.M, V_real.row(r, dims.M));
+      std::copy_n(Kh.row(real[r]), dims.D, K_real.row(r, dims.D));
+      std::copy_n(Vh.row(real[r]), dims.M, V_real.row(r, dims.M));
     }
-    body(head, Qh, K_real.data(), V_real.data(), compact, &real);
+    body(head, Qh, Rows<const T>{K_real.data(), dims.D}, Rows<const T>{V_real.data(), dims.M}, compact, &real);
   };
   const std::int64_t all_heads = p.batch * p.heads;
   if (all_heads > 1 && get_num_threads() > 1) {
@@ -862,37 +919,35 @@ Settings<T> settings_of(const FlowAttentionOptions& o) {
 
 Tensor forward_all(const Problem& p, const Tensor& q, const Tensor& k, const Tensor& v,
                    const FlowAttentionOptions& o) {
-  const Dims dims = p.dims;
-  Tensor out = empty({p.batch, p.heads, dims.N, dims.M}, q.dtype());
+  Tensor out = result_like(q, p.dims.N, p.dims.M, /*zeroed=*/false);
   dispatch_floating(q.dtype(), "flow_attention", [&]<class T>() {
     const Settings<T> cfg = settings_of<T>(o);
-    for_each_head<T>(p, q, k, v, [&](std::int64_t head, const T* Qh, const T* Kh, const T* Vh,
+    for_each_head<T>(p, q, k, v, [&](std::int64_t head, Rows<const T> Qh, Rows<const T> Kh, Rows<const T> Vh,
                                      Dims hn, const std::vector<std::int64_t>*) {
-      T* out_h = out.data<T>() + head * dims.N * dims.M;
       if (o.causal) {
-        causal_forward(Qh, Kh, Vh, out_h, hn, cfg);
+        causal_forward(Qh, Kh, Vh, head_rows<T>(out, head), hn, cfg);
       } else {
-        normal_forward(Qh, Kh, Vh, out_h, hn, cfg);
+        normal_forward(Qh, Kh, Vh, head_rows<T>(out, head), hn, cfg);
       }
     });
   });
   return out;
 }
 
-// The gradients of the whole batch: dQ, dK, dV (zero for padded keys).
+// The gradients of the whole batch: dQ, dK, dV (zero for padded keys), each
+// laid out like its input.
 TensorList backward_all(const Problem& p, const Tensor& q, const Tensor& k, const Tensor& v,
                         const Tensor& grad_out, const FlowAttentionOptions& o) {
   const Dims dims = p.dims;
-  Tensor dq = zeros(q.shape(), q.dtype()), dk = zeros(k.shape(), k.dtype()),
-         dv = zeros(v.shape(), v.dtype());
+  const bool masked = !p.real_keys.empty();
+  Tensor dq = result_like(q, dims.N, dims.D, false), dk = result_like(k, dims.S, dims.D, masked),
+         dv = result_like(v, dims.S, dims.M, masked);
   dispatch_floating(q.dtype(), "flow_attention", [&]<class T>() {
     const Settings<T> cfg = settings_of<T>(o);
-    for_each_head<T>(p, q, k, v, [&](std::int64_t head, const T* Qh, const T* Kh, const T* Vh,
+    for_each_head<T>(p, q, k, v, [&](std::int64_t head, Rows<const T> Qh, Rows<const T> Kh, Rows<const T> Vh,
                                      Dims hn, const std::vector<std::int64_t>* real) {
-      const T* G = grad_out.data<T>() + head * dims.N * dims.M;
-      T* dQh = dq.data<T>() + head * dims.N * dims.D;
-      T* dKh = dk.data<T>() + head * dims.S * dims.D;
-      T* dVh = dv.data<T>() + head * dims.S * dims.M;
+      const Rows<const T> G = head_rows<const T>(grad_out, head);
+      const Rows<T> dQh = head_rows<T>(dq, head), dKh = head_rows<T>(dk, head), dVh = head_rows<T>(dv, head);
       if (o.causal) {
         causal_backward(Qh, Kh, Vh, G, dQh, dKh, dVh, hn, cfg);
         return;
@@ -901,11 +956,11 @@ TensorList backward_all(const Problem& p, const Tensor& q, const Tensor& k, cons
         normal_backward(Qh, Kh, Vh, G, dQh, dKh, dVh, hn, cfg);
         return;
       }
-      Buffer<T> dK_real(hn.S * dims.D, Zeroed{}), dV_real(hn.S * dims.M, Zeroed{});  // zero on entry
-      normal_backward(Qh, Kh, Vh, G, dQh, dK_real.data(), dV_real.data(), hn, cfg);
+      Buffer<T> dK_real(hn.S * dims.D), dV_real(hn.S * dims.M);
+      normal_backward(Qh, Kh, Vh, G, dQh, Rows<T>{dK_real.data(), dims.D}, Rows<T>{dV_real.data(), dims.M}, hn, cfg);
       for (std::int64_t r = 0; r < hn.S; ++r) {  // padded rows stay zero
-        std::copy_n(dK_real.row(r, dims.D), dims.D, dKh + (*real)[r] * dims.D);
-        std::copy_n(dV_real.row(r, dims.M), dims.M, dVh + (*real)[r] * dims.M);
+        std::copy_n(dK_real.row(r, dims.D), dims.D, dKh.row((*real)[r]));
+        std::copy_n(dV_real.row(r, dims.M), dims.M, dVh.row((*real)[r]));
       }
     });
   });
@@ -916,7 +971,7 @@ class FlowAttentionBackward final : public autograd::Node {
  public:
   std::string_view name() const override { return "flow_attention"; }
   TensorList backward(const Tensor& grad_out) override {
-    return backward_all(problem, queries.get(), keys.get(), values.get(), dense(grad_out), options);
+    return backward_all(problem, queries.get(), keys.get(), values.get(), with_contiguous_rows(grad_out), options);
   }
   autograd::SavedTensor queries{this}, keys{this}, values{this};
   Problem problem;
@@ -958,7 +1013,8 @@ Tensor CausalFlowAttentionState::step(const Tensor& q, const Tensor& k, const Te
          shape_str(v.shape()));
   if (q.dtype() != dtype_ || k.dtype() != dtype_ || v.dtype() != dtype_)
     fail("CausalFlowAttentionState::step", "expected ", dtype_name(dtype_), " inputs");
-  const Tensor qd = dense(q), kd = dense(k), vd = dense(v);
+  NoGradGuard no_grad;
+  const Tensor qd = q.contiguous(), kd = k.contiguous(), vd = v.contiguous();
   Tensor out = empty(v_shape, dtype_);
   const std::int64_t D = dim_, M = value_dim_;
   dispatch_floating(dtype_, "CausalFlowAttentionState::step", [&]<class T>() {
@@ -966,8 +1022,8 @@ Tensor CausalFlowAttentionState::step(const Tensor& q, const Tensor& k, const Te
     const T count = static_cast<T>(position_ + 1);
     Buffer<T> qi(D), ki(D), weighted(M);
     for (std::int64_t h = 0; h < batch_ * heads_; ++h) {
-      feature_map(qd.data<T>() + h * D, D, qi.data());
-      feature_map(kd.data<T>() + h * D, D, ki.data());
+      feature_map(qd.data<T>() + h * D, D, 1, D, qi.data());
+      feature_map(kd.data<T>() + h * D, D, 1, D, ki.data());
       T* k_sum = k_sum_.data<T>() + h * D;
       T* q_sum = q_sum_.data<T>() + h * D;
       T* k_outgoing = k_outgoing_.data<T>() + h * D;
@@ -1009,7 +1065,7 @@ void check_flow_attention_arguments(const Tensor& queries, const Tensor& keys, c
 Tensor flow_attention(const Tensor& queries, const Tensor& keys, const Tensor& values,
                       const FlowAttentionOptions& options, const Tensor& key_padding_mask) {
   Problem problem = check_inputs(queries, keys, values, options, key_padding_mask);
-  Tensor q = dense(queries), k = dense(keys), v = dense(values);
+  Tensor q = with_contiguous_rows(queries), k = with_contiguous_rows(keys), v = with_contiguous_rows(values);
   Tensor out = forward_all(problem, q, k, v, options);
   if (auto node = autograd::make_node<FlowAttentionBackward>({queries, keys, values})) {
     node->queries.save(q);
@@ -1042,35 +1098,36 @@ FlowAttentionInspection flow_attention_inspect(const Tensor& queries, const Tens
     fail(op, "grad_out must be ", dtype_name(queries.dtype()), " ", shape_str(out_shape), " like the output, got ",
          grad_out.defined() ? std::string(dtype_name(grad_out.dtype())) + " " + shape_str(grad_out.shape())
                             : std::string("an undefined tensor"));
-  const Tensor q = dense(queries), k = dense(keys), v = dense(values), g = dense(grad_out);
+  const Tensor q = with_contiguous_rows(queries), k = with_contiguous_rows(keys), v = with_contiguous_rows(values),
+               g = with_contiguous_rows(grad_out);
   KernelRecorder rec;
   dispatch_floating(q.dtype(), op, [&]<class T>() {
     const Settings<T> cfg = settings_of<T>(options);
     const std::int64_t index = batch * p.heads + head;
     Dims dims = p.dims;
-    const T* Qh = q.data<T>() + index * dims.N * dims.D;
-    const T* Kh = k.data<T>() + index * dims.S * dims.D;
-    const T* Vh = v.data<T>() + index * dims.S * dims.M;
-    const T* G = g.data<T>() + index * dims.N * dims.M;
+    const Rows<const T> Qh = head_rows<const T>(q, index), G = head_rows<const T>(g, index);
+    Rows<const T> Kh = head_rows<const T>(k, index), Vh = head_rows<const T>(v, index);
     // With a mask, the real keys only (as the kernels see them).
     std::vector<T> K_real, V_real;
     if (!p.real_keys.empty()) {
       for (std::int64_t j : p.real_keys[static_cast<std::size_t>(batch)]) {
-        K_real.insert(K_real.end(), Kh + j * dims.D, Kh + (j + 1) * dims.D);
-        V_real.insert(V_real.end(), Vh + j * dims.M, Vh + (j + 1) * dims.M);
+        K_real.insert(K_real.end(), Kh.row(j), Kh.row(j) + dims.D);
+        V_real.insert(V_real.end(), Vh.row(j), Vh.row(j) + dims.M);
       }
       dims.S = static_cast<std::int64_t>(p.real_keys[static_cast<std::size_t>(batch)].size());
-      Kh = K_real.data();
-      Vh = V_real.data();
+      Kh = {K_real.data(), dims.D};
+      Vh = {V_real.data(), dims.M};
     }
     std::vector<T> out(static_cast<std::size_t>(dims.N * dims.M)), dQ(static_cast<std::size_t>(dims.N * dims.D)),
         dK(static_cast<std::size_t>(dims.S * dims.D)), dV(static_cast<std::size_t>(dims.S * dims.M));
+    const Rows<T> out_rows{out.data(), dims.M}, dQ_rows{dQ.data(), dims.D}, dK_rows{dK.data(), dims.D},
+        dV_rows{dV.data(), dims.M};
     if (options.causal) {
-      causal_forward(Qh, Kh, Vh, out.data(), dims, cfg);
-      causal_backward(Qh, Kh, Vh, G, dQ.data(), dK.data(), dV.data(), dims, cfg, &rec);
+      causal_forward(Qh, Kh, Vh, out_rows, dims, cfg);
+      causal_backward(Qh, Kh, Vh, G, dQ_rows, dK_rows, dV_rows, dims, cfg, &rec);
     } else {
-      normal_forward(Qh, Kh, Vh, out.data(), dims, cfg);
-      normal_backward(Qh, Kh, Vh, G, dQ.data(), dK.data(), dV.data(), dims, cfg, &rec);
+      normal_forward(Qh, Kh, Vh, out_rows, dims, cfg);
+      normal_backward(Qh, Kh, Vh, G, dQ_rows, dK_rows, dV_rows, dims, cfg, &rec);
     }
     // out (from the forward kernel) goes after s, the last forward quantity.
     KernelRecorder out_rec;

@@ -172,6 +172,52 @@ TEST_CASE("a key padding mask gives each batch element the result of its real ke
   require_fused_matches_composed(in, {}, mask.to(kFloat32), 1e-11, 1e-13);
 }
 
+TEST_CASE("Flow-Attention reads heads split by a view and lays results out like them") {
+  // Heads split from [B, T, H·D] projections are strided views; the kernels
+  // read them in place and write the output and gradients with the heads of
+  // a position side by side, so merging them back is a view. The numbers are
+  // those of contiguous inputs, bit for bit.
+  const bool causal = GENERATE(false, true);
+  const bool masked = GENERATE(false, true);
+  if (causal && masked) return;  // masks are for normal attention
+  const DType dtype = GENERATE(kFloat32, kFloat64);
+  INFO((causal ? "causal" : "normal") << (masked ? ", masked" : "") << ", " << dtype_name(dtype));
+  const std::int64_t B = 2, T = 40, H = 3, D = 4;  // T > 2·16: several causal chunks
+  Generator gen(5);
+  const TensorList projections = {randn({B, T, H * D}, gen, dtype), randn({B, T, H * D}, gen, dtype),
+                                  randn({B, T, H * D}, gen, dtype)};
+  std::vector<std::int64_t> flags(B * T, 1);
+  std::fill_n(flags.begin() + T + 3, 5, 0);  // batch element 1 has padded keys 3..7
+  const Tensor mask = masked ? from_vector(flags, {B, T}) : Tensor();
+  const FlowAttentionOptions options = FlowAttentionOptions{}.set_causal(causal);
+  auto split = [&](const Tensor& x) { return x.reshape({B, T, H, D}).permute({0, 2, 1, 3}); };
+  auto attend = [&](bool copy_first) {
+    return [&, copy_first](const TensorList& in) {
+      auto heads = [&](const Tensor& x) { return copy_first ? split(x).contiguous() : split(x); };
+      const Tensor out = flow_attention(heads(in[0]), heads(in[1]), heads(in[2]), options, mask);
+      if (!copy_first) {
+        REQUIRE(out.permute({0, 2, 1, 3}).is_contiguous());  // merging the heads is a view
+      } else {
+        REQUIRE(out.is_contiguous());
+      }
+      return out.permute({0, 2, 1, 3}).reshape({B, T, H * D});
+    };
+  };
+  const TensorList in_place = value_and_grads(projections, attend(false), 3);
+  const TensorList copied = value_and_grads(projections, attend(true), 3);
+  const char* names[] = {"out", "dQ", "dK", "dV"};
+  for (int i = 0; i < 4; ++i) {
+    INFO(names[i]);
+    require_close(in_place[i], copied[i], 0.0, 0.0);
+  }
+
+  // Rows that are not contiguous (last stride ≠ 1) are copied first: same numbers.
+  const Tensor q_columns = randn({B, H, D, T}, gen, dtype), q_rows = q_columns.transpose(2, 3);
+  const Tensor k = split(projections[1]), v = split(projections[2]);
+  require_close(flow_attention(q_rows, k, v, options, mask), flow_attention(q_rows.contiguous(), k, v, options, mask),
+                0.0, 0.0);
+}
+
 TEST_CASE("the clamp of the conserved source flow is exercised and blocks gradients") {
   const bool causal = GENERATE(false, true);
   Generator gen(5);
