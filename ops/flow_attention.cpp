@@ -123,23 +123,6 @@ class Buffer {
   T* data_ = nullptr;
 };
 
-// Σ_d term(d) in kLanes independent partial sums (lane d mod kLanes), added
-// in lane order at the end: the lanes vectorise without reassociating any
-// sum, so the result is the same on every machine and thread count.
-constexpr std::int64_t kLanes = 8;
-
-template <class T, class Term>
-T lane_sum(std::int64_t n, Term term) {
-  T lanes[kLanes] = {};
-  std::int64_t d = 0;
-  for (; d + kLanes <= n; d += kLanes)
-    for (std::int64_t j = 0; j < kLanes; ++j) lanes[j] += term(d + j);
-  for (; d < n; ++d) lanes[d % kLanes] += term(d);
-  T total = 0;
-  for (const T lane : lanes) total += lane;
-  return total;
-}
-
 template <class T>
 T dot(const T* a, const T* b, std::int64_t n) {
   return lane_sum<T>(n, [&](std::int64_t d) { return a[d] * b[d]; });

@@ -6,6 +6,7 @@
 
 #include "../autograd/node.h"
 #include "rows.h"
+#include "vector_math.h"
 
 namespace flowgrad {
 
@@ -61,12 +62,10 @@ class LayerNormBackward final : public Node {
               const T* dy_row = pdy + base[1];
               T* dx_row = pdx + base[2];  // contiguous: unit stride along the row
               const T m = pmu[row], r = prs[row];
-              double g_sum = 0.0, g_xhat_sum = 0.0;
-              for (std::int64_t c = 0; c < channels; ++c) {
-                const T g = pw ? dy_row[c * sdy] * pw[c * sw] : dy_row[c * sdy];
-                g_sum += g;
-                g_xhat_sum += static_cast<double>(g) * ((x_row[c * sx] - m) * r);
-              }
+              auto g_at = [&](std::int64_t c) -> T { return pw ? dy_row[c * sdy] * pw[c * sw] : dy_row[c * sdy]; };
+              const double g_sum = lane_sum<double>(channels, [&](std::int64_t c) { return double(g_at(c)); });
+              const double g_xhat_sum = lane_sum<double>(
+                  channels, [&](std::int64_t c) { return static_cast<double>(g_at(c)) * ((x_row[c * sx] - m) * r); });
               const T g_mean = static_cast<T>(g_sum / channels);
               const T g_xhat_mean = static_cast<T>(g_xhat_sum / channels);
               for (std::int64_t c = 0; c < channels; ++c) {
@@ -154,14 +153,12 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
           const T* x_row = px + base[0];
           T* y_row = py + base[1];
           // Two passes (mean, then squared deviations): stable for large means.
-          double sum = 0.0;
-          for (std::int64_t c = 0; c < channels; ++c) sum += x_row[c * sx];
+          const double sum = lane_sum<double>(channels, [&](std::int64_t c) { return double(x_row[c * sx]); });
           const double mu = sum / static_cast<double>(channels);
-          double squares = 0.0;
-          for (std::int64_t c = 0; c < channels; ++c) {
+          const double squares = lane_sum<double>(channels, [&](std::int64_t c) {
             const double d = x_row[c * sx] - mu;
-            squares += d * d;
-          }
+            return d * d;
+          });
           const T m = static_cast<T>(mu);
           const T r = static_cast<T>(1.0 / std::sqrt(squares / static_cast<double>(channels) + eps));
           pmean[row] = m;

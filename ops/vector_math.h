@@ -30,4 +30,22 @@ inline float exp_vectorisable(float x) {
 // σ(x) = 1 / (1 + e^-x) through exp_vectorisable.
 inline float sigmoid_vectorisable(float x) { return 1.0f / (1.0f + exp_vectorisable(-x)); }
 
+// Σ_d term(d) for d in [0, n), in kLanes independent partial sums (lane
+// d mod kLanes) added in lane order at the end. The lanes hide the adds'
+// latency and vectorise without reassociating any one sum, so the result is
+// the same on every machine and thread count.
+constexpr std::int64_t kLanes = 8;
+
+template <class Sum, class Term>
+Sum lane_sum(std::int64_t n, Term term) {
+  Sum lanes[kLanes] = {};
+  std::int64_t d = 0;
+  for (; d + kLanes <= n; d += kLanes)
+    for (std::int64_t j = 0; j < kLanes; ++j) lanes[j] += term(d + j);
+  for (; d < n; ++d) lanes[d % kLanes] += term(d);
+  Sum total = 0;
+  for (const Sum lane : lanes) total += lane;
+  return total;
+}
+
 }  // namespace flowgrad
