@@ -324,10 +324,11 @@ void normal_forward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<T> o
   }
 }
 
-// Gradients of one head (every element of dQ, dK, dV is written).
+// Gradients of one head (every element of dQ, dK, dV is written), given the
+// forward's output `out` (for R_i = out_i / s_i: see §N4 below).
 template <class T>
-void normal_backward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<const T> G, Rows<T> dQ, Rows<T> dK,
-                     Rows<T> dV, Dims dims, Settings<T> cfg, KernelRecorder* rec = nullptr) {
+void normal_backward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<const T> out, Rows<const T> G,
+                     Rows<T> dQ, Rows<T> dK, Rows<T> dV, Dims dims, Settings<T> cfg, KernelRecorder* rec = nullptr) {
   const std::int64_t N = dims.N, S = dims.S, D = dims.D, M = dims.M;
   NormalFlows<T> f(Q, K, dims, cfg);
   Buffer<T> W(S * M), KV(D * M);
@@ -352,17 +353,21 @@ void normal_backward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<con
   T* dq = dq_buffer.data();  // ∂ℓ/∂q and ∂ℓ/∂k, turned into ∂ℓ/∂Q and ∂ℓ/∂K at the end (§N0)
   T* dk = dk_buffer.data();
 
-  // §N4 backward: out_i = s_i R_i, R = q KV, s_i = A_i I_i
-  Buffer<T> R(N * M), dR(N * M), dA(N), dI(N);
-  gemm<T>(false, false, N, M, D, f.q.data(), KV.data(), T(0), R.data());
-  std::vector<T> recorded_s, recorded_ds;
+  // §N4 backward: out_i = s_i R_i, R = q KV, s_i = A_i I_i. R is not
+  // recomputed: R_i = out_i / s_i, and s_i is never near 0 (A_i = σ(Ĩ_i N/S)
+  // >= 1/2 as Ĩ_i >= 0, and I_i >= 1/((1+ε)² D S) as q, k lie in (0, 1)).
+  Buffer<T> dR(N * M), dA(N), dI(N);
+  std::vector<T> recorded_R, recorded_s, recorded_ds;
   for (std::int64_t i = 0; i < N; ++i) {
-    const T ds = dot(G.row(i), R.row(i, M), M);  // ds_i = G_i · R_i
+    const T row_scale = f.sink_allocation[i] * f.sink_incoming[i];
+    const T ds = dot(G.row(i), out.row(i), M) / row_scale;  // ds_i = G_i · R_i
     dA[i] = ds * f.sink_incoming[i];
     dI[i] = ds * f.sink_allocation[i];
-    const T row_scale = f.sink_allocation[i] * f.sink_incoming[i];
     for (std::int64_t m = 0; m < M; ++m) dR[i * M + m] = row_scale * G.row(i)[m];
-    if (rec) recorded_s.push_back(row_scale), recorded_ds.push_back(ds);
+    if (rec) {
+      for (std::int64_t m = 0; m < M; ++m) recorded_R.push_back(out.row(i)[m] / row_scale);
+      recorded_s.push_back(row_scale), recorded_ds.push_back(ds);
+    }
   }
   Buffer<T> dKV(D * M), dW(S * M);
   gemm<T>(false, true, N, D, M, dR.data(), KV.data(), T(1), dq);  // dq += dR KVᵀ
@@ -375,7 +380,7 @@ void normal_backward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<con
     for (std::int64_t m = 0; m < M; ++m) dV.row(j)[m] = f.source_competition[j] * dW[j * M + m];
   }
   if (rec) {
-    rec->add("R", "§N4", R.data(), {N, M});
+    rec->add("R", "§N4", recorded_R.data(), {N, M});
     rec->add("s", "§N4", recorded_s.data(), {N});
     rec->add("dR", "§N4", dR.data(), {N, M});
     rec->add("ds", "§N4", recorded_ds.data(), {N});
@@ -570,17 +575,18 @@ void causal_forward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<T> o
   }
 }
 
-// Gradients of one head (every element of dQ, dK, dV is written).
+// Gradients of one head (every element of dQ, dK, dV is written), given the
+// forward's output `out` (for R_i = out_i / s_i: see §C4 below).
 template <class T>
-void causal_backward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<const T> G, Rows<T> dQ, Rows<T> dK,
-                     Rows<T> dV, Dims dims, Settings<T> cfg, KernelRecorder* rec = nullptr) {
+void causal_backward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<const T> out, Rows<const T> G,
+                     Rows<T> dQ, Rows<T> dK, Rows<T> dV, Dims dims, Settings<T> cfg, KernelRecorder* rec = nullptr) {
   const std::int64_t N = dims.N, D = dims.D, M = dims.M;
   CausalFlows<T> f(Q, K, dims, cfg, /*keep_prefix_sums=*/true);
   // One D×M buffer serves as the prefix state H (forward sweep), then as the suffix state U.
   Buffer<T> W(N * M), dR(N * M), dW(N * M), ds(N), state_buffer(D * M, Zeroed{});
   T* const prefix_state = state_buffer.data();
   const std::int64_t chunk = causal_chunk(N, D, M);
-  Buffer<T> block(chunk * chunk), R_c(chunk * M);
+  Buffer<T> block(chunk * chunk);
   f.weighted_values(V, W.data());
   Buffer<T> dq_buffer(N * D, Zeroed{}), dk_buffer(N * D, Zeroed{});
   T* dq = dq_buffer.data();  // ∂ℓ/∂q and ∂ℓ/∂k until §C0 turns them into ∂ℓ/∂Q and ∂ℓ/∂K
@@ -604,21 +610,21 @@ void causal_backward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<con
     rec->add("W", "§C4", W.data(), {N, M});
   }
 
-  // §C4 backward, forward sweep: R, ds_i = G_i·R_i, dR_i = s_i G_i and
-  // dq_c = dR_c Hᵀ + (dR_c W_cᵀ ⊙ Lower) k_c
+  // §C4 backward, forward sweep: ds_i = G_i·R_i, dR_i = s_i G_i and
+  // dq_c = dR_c Hᵀ + (dR_c W_cᵀ ⊙ Lower) k_c. R is not recomputed: R_i =
+  // out_i / s_i, and s_i is never near 0 (A_i = σ(Ĩ_i) >= 1/2 as Ĩ_i >= 0,
+  // and I_i / n_i >= 1/((1+ε)² D n_i) as q, k lie in (0, 1)).
   for (std::int64_t t = 0; t < N; t += chunk) {
     const std::int64_t c = std::min(chunk, N - t);
-    const T* q_c = f.q.row(t, D);
     const T* k_c = f.k.row(t, D);
     const T* W_c = W.row(t, M);
-    causal_chunk_aggregate(q_c, k_c, W_c, prefix_state, t, c, dims, block.data(), Rows<T>{R_c.data(), M});
     for (std::int64_t a = 0; a < c; ++a) {
       const std::int64_t i = t + a;
-      ds[i] = dot(G.row(i), R_c.row(a, M), M);
       const T row_scale = f.row_scale(i);
+      ds[i] = dot(G.row(i), out.row(i), M) / row_scale;
       for (std::int64_t m = 0; m < M; ++m) dR[i * M + m] = row_scale * G.row(i)[m];
       if (rec) {
-        std::copy_n(R_c.row(a, M), M, recorded_R.data() + i * M);
+        for (std::int64_t m = 0; m < M; ++m) recorded_R[i * M + m] = out.row(i)[m] / row_scale;
         recorded_s[static_cast<std::size_t>(i)] = row_scale;
       }
     }
@@ -919,7 +925,7 @@ Tensor forward_all(const Problem& p, const Tensor& q, const Tensor& k, const Ten
 
 // The gradients of the whole batch: dQ, dK, dV (zero for padded keys), each
 // laid out like its input.
-TensorList backward_all(const Problem& p, const Tensor& q, const Tensor& k, const Tensor& v,
+TensorList backward_all(const Problem& p, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                         const Tensor& grad_out, const FlowAttentionOptions& o) {
   const Dims dims = p.dims;
   const bool masked = !p.real_keys.empty();
@@ -929,18 +935,19 @@ TensorList backward_all(const Problem& p, const Tensor& q, const Tensor& k, cons
     const Settings<T> cfg = settings_of<T>(o);
     for_each_head<T>(p, q, k, v, [&](std::int64_t head, Rows<const T> Qh, Rows<const T> Kh, Rows<const T> Vh,
                                      Dims hn, const std::vector<std::int64_t>* real) {
-      const Rows<const T> G = head_rows<const T>(grad_out, head);
+      const Rows<const T> G = head_rows<const T>(grad_out, head), out_h = head_rows<const T>(out, head);
       const Rows<T> dQh = head_rows<T>(dq, head), dKh = head_rows<T>(dk, head), dVh = head_rows<T>(dv, head);
       if (o.causal) {
-        causal_backward(Qh, Kh, Vh, G, dQh, dKh, dVh, hn, cfg);
+        causal_backward(Qh, Kh, Vh, out_h, G, dQh, dKh, dVh, hn, cfg);
         return;
       }
       if (real == nullptr) {
-        normal_backward(Qh, Kh, Vh, G, dQh, dKh, dVh, hn, cfg);
+        normal_backward(Qh, Kh, Vh, out_h, G, dQh, dKh, dVh, hn, cfg);
         return;
       }
       Buffer<T> dK_real(hn.S * dims.D), dV_real(hn.S * dims.M);
-      normal_backward(Qh, Kh, Vh, G, dQh, Rows<T>{dK_real.data(), dims.D}, Rows<T>{dV_real.data(), dims.M}, hn, cfg);
+      normal_backward(Qh, Kh, Vh, out_h, G, dQh, Rows<T>{dK_real.data(), dims.D}, Rows<T>{dV_real.data(), dims.M},
+                      hn, cfg);
       for (std::int64_t r = 0; r < hn.S; ++r) {  // padded rows stay zero
         std::copy_n(dK_real.row(r, dims.D), dims.D, dKh.row((*real)[r]));
         std::copy_n(dV_real.row(r, dims.M), dims.M, dVh.row((*real)[r]));
@@ -954,9 +961,10 @@ class FlowAttentionBackward final : public autograd::Node {
  public:
   std::string_view name() const override { return "flow_attention"; }
   TensorList backward(const Tensor& grad_out) override {
-    return backward_all(problem, queries.get(), keys.get(), values.get(), with_contiguous_rows(grad_out), options);
+    return backward_all(problem, queries.get(), keys.get(), values.get(), output.get(), with_contiguous_rows(grad_out),
+                        options);
   }
-  autograd::SavedTensor queries{this}, keys{this}, values{this};
+  autograd::SavedTensor queries{this}, keys{this}, values{this}, output{this};
   Problem problem;
   FlowAttentionOptions options;
 };
@@ -1054,6 +1062,7 @@ Tensor flow_attention(const Tensor& queries, const Tensor& keys, const Tensor& v
     node->queries.save(q);
     node->keys.save(k);
     node->values.save(v);
+    node->output.save(out);
     node->problem = std::move(problem);
     node->options = options;
     autograd::set_history(out, node);
@@ -1107,10 +1116,10 @@ FlowAttentionInspection flow_attention_inspect(const Tensor& queries, const Tens
         dV_rows{dV.data(), dims.M};
     if (options.causal) {
       causal_forward(Qh, Kh, Vh, out_rows, dims, cfg);
-      causal_backward(Qh, Kh, Vh, G, dQ_rows, dK_rows, dV_rows, dims, cfg, &rec);
+      causal_backward(Qh, Kh, Vh, Rows<const T>{out.data(), dims.M}, G, dQ_rows, dK_rows, dV_rows, dims, cfg, &rec);
     } else {
       normal_forward(Qh, Kh, Vh, out_rows, dims, cfg);
-      normal_backward(Qh, Kh, Vh, G, dQ_rows, dK_rows, dV_rows, dims, cfg, &rec);
+      normal_backward(Qh, Kh, Vh, Rows<const T>{out.data(), dims.M}, G, dQ_rows, dK_rows, dV_rows, dims, cfg, &rec);
     }
     // out (from the forward kernel) goes after s, the last forward quantity.
     KernelRecorder out_rec;
