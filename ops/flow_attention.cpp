@@ -586,7 +586,10 @@ void causal_backward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<con
   Buffer<T> W(N * M), dR(N * M), dW(N * M), ds(N), state_buffer(D * M, Zeroed{});
   T* const prefix_state = state_buffer.data();
   const std::int64_t chunk = causal_chunk(N, D, M);
-  Buffer<T> block(chunk * chunk);
+  // Each chunk's (dR_c W_cᵀ ⊙ Lower), chunk² apart: the backward sweep's
+  // (W_c dR_cᵀ ⊙ Upper) is its transpose.
+  const std::int64_t chunks = (N + chunk - 1) / chunk;
+  Buffer<T> block(chunk * chunk), dR_W_blocks(chunks * chunk * chunk);
   f.weighted_values(V, W.data());
   Buffer<T> dq_buffer(N * D, Zeroed{}), dk_buffer(N * D, Zeroed{});
   T* dq = dq_buffer.data();  // ∂ℓ/∂q and ∂ℓ/∂k until §C0 turns them into ∂ℓ/∂Q and ∂ℓ/∂K
@@ -629,10 +632,11 @@ void causal_backward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<con
       }
     }
     T* dR_c = dR.row(t, M);
+    T* dR_W = dR_W_blocks.data() + t * chunk;  // chunk t / chunk, chunk² values
     if (t > 0) gemm<T>(false, true, c, D, M, dR_c, prefix_state, T(1), dq + t * D);
-    gemm<T>(false, true, c, c, M, dR_c, W_c, T(0), block.data());
-    mask_block(block.data(), c, [](std::int64_t a, std::int64_t b) { return b <= a; });
-    gemm<T>(false, false, c, D, c, block.data(), k_c, T(1), dq + t * D);
+    gemm<T>(false, true, c, c, M, dR_c, W_c, T(0), dR_W);
+    mask_block(dR_W, c, [](std::int64_t a, std::int64_t b) { return b <= a; });
+    gemm<T>(false, false, c, D, c, dR_W, k_c, T(1), dq + t * D);
     if (t + c < N) gemm<T>(true, false, D, M, c, k_c, W_c, T(1), prefix_state);  // H += k_cᵀ W_c
   }
 
@@ -650,9 +654,7 @@ void causal_backward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<con
     auto upper = [](std::int64_t a, std::int64_t b) { return b >= a; };
     const bool after = t + c < N;  // U is zero for the last chunk
     if (after) gemm<T>(false, true, c, D, M, W_c, suffix_state, T(1), dk + t * D);
-    gemm<T>(false, true, c, c, M, W_c, dR_c, T(0), block.data());
-    mask_block(block.data(), c, upper);
-    gemm<T>(false, false, c, D, c, block.data(), q_c, T(1), dk + t * D);
+    gemm<T>(true, false, c, D, c, dR_W_blocks.data() + t * chunk, q_c, T(1), dk + t * D);
     gemm<T>(false, true, c, c, D, k_c, q_c, T(0), block.data());
     mask_block(block.data(), c, upper);
     gemm<T>(false, false, c, M, c, block.data(), dR_c, T(0), dW.row(t, M));
