@@ -65,10 +65,14 @@ double kernel_gflop(const std::string& kernel, bool backward, double L) {
   const double D = kDim, M = kDim, c = std::min<double>(kChunk, L);
   double flops;
   if (kernel == "normal") {
-    flops = backward ? 2 * L * D * M * 7 : 2 * L * D * M * 2;  // 2 GEMMs forward; 7 with backward
+    // forward: KV = kᵀW, q KV; backward: KV again, dq, dKV, dk, dW
+    flops = backward ? 2 * L * D * M * 7 : 2 * L * D * M * 2;
   } else if (kernel == "causal") {
-    const double sweep = L * (4 * D * M + 2 * c * (D + M));  // one pass over all chunks
-    flops = backward ? 2 * sweep + 3 * L * (2 * D * M + 2 * c * (D + M)) + 2 * L * D * M : sweep;
+    // forward, per chunk: q kᵀ, (·) W, q H, H += kᵀW
+    const double forward = 2 * L * (2 * D * M + c * (D + M));
+    // backward: dR Hᵀ, dR Wᵀ, (·) k, H += kᵀW; then W Uᵀ, (·)ᵀ q, k qᵀ, (·) dR, k U, U += qᵀ dR
+    const double backward_sweeps = 2 * L * (5 * D * M + c * (3 * D + 2 * M));
+    flops = backward ? forward + backward_sweeps : forward;
   } else {  // softmax: Q Kᵀ and P V, and 4 GEMMs in backward
     flops = backward ? 2 * L * L * D * 6 : 2 * L * L * D * 2;
   }
