@@ -354,8 +354,8 @@ void normal_backward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<con
   T* dk = dk_buffer.data();
 
   // §N4 backward: out_i = s_i R_i, R = q KV, s_i = A_i I_i. R is not
-  // recomputed: R_i = out_i / s_i, and s_i is never near 0 (A_i = σ(Ĩ_i N/S)
-  // >= 1/2 as Ĩ_i >= 0, and I_i >= 1/((1+ε)² D S) as q, k lie in (0, 1)).
+  // recomputed: R_i = out_i / s_i, as s_i >= 1/(2 D (1+ε)(S+ε)) is never near
+  // 0 (docs/flow-attention-gradients.md, section 7, fact 11).
   Buffer<T> dR(N * M), dA(N), dI(N);
   std::vector<T> recorded_R, recorded_s, recorded_ds;
   for (std::int64_t i = 0; i < N; ++i) {
@@ -615,8 +615,7 @@ void causal_backward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<con
 
   // §C4 backward, forward sweep: ds_i = G_i·R_i, dR_i = s_i G_i and
   // dq_c = dR_c Hᵀ + (dR_c W_cᵀ ⊙ Lower) k_c. R is not recomputed: R_i =
-  // out_i / s_i, and s_i is never near 0 (A_i = σ(Ĩ_i) >= 1/2 as Ĩ_i >= 0,
-  // and I_i / n_i >= 1/((1+ε)² D n_i) as q, k lie in (0, 1)).
+  // out_i / s_i, as s_i >= 1/(2 D (1+ε)(n_i+ε)) is never near 0 (fact 11).
   for (std::int64_t t = 0; t < N; t += chunk) {
     const std::int64_t c = std::min(chunk, N - t);
     const T* k_c = f.k.row(t, D);

@@ -33,6 +33,12 @@ struct FlowAttentionOptions {
 // allocation and competition becomes the count of real keys, and they get
 // zero gradient. Causal attention keeps O(L·(D+M)) memory per head (no
 // L×D×M tensor), computing the prefix states chunk by chunk with GEMMs.
+// Inputs whose rows (last dim) are contiguous are read in place, whatever
+// their other strides: heads split from a [B, L, H·D] projection by
+// reshape + permute cost no copy. The result (and each gradient) is laid out
+// like the queries: for such split heads it is a permuted view of a
+// [B, L, H, M] tensor, so merging the heads back is a view too; use
+// contiguous() before reading its memory directly.
 Tensor flow_attention(const Tensor& queries, const Tensor& keys, const Tensor& values,
                       const FlowAttentionOptions& options = {},
                       const Tensor& key_padding_mask = Tensor());
