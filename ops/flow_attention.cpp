@@ -631,7 +631,7 @@ void causal_backward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<con
       }
     }
     T* dR_c = dR.row(t, M);
-    T* dR_W = dR_W_blocks.data() + t * chunk;  // chunk t / chunk, chunk² values
+    T* dR_W = dR_W_blocks.data() + t * chunk;  // block number t / chunk, at (t / chunk) · chunk²
     if (t > 0) gemm<T>(false, true, c, D, M, dR_c, prefix_state, T(1), dq + t * D);
     gemm<T>(false, true, c, c, M, dR_c, W_c, T(0), dR_W);
     mask_block(dR_W, c, [](std::int64_t a, std::int64_t b) { return b <= a; });
