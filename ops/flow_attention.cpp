@@ -97,12 +97,12 @@ class Buffer {
         std::max<std::int64_t>(1, (size * static_cast<std::int64_t>(sizeof(T)) + ScratchArena::kAlign - 1) /
                                       ScratchArena::kAlign) *
         ScratchArena::kAlign;
-    std::byte* memory = ScratchArena::of_this_thread().take(bytes);
+    std::byte* memory = arena_.take(bytes);
     if (memory == nullptr) {
       try {
         own_ = empty({size}, dtype_of<T>);
       } catch (...) {  // no destructor runs for a constructor that throws
-        ScratchArena::of_this_thread().give_back();
+        arena_.give_back();
         throw;
       }
       data_ = own_.data<T>();
@@ -110,7 +110,7 @@ class Buffer {
       data_ = reinterpret_cast<T*>(memory);
     }
   }
-  ~Buffer() { ScratchArena::of_this_thread().give_back(); }
+  ~Buffer() { arena_.give_back(); }
   Buffer(const Buffer&) = delete;
   Buffer& operator=(const Buffer&) = delete;
 
@@ -119,6 +119,7 @@ class Buffer {
   T* row(std::int64_t i, std::int64_t width) { return data_ + i * width; }
 
  private:
+  ScratchArena& arena_ = ScratchArena::of_this_thread();  // one thread-local lookup per buffer
   Tensor own_;  // when the arena's block was full
   T* data_ = nullptr;
 };
@@ -211,24 +212,35 @@ struct KernelRecorder {
 };
 
 // The feature map: q = σ(Q), k = σ(K) (§N0 / §C0), of `count` rows of
-// `width` values, `stride` apart, into a contiguous buffer. In float,
-// through an exponential that vectorises, compiled for x86-64-v4 / v3 /
-// baseline and chosen at load (all three give the same bits:
-// -ffp-contract=off).
+// `width` values, `stride` apart, into a contiguous buffer; with a
+// column_sum, each output row is also added to it in row order (§N1's Σ_i
+// q_i while the row is in cache). In float, through an exponential that
+// vectorises, compiled for x86-64-v4 / v3 / baseline and chosen at load (all
+// three give the same bits: -ffp-contract=off).
 [[gnu::target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")]]
-void feature_map(const float* x, std::int64_t stride, std::int64_t count, std::int64_t width, float* out) {
-  for (std::int64_t i = 0; i < count; ++i)
-    for (std::int64_t d = 0; d < width; ++d) out[i * width + d] = sigmoid_vectorisable(x[i * stride + d]);
+void feature_map(const float* x, std::int64_t stride, std::int64_t count, std::int64_t width, float* out,
+                 float* column_sum) {
+  for (std::int64_t i = 0; i < count; ++i) {
+    float* row = out + i * width;
+    for (std::int64_t d = 0; d < width; ++d) row[d] = sigmoid_vectorisable(x[i * stride + d]);
+    if (column_sum != nullptr)
+      for (std::int64_t d = 0; d < width; ++d) column_sum[d] += row[d];
+  }
 }
 
-void feature_map(const double* x, std::int64_t stride, std::int64_t count, std::int64_t width, double* out) {
-  for (std::int64_t i = 0; i < count; ++i)
-    for (std::int64_t d = 0; d < width; ++d) out[i * width + d] = sigmoid(x[i * stride + d]);
+void feature_map(const double* x, std::int64_t stride, std::int64_t count, std::int64_t width, double* out,
+                 double* column_sum) {
+  for (std::int64_t i = 0; i < count; ++i) {
+    double* row = out + i * width;
+    for (std::int64_t d = 0; d < width; ++d) row[d] = sigmoid(x[i * stride + d]);
+    if (column_sum != nullptr)
+      for (std::int64_t d = 0; d < width; ++d) column_sum[d] += row[d];
+  }
 }
 
 template <class T>
-void feature_map(Rows<const T> x, std::int64_t count, std::int64_t width, T* out) {
-  feature_map(x.data, x.stride, count, width, out);
+void feature_map(Rows<const T> x, std::int64_t count, std::int64_t width, T* out, T* column_sum = nullptr) {
+  feature_map(x.data, x.stride, count, width, out, column_sum);
 }
 
 // Back through the feature map: dX = dx ⊙ x(1 − x), x = σ(X) (count × width).
@@ -259,12 +271,10 @@ struct NormalFlows {
         k_outgoing(dims.D, Zeroed{}), q_incoming(dims.D, Zeroed{}), sink_incoming(dims.N), conserved_sink(dims.N), sink_allocation(dims.N),
         source_outgoing(dims.S), conserved_source_raw(dims.S), source_competition(dims.S) {
     const std::int64_t D = dims.D;
-    // §N0
-    feature_map(Q, dims.N, D, q.data());
-    feature_map(K, dims.S, D, k.data());
+    // §N0, with §N1's sums Σ_j k_j and Σ_i q_i in the same pass
+    feature_map(Q, dims.N, D, q.data(), q_sum.data());
+    feature_map(K, dims.S, D, k.data(), k_sum.data());
     // §N1: I_i = 1 / ((q_i+ε)·(Σ_j k_j + ε)),  O_j = 1 / ((k_j+ε)·(Σ_i q_i + ε))
-    for (std::int64_t j = 0; j < dims.S; ++j) axpy(T(1), k.row(j, D), k_sum.data(), D);
-    for (std::int64_t i = 0; i < dims.N; ++i) axpy(T(1), q.row(i, D), q_sum.data(), D);
     dots_eps(q.data(), dims.N, k_sum.data(), cfg.eps, sink_incoming.data());
     for (std::int64_t i = 0; i < dims.N; ++i) sink_incoming[i] = T(1) / sink_incoming[i];
     dots_eps(k.data(), dims.S, q_sum.data(), cfg.eps, source_outgoing.data());
@@ -295,9 +305,9 @@ struct NormalFlows {
   // out[r] = (x_r + ε)·(v + ε) for the `rows` rows of x (rows × D), as one
   // matrix-vector product: x_r·w + ε Σ_d w_d with w = v + ε.
   void dots_eps(const T* x, std::int64_t rows, const T* v, T eps, T* out) const {
-    std::vector<T> w(v, v + dims.D);
+    Buffer<T> w(dims.D);
     T w_total = 0;
-    for (T& value : w) w_total += (value += eps);
+    for (std::int64_t d = 0; d < dims.D; ++d) w_total += (w[d] = v[d] + eps);
     blas::gemv<T>(rows, dims.D, x, dims.D, w.data(), out);
     for (std::int64_t r = 0; r < rows; ++r) out[r] += eps * w_total;
   }
@@ -499,17 +509,16 @@ struct CausalFlows {
         k_cumsum(keep_prefix_sums ? dims.N * dims.D : 0), q_cumsum(keep_prefix_sums ? dims.N * dims.D : 0),
         k_outgoing(keep_prefix_sums ? dims.N * dims.D : 0), q_incoming(keep_prefix_sums ? dims.N * dims.D : 0) {
     const std::int64_t D = dims.D;
-    feature_map(Q, dims.N, D, q.data());  // §C0
-    feature_map(K, dims.N, D, k.data());
     Buffer<T> k_run(D, Zeroed{}), q_run(D, Zeroed{}), k_outgoing_run(D, Zeroed{}), q_incoming_run(D, Zeroed{});
     T exp_run = 0;
     for (std::int64_t i = 0; i < dims.N; ++i) {
       const T count = static_cast<T>(i + 1);  // n_i
       const T* qi = q.row(i, D);
       const T* ki = k.row(i, D);
+      // §C0, a row at a time, adding it to the prefix sums cumsum(q)_i, cumsum(k)_i
+      feature_map(Rows<const T>{Q.row(i), Q.stride}, 1, D, q.row(i, D), q_run.data());
+      feature_map(Rows<const T>{K.row(i), K.stride}, 1, D, k.row(i, D), k_run.data());
       // §C1: I_i = n_i / ((q_i+ε)·(cumsum(k)_i+ε)),  O_i = n_i / ((k_i+ε)·(cumsum(q)_i+ε))
-      axpy(T(1), ki, k_run.data(), D);
-      axpy(T(1), qi, q_run.data(), D);
       sink_incoming[i] = T(1) / dot_eps(qi, k_run.data(), D, cfg.eps) * count;
       source_outgoing[i] = T(1) / dot_eps(ki, q_run.data(), D, cfg.eps) * count;
       // §C2: Ĩ_i = (q_i+ε)·(cumsum(O k)_i+ε) / n_i,  Ô_i = (k_i+ε)·(cumsum(I q)_i+ε) / n_i
@@ -1014,8 +1023,8 @@ Tensor CausalFlowAttentionState::step(const Tensor& q, const Tensor& k, const Te
     const T count = static_cast<T>(position_ + 1);
     Buffer<T> qi(D), ki(D), weighted(M);
     for (std::int64_t h = 0; h < batch_ * heads_; ++h) {
-      feature_map(qd.data<T>() + h * D, D, 1, D, qi.data());
-      feature_map(kd.data<T>() + h * D, D, 1, D, ki.data());
+      feature_map(qd.data<T>() + h * D, D, 1, D, qi.data(), nullptr);
+      feature_map(kd.data<T>() + h * D, D, 1, D, ki.data(), nullptr);
       T* k_sum = k_sum_.data<T>() + h * D;
       T* q_sum = q_sum_.data<T>() + h * D;
       T* k_outgoing = k_outgoing_.data<T>() + h * D;
