@@ -6,6 +6,7 @@
 #include "../autograd/grad_mode.h"
 #include "../autograd/node.h"
 #include "../core/parallel.h"
+#include "vector_math.h"
 
 namespace flowgrad {
 
@@ -51,7 +52,7 @@ struct DropoutMask {
   }
 
   // philox4x32(key, counter + g) for g in [0, kGroupsPerBlock), word w in words[w][g].
-  [[gnu::target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")]]
+  FLOWGRAD_PER_CPU
   static void philox_block(std::uint64_t key, std::uint64_t counter, std::uint32_t (&words)[4][kGroupsPerBlock]) {
     for (std::int64_t g = 0; g < kGroupsPerBlock; ++g) {
       const std::uint64_t c = counter + static_cast<std::uint64_t>(g);

@@ -162,11 +162,8 @@ Tensor cos(const Tensor& x) {
 // evaluates it once and saves dy/dx; the backward is then a multiply.
 namespace {
 
-// One float gelu pass (value and slope), compiled for three x86 levels and
-// picked when the library loads, so AVX-512 and AVX2 machines run 16 and 8
-// lanes where the baseline build runs SSE's 4. No FMA is formed
-// (-ffp-contract=off, meson.build), so all three give the same bits.
-[[gnu::target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")]]
+// One float gelu pass (value and slope), for each x86 level (vector_math.h).
+FLOWGRAD_PER_CPU
 void gelu_with_slope(const float* in, float* out, float* slope, std::int64_t n) {
   for (std::int64_t i = 0; i < n; ++i) {
     const float v = in[i];
