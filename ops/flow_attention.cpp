@@ -501,27 +501,29 @@ void normal_backward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<con
 // Causal Flow-Attention (N = S)
 // ---------------------------------------------------------------------------
 
-// §C0–§C3 for one head in one streaming pass with running D-vectors. With
-// keep_prefix_sums the backward's prefix sums (N×D each) are stored too.
+// §C0–§C3 for one head in one streaming pass with running D-vectors. The
+// backward needs the four prefix sums cumsum(k), cumsum(q), cumsum(O k),
+// cumsum(I q) at every row; rather than N×D of each (read back from memory),
+// a nonzero checkpoint_every keeps them just before rows 0, c, 2c, ... and
+// prefix_sums() rebuilds a block of c rows, in cache, when it is needed.
 template <class T>
 struct CausalFlows {
   Dims dims;
   Buffer<T> q, k;  // N×D
   Buffer<T> sink_incoming, source_outgoing, conserved_sink, conserved_source_raw;  // N
   Buffer<T> sink_allocation, exp_source, exp_source_cumsum, source_competition;    // N
-  // Prefix sums per position (only with keep_prefix_sums): N×D
-  Buffer<T> k_cumsum, q_cumsum, k_outgoing, q_incoming;
+  std::int64_t checkpoint_every;
+  Buffer<T> checkpoints;  // per block: the four running sums before its first row, D each
 
-  CausalFlows(Rows<const T> Q, Rows<const T> K, Dims sizes, Settings<T> cfg, bool keep_prefix_sums)
+  CausalFlows(Rows<const T> Q, Rows<const T> K, Dims sizes, Settings<T> cfg, std::int64_t checkpoint_every_rows)
       : dims(sizes), q(dims.N * dims.D), k(dims.N * dims.D), sink_incoming(dims.N), source_outgoing(dims.N),
         conserved_sink(dims.N), conserved_source_raw(dims.N), sink_allocation(dims.N), exp_source(dims.N),
-        exp_source_cumsum(dims.N), source_competition(dims.N),
-        k_cumsum(keep_prefix_sums ? dims.N * dims.D : 0), q_cumsum(keep_prefix_sums ? dims.N * dims.D : 0),
-        k_outgoing(keep_prefix_sums ? dims.N * dims.D : 0), q_incoming(keep_prefix_sums ? dims.N * dims.D : 0) {
-    compute(Q, K, cfg, keep_prefix_sums);
+        exp_source_cumsum(dims.N), source_competition(dims.N), checkpoint_every(checkpoint_every_rows),
+        checkpoints(checkpoint_every > 0 ? (dims.N + checkpoint_every - 1) / checkpoint_every * 4 * dims.D : 0) {
+    compute(Q, K, cfg);
   }
 
-  void compute(Rows<const T> Q, Rows<const T> K, Settings<T> cfg, bool keep_prefix_sums) {
+  void compute(Rows<const T> Q, Rows<const T> K, Settings<T> cfg) {
     const std::int64_t D = dims.D;
     Buffer<T> k_run(D, Zeroed{}), q_run(D, Zeroed{}), k_outgoing_run(D, Zeroed{}), q_incoming_run(D, Zeroed{});
     T exp_run = 0;
@@ -529,6 +531,13 @@ struct CausalFlows {
       const T count = static_cast<T>(i + 1);  // n_i
       const T* qi = q.row(i, D);
       const T* ki = k.row(i, D);
+      if (checkpoint_every > 0 && i % checkpoint_every == 0) {
+        T* saved = checkpoints.data() + i / checkpoint_every * 4 * D;
+        std::copy_n(k_run.data(), D, saved);
+        std::copy_n(q_run.data(), D, saved + D);
+        std::copy_n(k_outgoing_run.data(), D, saved + 2 * D);
+        std::copy_n(q_incoming_run.data(), D, saved + 3 * D);
+      }
       // §C0, a row at a time, adding it to the prefix sums cumsum(q)_i, cumsum(k)_i
       feature_map(Rows<const T>{Q.row(i), Q.stride}, 1, D, q.row(i, D), q_run.data());
       feature_map(Rows<const T>{K.row(i), K.stride}, 1, D, k.row(i, D), k_run.data());
@@ -547,11 +556,27 @@ struct CausalFlows {
       exp_run += exp_source[i];
       exp_source_cumsum[i] = exp_run;
       source_competition[i] = exp_source[i] / exp_run * count;
-      if (keep_prefix_sums) {
-        std::copy_n(k_run.data(), D, k_cumsum.row(i, D));
-        std::copy_n(q_run.data(), D, q_cumsum.row(i, D));
-        std::copy_n(k_outgoing_run.data(), D, k_outgoing.row(i, D));
-        std::copy_n(q_incoming_run.data(), D, q_incoming.row(i, D));
+    }
+  }
+
+  // Rows [t, t+c) of cumsum(k), cumsum(q), cumsum(O k), cumsum(I q) (c×D
+  // each), t a multiple of checkpoint_every: the streaming pass's own
+  // additions from the checkpoint, so exactly its values.
+  void prefix_sums(std::int64_t t, std::int64_t c, T* k_sums, T* q_sums, T* k_outgoing_sums, T* q_incoming_sums) {
+    const std::int64_t D = dims.D;
+    const T* saved = checkpoints.data() + t / checkpoint_every * 4 * D;
+    for (std::int64_t a = 0; a < c; ++a) {
+      const std::int64_t i = t + a;
+      const bool first = a == 0;
+      const T* k_before = first ? saved : k_sums + (a - 1) * D;
+      const T* q_before = first ? saved + D : q_sums + (a - 1) * D;
+      const T* k_outgoing_before = first ? saved + 2 * D : k_outgoing_sums + (a - 1) * D;
+      const T* q_incoming_before = first ? saved + 3 * D : q_incoming_sums + (a - 1) * D;
+      for (std::int64_t d = 0; d < D; ++d) {
+        k_sums[a * D + d] = k_before[d] + k[i * D + d];
+        q_sums[a * D + d] = q_before[d] + q[i * D + d];
+        k_outgoing_sums[a * D + d] = k_outgoing_before[d] + source_outgoing[i] * k[i * D + d];
+        q_incoming_sums[a * D + d] = q_incoming_before[d] + sink_incoming[i] * q[i * D + d];
       }
     }
   }
@@ -580,7 +605,7 @@ void causal_chunk_aggregate(const T* q_c, const T* k_c, const T* W_c, const T* p
 
 template <class T>
 void causal_forward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<T> out, Dims dims, Settings<T> cfg) {
-  CausalFlows<T> f(Q, K, dims, cfg, /*keep_prefix_sums=*/false);
+  CausalFlows<T> f(Q, K, dims, cfg, /*checkpoint_every_rows=*/0);
   const std::int64_t chunk = causal_chunk(dims.N, dims.D, dims.M);
   Buffer<T> W(dims.N * dims.M), prefix_state(dims.D * dims.M, Zeroed{}), block(chunk * chunk);
   f.weighted_values(V, W.data());
@@ -604,11 +629,11 @@ template <class T>
 void causal_backward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<const T> out, Rows<const T> G,
                      Rows<T> dQ, Rows<T> dK, Rows<T> dV, Dims dims, Settings<T> cfg, KernelRecorder* rec = nullptr) {
   const std::int64_t N = dims.N, D = dims.D, M = dims.M;
-  CausalFlows<T> f(Q, K, dims, cfg, /*keep_prefix_sums=*/true);
+  const std::int64_t chunk = causal_chunk(N, D, M);
+  CausalFlows<T> f(Q, K, dims, cfg, /*checkpoint_every_rows=*/chunk);
   // One D×M buffer serves as the prefix state H (forward sweep), then as the suffix state U.
   Buffer<T> W(N * M), dR(N * M), dW(N * M), ds(N), state_buffer(D * M, Zeroed{});
   T* const prefix_state = state_buffer.data();
-  const std::int64_t chunk = causal_chunk(N, D, M);
   // Each chunk's (dR_c W_cᵀ ⊙ Lower), chunk² apart: the backward sweep's
   // (W_c dR_cᵀ ⊙ Upper) is its transpose.
   const std::int64_t chunks = (N + chunk - 1) / chunk;
@@ -621,12 +646,16 @@ void causal_backward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<con
   if (rec) {
     rec->add("q", "§C0", f.q.data(), {N, D});
     rec->add("k", "§C0", f.k.data(), {N, D});
-    rec->add("k_sum", "§C1", f.k_cumsum.data(), {N, D});
-    rec->add("q_sum", "§C1", f.q_cumsum.data(), {N, D});
+    std::vector<T> sums(static_cast<std::size_t>(4 * N * D));  // cumsum(k), cumsum(q), cumsum(O k), cumsum(I q)
+    for (std::int64_t t = 0; t < N; t += chunk)
+      f.prefix_sums(t, std::min(chunk, N - t), sums.data() + t * D, sums.data() + (N + t) * D,
+                    sums.data() + (2 * N + t) * D, sums.data() + (3 * N + t) * D);
+    rec->add("k_sum", "§C1", sums.data(), {N, D});
+    rec->add("q_sum", "§C1", sums.data() + N * D, {N, D});
     rec->add("I", "§C1", f.sink_incoming.data(), {N});
     rec->add("O", "§C1", f.source_outgoing.data(), {N});
-    rec->add("k_outgoing", "§C2", f.k_outgoing.data(), {N, D});
-    rec->add("q_incoming", "§C2", f.q_incoming.data(), {N, D});
+    rec->add("k_outgoing", "§C2", sums.data() + 2 * N * D, {N, D});
+    rec->add("q_incoming", "§C2", sums.data() + 3 * N * D, {N, D});
     rec->add("Ĩ", "§C2", f.conserved_sink.data(), {N});
     rec->add("Ô", "§C2", f.conserved_source_raw.data(), {N});
     rec->add("A", "§C3", f.sink_allocation.data(), {N});
@@ -716,7 +745,16 @@ void causal_backward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<con
   Buffer<T> d_k_outgoing_suffix(D, Zeroed{}), d_q_incoming_suffix(D, Zeroed{}),
       d_k_cumsum_suffix(D, Zeroed{}), d_q_cumsum_suffix(D, Zeroed{});
   T d_exp_cumsum_suffix = 0;
+  // The prefix sums of the current chunk (chunk×D each), rebuilt on entering it.
+  Buffer<T> chunk_sums(4 * chunk * D);
+  T* const k_sums = chunk_sums.data();
+  T* const q_sums = k_sums + chunk * D;
+  T* const k_outgoing_sums = q_sums + chunk * D;
+  T* const q_incoming_sums = k_outgoing_sums + chunk * D;
   for (std::int64_t i = N - 1; i >= 0; --i) {
+    const std::int64_t t = i / chunk * chunk;
+    if (i == N - 1 || i + 1 == t + chunk) f.prefix_sums(t, i - t + 1, k_sums, q_sums, k_outgoing_sums, q_incoming_sums);
+    const std::int64_t row_in_chunk = i - t;
     const T count = static_cast<T>(i + 1);
     const T* qi = f.q.row(i, D);
     const T* ki = f.k.row(i, D);
@@ -737,18 +775,21 @@ void causal_backward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<con
     }
 
     // §C2: Ĩ_i = (q_i+ε)·(k_outgoing_i+ε)/n_i with k_outgoing = pre(O k)
-    const T* k_outgoing = f.k_outgoing.row(i, D);
-    const T* q_incoming = f.q_incoming.row(i, D);
+    // (the 1/n_i is applied to the scalar once, not to every element)
+    const T* k_outgoing = k_outgoing_sums + row_in_chunk * D;
+    const T* q_incoming = q_incoming_sums + row_in_chunk * D;
+    const T d_sink_per_count = d_conserved_sink / count;
     for (std::int64_t d = 0; d < D; ++d) {
-      dqi[d] += d_conserved_sink * (k_outgoing[d] + cfg.eps) / count;
-      d_k_outgoing_suffix[d] += d_conserved_sink * (qi[d] + cfg.eps) / count;  // ρ += dk_outgoing_i
+      dqi[d] += d_sink_per_count * (k_outgoing[d] + cfg.eps);
+      d_k_outgoing_suffix[d] += d_sink_per_count * (qi[d] + cfg.eps);  // ρ += dk_outgoing_i
     }
     const T dO = dot(d_k_outgoing_suffix.data(), ki, D);
     axpy(f.source_outgoing[i], d_k_outgoing_suffix.data(), dki, D);
     //       Ô_i = (k_i+ε)·(q_incoming_i+ε)/n_i with q_incoming = pre(I q)
+    const T d_source_per_count = d_conserved_source_raw / count;
     for (std::int64_t d = 0; d < D; ++d) {
-      dki[d] += d_conserved_source_raw * (q_incoming[d] + cfg.eps) / count;
-      d_q_incoming_suffix[d] += d_conserved_source_raw * (ki[d] + cfg.eps) / count;  // τ += dq_incoming_i
+      dki[d] += d_source_per_count * (q_incoming[d] + cfg.eps);
+      d_q_incoming_suffix[d] += d_source_per_count * (ki[d] + cfg.eps);  // τ += dq_incoming_i
     }
     dI[i] += dot(d_q_incoming_suffix.data(), qi, D);
     axpy(f.sink_incoming[i], d_q_incoming_suffix.data(), dqi, D);
@@ -761,11 +802,13 @@ void causal_backward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<con
       recorded_du[static_cast<std::size_t>(i)] = du;
       recorded_dy[static_cast<std::size_t>(i)] = dy;
     }
-    const T* k_cumsum = f.k_cumsum.row(i, D);
-    const T* q_cumsum = f.q_cumsum.row(i, D);
-    for (std::int64_t d = 0; d < D; ++d) {
+    const T* k_cumsum = k_sums + row_in_chunk * D;
+    const T* q_cumsum = q_sums + row_in_chunk * D;
+    for (std::int64_t d = 0; d < D; ++d) {  // two loops of two updates each vectorise; one of four did not
       dqi[d] += du * (k_cumsum[d] + cfg.eps);
       d_k_cumsum_suffix[d] += du * (qi[d] + cfg.eps);
+    }
+    for (std::int64_t d = 0; d < D; ++d) {
       dki[d] += dy * (q_cumsum[d] + cfg.eps);
       d_q_cumsum_suffix[d] += dy * (ki[d] + cfg.eps);
     }

@@ -367,7 +367,8 @@ TEST_CASE("flow_attention_inspect: the kernel's own intermediates and gradients 
   Generator gen(41);
   for (const bool causal : {false, true}) {
     INFO("causal " << causal);
-    const std::int64_t N = 6, S = causal ? 6 : 5, D = 3, M = 4;
+    // 37 causal rows are chunks of 16 + 16 + 5: the prefix sums are rebuilt per chunk.
+    const std::int64_t N = causal ? 37 : 6, S = causal ? 37 : 5, D = 3, M = 4;
     const Tensor Q = randn({2, 2, N, D}, gen, kFloat64), K = randn({2, 2, S, D}, gen, kFloat64),
                  V = randn({2, 2, S, M}, gen, kFloat64), G = randn({2, 2, N, M}, gen, kFloat64);
     const FlowAttentionOptions options = FlowAttentionOptions{}.set_causal(causal);
@@ -402,6 +403,12 @@ TEST_CASE("flow_attention_inspect: the kernel's own intermediates and gradients 
       require_close(inspection.at("κ"), suffix(inspection.at("du").unsqueeze(1) * (inspection.at("q") + eps)), 1e-10, 1e-12);
       require_close(inspection.at("π"), suffix(inspection.at("dy").unsqueeze(1) * (inspection.at("k") + eps)), 1e-10, 1e-12);
       require_close(inspection.at("γ"), suffix(-inspection.at("dC") * inspection.at("C") / inspection.at("E")), 1e-10, 1e-12);
+      // The prefix sums the backward rebuilds chunk by chunk are the forward's.
+      const auto prefix = [](const Tensor& x) { return cumsum(x, 0); };
+      require_close(inspection.at("k_sum"), prefix(inspection.at("k")), 1e-12, 1e-12);
+      require_close(inspection.at("q_sum"), prefix(inspection.at("q")), 1e-12, 1e-12);
+      require_close(inspection.at("k_outgoing"), prefix(inspection.at("O").unsqueeze(1) * inspection.at("k")), 1e-12, 1e-12);
+      require_close(inspection.at("q_incoming"), prefix(inspection.at("I").unsqueeze(1) * inspection.at("q")), 1e-12, 1e-12);
       REQUIRE(inspection.at("ρ").shape() == Shape{N, D});
       REQUIRE(inspection.at("τ").shape() == Shape{N, D});
     }
