@@ -14,8 +14,9 @@
 #include "flow_attention.h"
 
 #include <algorithm>
-#include <vector>
+#include <cassert>
 #include <cmath>
+#include <vector>
 #include <limits>
 
 #include "../autograd/grad_mode.h"
@@ -256,10 +257,9 @@ void feature_map_backward(const T* dx, const T* x, std::int64_t count, std::int6
 // Normal Flow-Attention
 // ---------------------------------------------------------------------------
 //
-// The per-head kernels below and the flows they build are FLOWGRAD_PER_CPU:
-// their own loops, everything but the GEMMs, run the CPU's widest vectors
-// (normal forward+backward 7 % faster at L = 4096; the causal kernels gained
-// nothing measurable and its streaming pass lost, so they stay as they are).
+// The normal kernels below and the flows they build are FLOWGRAD_PER_CPU:
+// their own loops, everything but the GEMMs, run the CPU's widest vectors.
+// The causal ones are not: cloned, their streaming pass got slower.
 
 // §N0–§N3 for one head: everything up to the aggregation.
 template <class T>
@@ -277,6 +277,8 @@ struct NormalFlows {
     compute(Q, K, cfg);
   }
 
+ private:
+  // The constructor's work, apart because constructors cannot be cloned.
   FLOWGRAD_PER_CPU void compute(Rows<const T> Q, Rows<const T> K, Settings<T> cfg) {
     const std::int64_t D = dims.D;
     // §N0, with §N1's sums Σ_j k_j and Σ_i q_i in the same pass
@@ -320,6 +322,7 @@ struct NormalFlows {
     for (std::int64_t r = 0; r < rows; ++r) out[r] += eps * w_total;
   }
 
+ public:
   // §N4 W_j = C_j v_j (S×M) and KV = kᵀW (D×M)
   void aggregate_state(Rows<const T> V, T* weighted_values, T* kv_state) {
     for (std::int64_t j = 0; j < dims.S; ++j)
@@ -505,7 +508,7 @@ void normal_backward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<con
 // backward needs the four prefix sums cumsum(k), cumsum(q), cumsum(O k),
 // cumsum(I q) at every row; rather than N×D of each (read back from memory),
 // a nonzero checkpoint_every keeps them just before rows 0, c, 2c, ... and
-// prefix_sums() rebuilds a block of c rows, in cache, when it is needed.
+// prefix_sums() rebuilds one chunk of c rows, in cache, when it is needed.
 template <class T>
 struct CausalFlows {
   Dims dims;
@@ -513,17 +516,13 @@ struct CausalFlows {
   Buffer<T> sink_incoming, source_outgoing, conserved_sink, conserved_source_raw;  // N
   Buffer<T> sink_allocation, exp_source, exp_source_cumsum, source_competition;    // N
   std::int64_t checkpoint_every;
-  Buffer<T> checkpoints;  // per block: the four running sums before its first row, D each
+  Buffer<T> checkpoints;  // per chunk: the four running sums before its first row, D each
 
   CausalFlows(Rows<const T> Q, Rows<const T> K, Dims sizes, Settings<T> cfg, std::int64_t checkpoint_every_rows)
       : dims(sizes), q(dims.N * dims.D), k(dims.N * dims.D), sink_incoming(dims.N), source_outgoing(dims.N),
         conserved_sink(dims.N), conserved_source_raw(dims.N), sink_allocation(dims.N), exp_source(dims.N),
         exp_source_cumsum(dims.N), source_competition(dims.N), checkpoint_every(checkpoint_every_rows),
         checkpoints(checkpoint_every > 0 ? (dims.N + checkpoint_every - 1) / checkpoint_every * 4 * dims.D : 0) {
-    compute(Q, K, cfg);
-  }
-
-  void compute(Rows<const T> Q, Rows<const T> K, Settings<T> cfg) {
     const std::int64_t D = dims.D;
     Buffer<T> k_run(D, Zeroed{}), q_run(D, Zeroed{}), k_outgoing_run(D, Zeroed{}), q_incoming_run(D, Zeroed{});
     T exp_run = 0;
@@ -563,20 +562,25 @@ struct CausalFlows {
   // each), t a multiple of checkpoint_every: the streaming pass's own
   // additions from the checkpoint, so exactly its values.
   void prefix_sums(std::int64_t t, std::int64_t c, T* k_sums, T* q_sums, T* k_outgoing_sums, T* q_incoming_sums) {
+    assert(checkpoint_every > 0 && t % checkpoint_every == 0 && c <= checkpoint_every);
     const std::int64_t D = dims.D;
     const T* saved = checkpoints.data() + t / checkpoint_every * 4 * D;
     for (std::int64_t a = 0; a < c; ++a) {
-      const std::int64_t i = t + a;
+      const T* ki = k.row(t + a, D);
+      const T* qi = q.row(t + a, D);
+      const T O_i = source_outgoing[t + a], I_i = sink_incoming[t + a];
       const bool first = a == 0;
       const T* k_before = first ? saved : k_sums + (a - 1) * D;
       const T* q_before = first ? saved + D : q_sums + (a - 1) * D;
       const T* k_outgoing_before = first ? saved + 2 * D : k_outgoing_sums + (a - 1) * D;
       const T* q_incoming_before = first ? saved + 3 * D : q_incoming_sums + (a - 1) * D;
       for (std::int64_t d = 0; d < D; ++d) {
-        k_sums[a * D + d] = k_before[d] + k[i * D + d];
-        q_sums[a * D + d] = q_before[d] + q[i * D + d];
-        k_outgoing_sums[a * D + d] = k_outgoing_before[d] + source_outgoing[i] * k[i * D + d];
-        q_incoming_sums[a * D + d] = q_incoming_before[d] + sink_incoming[i] * q[i * D + d];
+        k_sums[a * D + d] = k_before[d] + ki[d];
+        k_outgoing_sums[a * D + d] = k_outgoing_before[d] + O_i * ki[d];
+      }
+      for (std::int64_t d = 0; d < D; ++d) {
+        q_sums[a * D + d] = q_before[d] + qi[d];
+        q_incoming_sums[a * D + d] = q_incoming_before[d] + I_i * qi[d];
       }
     }
   }
@@ -753,8 +757,9 @@ void causal_backward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<con
   T* const q_incoming_sums = k_outgoing_sums + chunk * D;
   for (std::int64_t i = N - 1; i >= 0; --i) {
     const std::int64_t t = i / chunk * chunk;
-    if (i == N - 1 || i + 1 == t + chunk) f.prefix_sums(t, i - t + 1, k_sums, q_sums, k_outgoing_sums, q_incoming_sums);
     const std::int64_t row_in_chunk = i - t;
+    if (i == N - 1 || row_in_chunk == chunk - 1)  // the first row of its chunk that this pass reaches
+      f.prefix_sums(t, row_in_chunk + 1, k_sums, q_sums, k_outgoing_sums, q_incoming_sums);
     const T count = static_cast<T>(i + 1);
     const T* qi = f.q.row(i, D);
     const T* ki = f.k.row(i, D);
@@ -802,14 +807,14 @@ void causal_backward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<con
       recorded_du[static_cast<std::size_t>(i)] = du;
       recorded_dy[static_cast<std::size_t>(i)] = dy;
     }
-    const T* k_cumsum = k_sums + row_in_chunk * D;
-    const T* q_cumsum = q_sums + row_in_chunk * D;
+    const T* k_sum_i = k_sums + row_in_chunk * D;
+    const T* q_sum_i = q_sums + row_in_chunk * D;
     for (std::int64_t d = 0; d < D; ++d) {  // two loops of two updates each vectorise; one of four did not
-      dqi[d] += du * (k_cumsum[d] + cfg.eps);
+      dqi[d] += du * (k_sum_i[d] + cfg.eps);
       d_k_cumsum_suffix[d] += du * (qi[d] + cfg.eps);
     }
     for (std::int64_t d = 0; d < D; ++d) {
-      dki[d] += dy * (q_cumsum[d] + cfg.eps);
+      dki[d] += dy * (q_sum_i[d] + cfg.eps);
       d_q_cumsum_suffix[d] += dy * (ki[d] + cfg.eps);
     }
     axpy(T(1), d_k_cumsum_suffix.data(), dki, D);

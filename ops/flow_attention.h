@@ -44,8 +44,9 @@ Tensor flow_attention(const Tensor& queries, const Tensor& keys, const Tensor& v
                       const Tensor& key_padding_mask = Tensor());
 
 // Causal Flow-Attention as a recurrence, for generation: feeding positions
-// 0, 1, 2, ... one at a time gives exactly the rows of the causal
-// flow_attention() of the whole sequence, at O(D·M) cost per position
+// 0, 1, 2, ... one at a time gives the rows of the causal flow_attention()
+// of the whole sequence (the same flows bit for bit; the output to float
+// rounding, its products summed in another order), at O(D·M) cost per position
 // whatever the context length. No autograd (inference only).
 class CausalFlowAttentionState {
  public:

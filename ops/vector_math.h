@@ -9,12 +9,13 @@
 // baseline, and picks one when the library loads, so its loops run 16 or 8
 // float lanes where the baseline build runs SSE's 4, without building for
 // the build machine. All clones give the same bits: no multiply-add is fused
-// (-ffp-contract=off, meson.build) and no sum is reassociated. clang 14
-// cannot clone templates: its builds (sanitizers, fuzzing) run the baseline.
-#if defined(__clang__)
-#define FLOWGRAD_PER_CPU
-#else
+// (-ffp-contract=off, meson.build) and no sum is reassociated. Elsewhere
+// the baseline build alone: on other CPUs, and with clang 14, which cannot
+// clone templates (its builds, for sanitizers and fuzzing, lose only speed).
+#if defined(__x86_64__) && !defined(__clang__)
 #define FLOWGRAD_PER_CPU [[gnu::target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")]]
+#else
+#define FLOWGRAD_PER_CPU
 #endif
 
 namespace flowgrad {

@@ -403,12 +403,13 @@ TEST_CASE("flow_attention_inspect: the kernel's own intermediates and gradients 
       require_close(inspection.at("κ"), suffix(inspection.at("du").unsqueeze(1) * (inspection.at("q") + eps)), 1e-10, 1e-12);
       require_close(inspection.at("π"), suffix(inspection.at("dy").unsqueeze(1) * (inspection.at("k") + eps)), 1e-10, 1e-12);
       require_close(inspection.at("γ"), suffix(-inspection.at("dC") * inspection.at("C") / inspection.at("E")), 1e-10, 1e-12);
-      // The prefix sums the backward rebuilds chunk by chunk are the forward's.
+      // The prefix sums the backward rebuilds chunk by chunk are the
+      // forward's running sums, bit for bit: the same additions in order.
       const auto prefix = [](const Tensor& x) { return cumsum(x, 0); };
-      require_close(inspection.at("k_sum"), prefix(inspection.at("k")), 1e-12, 1e-12);
-      require_close(inspection.at("q_sum"), prefix(inspection.at("q")), 1e-12, 1e-12);
-      require_close(inspection.at("k_outgoing"), prefix(inspection.at("O").unsqueeze(1) * inspection.at("k")), 1e-12, 1e-12);
-      require_close(inspection.at("q_incoming"), prefix(inspection.at("I").unsqueeze(1) * inspection.at("q")), 1e-12, 1e-12);
+      require_close(inspection.at("k_sum"), prefix(inspection.at("k")), 0, 0);
+      require_close(inspection.at("q_sum"), prefix(inspection.at("q")), 0, 0);
+      require_close(inspection.at("k_outgoing"), prefix(inspection.at("O").unsqueeze(1) * inspection.at("k")), 0, 0);
+      require_close(inspection.at("q_incoming"), prefix(inspection.at("I").unsqueeze(1) * inspection.at("q")), 0, 0);
       REQUIRE(inspection.at("ρ").shape() == Shape{N, D});
       REQUIRE(inspection.at("τ").shape() == Shape{N, D});
     }
