@@ -15,9 +15,8 @@ using autograd::SavedTensor;
 
 namespace {
 
-// Columns per task when summing dweight/dbias over rows: at least a cache
-// line of floats, so tasks do not share lines of dy.
-constexpr std::int64_t kMinColumnGrain = 16;
+// Rows summed together for dweight/dbias before the blocks' sums are added.
+constexpr std::int64_t kRowsPerBlock = 64;
 
 // layer_norm, per row of C elements (x̂ = (x − μ)·rstd, g = dy ⊙ w):
 //   dx     = rstd · (g − mean(g) − x̂ · mean(g ⊙ x̂))
@@ -81,30 +80,42 @@ class LayerNormBackward final : public Node {
       const Strides outer_x = kernels::outer_strides(x.strides(), last);
       const Strides outer_dy = kernels::outer_strides(dy.strides(), last);
       const std::int64_t rows = shape_numel(outer_shape);
-      const std::int64_t grain =
-          std::max(kMinColumnGrain, kParallelGrain / std::max<std::int64_t>(rows, 1));
-      T* pdw = need_dw ? dw.data<T>() : nullptr;
-      T* pdb = need_db ? db.data<T>() : nullptr;
-      parallel_for(channels, grain, [&](std::int64_t begin, std::int64_t end) {
-        std::vector<double> w_acc(static_cast<std::size_t>(end - begin), 0.0);
-        std::vector<double> b_acc(static_cast<std::size_t>(end - begin), 0.0);
-        std::int64_t row = 0;
-        kernels::strided_range<2>(
-            outer_shape, {&outer_x, &outer_dy}, 0, rows,
-            [&](const std::array<std::int64_t, 2>& base) {
-              const T m = pmu[row], r = prs[row];
-              ++row;
-              for (std::int64_t c = begin; c < end; ++c) {
-                const T g = pdy[base[1] + c * sdy];
-                w_acc[c - begin] += static_cast<double>(g) * ((px[base[0] + c * sx] - m) * r);
-                b_acc[c - begin] += g;
-              }
-            });
-        for (std::int64_t c = begin; c < end; ++c) {
-          if (pdw) pdw[c] = static_cast<T>(w_acc[c - begin]);
-          if (pdb) pdb[c] = static_cast<T>(b_acc[c - begin]);
+      // dw_c = Σ_rows dy·x̂, db_c = Σ_rows dy. Fixed blocks of rows sum their
+      // whole rows (streaming through memory, the blocks in parallel), then
+      // the blocks' sums are added in block order: the same bits at any
+      // thread count.
+      const std::int64_t blocks = (rows + kRowsPerBlock - 1) / kRowsPerBlock;
+      std::vector<double> block_sums(static_cast<std::size_t>(blocks * 2 * channels), 0.0);
+      parallel_for(blocks, 1, [&](std::int64_t first_block, std::int64_t end_block) {
+        for (std::int64_t block = first_block; block < end_block; ++block) {
+          double* w_acc = block_sums.data() + block * 2 * channels;
+          double* b_acc = w_acc + channels;
+          const std::int64_t first_row = block * kRowsPerBlock;
+          std::int64_t row = first_row;
+          kernels::strided_range<2>(
+              outer_shape, {&outer_x, &outer_dy}, first_row, std::min(rows, first_row + kRowsPerBlock),
+              [&](const std::array<std::int64_t, 2>& base) {
+                const T m = pmu[row], r = prs[row];
+                ++row;
+                for (std::int64_t c = 0; c < channels; ++c) {
+                  const T g = pdy[base[1] + c * sdy];
+                  w_acc[c] += static_cast<double>(g) * ((px[base[0] + c * sx] - m) * r);
+                  b_acc[c] += g;
+                }
+              });
         }
       });
+      T* pdw = need_dw ? dw.data<T>() : nullptr;
+      T* pdb = need_db ? db.data<T>() : nullptr;
+      for (std::int64_t c = 0; c < channels; ++c) {
+        double w_total = 0.0, b_total = 0.0;
+        for (std::int64_t block = 0; block < blocks; ++block) {
+          w_total += block_sums[static_cast<std::size_t>(block * 2 * channels + c)];
+          b_total += block_sums[static_cast<std::size_t>((block * 2 + 1) * channels + c)];
+        }
+        if (pdw) pdw[c] = static_cast<T>(w_total);
+        if (pdb) pdb[c] = static_cast<T>(b_total);
+      }
     });
     return {dx, dw, db};
   }

@@ -135,9 +135,15 @@ TEST_CASE("one thread setting; our kernels' results do not depend on the thread 
   REQUIRE(original == 2);  // FLOWGRAD_NUM_THREADS=2 in the test environment
   Generator gen(12);
   Tensor a = randn({300, 700}, gen), b = randn({700, 200}, gen), x = randn({4 * kParallelGrain}, gen);
+  const Tensor rows = randn({300, 70}, gen), rows_grad = randn({300, 70}, gen);  // several row blocks
   auto own_kernels = [&] {
+    Tensor input = rows.detach().requires_grad_(), weight = ones({70}).requires_grad_(),
+           bias = zeros({70}).requires_grad_();
+    layer_norm(input, weight, bias).backward(rows_grad);
     return std::vector<std::vector<float>>{sum(x).to_vector<float>(), sum(a, {0}).to_vector<float>(),
-                                           softmax(a, -1).to_vector<float>(), (x * 3.0).to_vector<float>()};
+                                           softmax(a, -1).to_vector<float>(), (x * 3.0).to_vector<float>(),
+                                           input.grad().to_vector<float>(), weight.grad().to_vector<float>(),
+                                           bias.grad().to_vector<float>()};
   };
   const auto with_two = own_kernels();
   const auto product = matmul(a, b).to_vector<float>();
