@@ -16,8 +16,8 @@
 #include <algorithm>
 #include <cassert>
 #include <cmath>
-#include <vector>
 #include <limits>
+#include <vector>
 
 #include "../autograd/grad_mode.h"
 #include "../autograd/node.h"
