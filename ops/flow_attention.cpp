@@ -17,6 +17,7 @@
 #include <cassert>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "../autograd/grad_mode.h"
@@ -215,24 +216,17 @@ struct KernelRecorder {
 // The feature map: q = σ(Q), k = σ(K) (§N0 / §C0), of `count` rows of
 // `width` values, `stride` apart, into a contiguous buffer; with a
 // column_sum, each output row is also added to it in row order (§N1's Σ_i
-// q_i while the row is in cache). In float, through an exponential that
+// q_i while the row is in cache). Float goes through an exponential that
 // vectorises.
-FLOWGRAD_PER_CPU
-void feature_map(const float* x, std::int64_t stride, std::int64_t count, std::int64_t width, float* out,
-                 float* column_sum) {
+template <class T>
+FLOWGRAD_PER_CPU void feature_map(const T* x, std::int64_t stride, std::int64_t count, std::int64_t width, T* out,
+                                  std::type_identity_t<T>* column_sum) {
   for (std::int64_t i = 0; i < count; ++i) {
-    float* row = out + i * width;
-    for (std::int64_t d = 0; d < width; ++d) row[d] = sigmoid_vectorisable(x[i * stride + d]);
-    if (column_sum != nullptr)
-      for (std::int64_t d = 0; d < width; ++d) column_sum[d] += row[d];
-  }
-}
-
-void feature_map(const double* x, std::int64_t stride, std::int64_t count, std::int64_t width, double* out,
-                 double* column_sum) {
-  for (std::int64_t i = 0; i < count; ++i) {
-    double* row = out + i * width;
-    for (std::int64_t d = 0; d < width; ++d) row[d] = sigmoid(x[i * stride + d]);
+    T* row = out + i * width;
+    for (std::int64_t d = 0; d < width; ++d) {
+      if constexpr (std::is_same_v<T, float>) row[d] = sigmoid_vectorisable(x[i * stride + d]);
+      else row[d] = sigmoid(x[i * stride + d]);
+    }
     if (column_sum != nullptr)
       for (std::int64_t d = 0; d < width; ++d) column_sum[d] += row[d];
   }
