@@ -14,6 +14,7 @@
 #include "flow_attention.h"
 
 #include <algorithm>
+#include <array>
 #include <cassert>
 #include <cmath>
 #include <limits>
@@ -237,6 +238,14 @@ void feature_map(Rows<const T> x, std::int64_t count, std::int64_t width, T* out
   feature_map(x.data, x.stride, count, width, out, column_sum);
 }
 
+// Adds `count` rows of `width` values (contiguous) to column_sum in row
+// order: the additions feature_map makes, so the same sums to the bit.
+template <class T>
+void add_rows(const T* x, std::int64_t count, std::int64_t width, T* column_sum) {
+  for (std::int64_t i = 0; i < count; ++i)
+    for (std::int64_t d = 0; d < width; ++d) column_sum[d] += x[i * width + d];
+}
+
 // Back through the feature map: dX = dx ⊙ x(1 − x), x = σ(X) (count × width).
 template <class T>
 void feature_map_backward(const T* dx, const T* x, std::int64_t count, std::int64_t width, Rows<T> dX) {
@@ -255,39 +264,57 @@ void feature_map_backward(const T* dx, const T* x, std::int64_t count, std::int6
 // their own loops, everything but the GEMMs, run the CPU's widest vectors.
 // The causal ones are not: cloned, their streaming pass got slower.
 
-// §N0–§N3 for one head: everything up to the aggregation.
+// §N0–§N3 for one head: everything up to the aggregation. The forward maps
+// its inputs Q, K to the features q, k, which it keeps; the backward builds
+// the flows again from those features, with the forward's bits.
 template <class T>
 struct NormalFlows {
   Dims dims;
-  Buffer<T> q, k;                                      // N×D, S×D
+  const T* q;  // N×D
+  const T* k;  // S×D
   Buffer<T> k_sum, q_sum, k_outgoing, q_incoming;      // D
   Buffer<T> sink_incoming, conserved_sink, sink_allocation;           // N
   Buffer<T> source_outgoing, conserved_source_raw, source_competition;  // S
 
-  NormalFlows(Rows<const T> Q, Rows<const T> K, Dims sizes, Settings<T> cfg)
-      : dims(sizes), q(dims.N * dims.D), k(dims.S * dims.D), k_sum(dims.D, Zeroed{}), q_sum(dims.D, Zeroed{}),
-        k_outgoing(dims.D, Zeroed{}), q_incoming(dims.D, Zeroed{}), sink_incoming(dims.N), conserved_sink(dims.N), sink_allocation(dims.N),
-        source_outgoing(dims.S), conserved_source_raw(dims.S), source_competition(dims.S) {
-    compute(Q, K, cfg);
+  // The forward's: q = σ(Q), k = σ(K) into q_out, k_out.
+  NormalFlows(Rows<const T> Q, Rows<const T> K, T* q_out, T* k_out, Dims sizes, Settings<T> cfg)
+      : NormalFlows(q_out, k_out, sizes) {
+    compute(Q, K, q_out, k_out, cfg);
+  }
+  // The backward's: from the features the forward kept.
+  NormalFlows(const T* q_features, const T* k_features, Dims sizes, Settings<T> cfg)
+      : NormalFlows(q_features, k_features, sizes) {
+    compute({nullptr, 0}, {nullptr, 0}, nullptr, nullptr, cfg);
   }
 
  private:
-  // The constructor's work, apart because constructors cannot be cloned.
-  FLOWGRAD_PER_CPU void compute(Rows<const T> Q, Rows<const T> K, Settings<T> cfg) {
+  NormalFlows(const T* q_features, const T* k_features, Dims sizes)
+      : dims(sizes), q(q_features), k(k_features), k_sum(dims.D, Zeroed{}), q_sum(dims.D, Zeroed{}),
+        k_outgoing(dims.D, Zeroed{}), q_incoming(dims.D, Zeroed{}), sink_incoming(dims.N), conserved_sink(dims.N),
+        sink_allocation(dims.N), source_outgoing(dims.S), conserved_source_raw(dims.S), source_competition(dims.S) {}
+
+  // The constructors' work, apart because constructors cannot be cloned.
+  // Q.data is null when q, k already hold the features.
+  FLOWGRAD_PER_CPU void compute(Rows<const T> Q, Rows<const T> K, T* q_out, T* k_out, Settings<T> cfg) {
     const std::int64_t D = dims.D;
     // §N0, with §N1's sums Σ_j k_j and Σ_i q_i in the same pass
-    feature_map(Q, dims.N, D, q.data(), q_sum.data());
-    feature_map(K, dims.S, D, k.data(), k_sum.data());
+    if (Q.data != nullptr) {
+      feature_map(Q, dims.N, D, q_out, q_sum.data());
+      feature_map(K, dims.S, D, k_out, k_sum.data());
+    } else {
+      add_rows(q, dims.N, D, q_sum.data());
+      add_rows(k, dims.S, D, k_sum.data());
+    }
     // §N1: I_i = 1 / ((q_i+ε)·(Σ_j k_j + ε)),  O_j = 1 / ((k_j+ε)·(Σ_i q_i + ε))
-    dots_eps(q.data(), dims.N, k_sum.data(), cfg.eps, sink_incoming.data());
+    dots_eps(q, dims.N, k_sum.data(), cfg.eps, sink_incoming.data());
     for (std::int64_t i = 0; i < dims.N; ++i) sink_incoming[i] = T(1) / sink_incoming[i];
-    dots_eps(k.data(), dims.S, q_sum.data(), cfg.eps, source_outgoing.data());
+    dots_eps(k, dims.S, q_sum.data(), cfg.eps, source_outgoing.data());
     for (std::int64_t j = 0; j < dims.S; ++j) source_outgoing[j] = T(1) / source_outgoing[j];
     // §N2: Ĩ_i = (q_i+ε)·(Σ_j O_j k_j + ε),  Ô_j = (k_j+ε)·(Σ_i I_i q_i + ε)
-    for (std::int64_t j = 0; j < dims.S; ++j) axpy(source_outgoing[j], k.row(j, D), k_outgoing.data(), D);
-    for (std::int64_t i = 0; i < dims.N; ++i) axpy(sink_incoming[i], q.row(i, D), q_incoming.data(), D);
-    dots_eps(q.data(), dims.N, k_outgoing.data(), cfg.eps, conserved_sink.data());
-    dots_eps(k.data(), dims.S, q_incoming.data(), cfg.eps, conserved_source_raw.data());
+    for (std::int64_t j = 0; j < dims.S; ++j) axpy(source_outgoing[j], k + j * D, k_outgoing.data(), D);
+    for (std::int64_t i = 0; i < dims.N; ++i) axpy(sink_incoming[i], q + i * D, q_incoming.data(), D);
+    dots_eps(q, dims.N, k_outgoing.data(), cfg.eps, conserved_sink.data());
+    dots_eps(k, dims.S, q_incoming.data(), cfg.eps, conserved_source_raw.data());
     // §N3: A_i = σ(Ĩ_i · N/S),  C = S · softmax(Õ)
     const T n_over_s = static_cast<T>(static_cast<double>(dims.N) / static_cast<double>(dims.S));
     for (std::int64_t i = 0; i < dims.N; ++i) sink_allocation[i] = sigmoid(conserved_sink[i] * n_over_s);
@@ -322,18 +349,20 @@ struct NormalFlows {
     for (std::int64_t j = 0; j < dims.S; ++j)
       for (std::int64_t m = 0; m < dims.M; ++m)
         weighted_values[j * dims.M + m] = source_competition[j] * V.row(j)[m];
-    gemm<T>(true, false, dims.D, dims.M, dims.S, k.data(), weighted_values, T(0), kv_state);
+    gemm<T>(true, false, dims.D, dims.M, dims.S, k, weighted_values, T(0), kv_state);
   }
 };
 
-// §N4: out_i = A_i I_i · q_i KV
+// §N4: out_i = A_i I_i · q_i KV. The features q = σ(Q), k = σ(K) go to
+// q_features (N×D) and k_features (S×D), for the backward.
 template <class T>
 FLOWGRAD_PER_CPU
-void normal_forward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<T> out, Dims dims, Settings<T> cfg) {
-  NormalFlows<T> flows(Q, K, dims, cfg);
+void normal_forward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<T> out, Dims dims, Settings<T> cfg,
+                    T* q_features, T* k_features) {
+  NormalFlows<T> flows(Q, K, q_features, k_features, dims, cfg);
   Buffer<T> weighted_values(dims.S * dims.M), kv_state(dims.D * dims.M);
   flows.aggregate_state(V, weighted_values.data(), kv_state.data());
-  gemm<T>(false, false, dims.N, dims.M, dims.D, flows.q.data(), kv_state.data(), T(0), out.data, out.stride);
+  gemm<T>(false, false, dims.N, dims.M, dims.D, flows.q, kv_state.data(), T(0), out.data, out.stride);
   for (std::int64_t i = 0; i < dims.N; ++i) {
     const T row_scale = flows.sink_allocation[i] * flows.sink_incoming[i];
     for (std::int64_t m = 0; m < dims.M; ++m) out.row(i)[m] *= row_scale;
@@ -341,18 +370,19 @@ void normal_forward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<T> o
 }
 
 // Gradients of one head (every element of dQ, dK, dV is written), given the
-// forward's output `out` (for R_i = out_i / s_i: see §N4 below).
+// forward's features q, k and output `out` (for R_i = out_i / s_i: see §N4
+// below).
 template <class T>
 FLOWGRAD_PER_CPU
-void normal_backward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<const T> out, Rows<const T> G,
+void normal_backward(const T* q_features, const T* k_features, Rows<const T> V, Rows<const T> out, Rows<const T> G,
                      Rows<T> dQ, Rows<T> dK, Rows<T> dV, Dims dims, Settings<T> cfg, KernelRecorder* rec = nullptr) {
   const std::int64_t N = dims.N, S = dims.S, D = dims.D, M = dims.M;
-  NormalFlows<T> f(Q, K, dims, cfg);
+  NormalFlows<T> f(q_features, k_features, dims, cfg);
   Buffer<T> W(S * M), KV(D * M);
   f.aggregate_state(V, W.data(), KV.data());
   if (rec) {
-    rec->add("q", "§N0", f.q.data(), {N, D});
-    rec->add("k", "§N0", f.k.data(), {S, D});
+    rec->add("q", "§N0", f.q, {N, D});
+    rec->add("k", "§N0", f.k, {S, D});
     rec->add("k_sum", "§N1", f.k_sum.data(), {D});
     rec->add("q_sum", "§N1", f.q_sum.data(), {D});
     rec->add("I", "§N1", f.sink_incoming.data(), {N});
@@ -388,9 +418,9 @@ void normal_backward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<con
   }
   Buffer<T> dKV(D * M), dW(S * M);
   gemm<T>(false, true, N, D, M, dR.data(), KV.data(), T(1), dq);  // dq += dR KVᵀ
-  gemm<T>(true, false, D, M, N, f.q.data(), dR.data(), T(0), dKV.data());  // dKV = qᵀ dR
+  gemm<T>(true, false, D, M, N, f.q, dR.data(), T(0), dKV.data());  // dKV = qᵀ dR
   gemm<T>(false, true, S, D, M, W.data(), dKV.data(), T(1), dk);  // dk += W dKVᵀ
-  gemm<T>(false, false, S, M, D, f.k.data(), dKV.data(), T(0), dW.data());  // dW = k dKV
+  gemm<T>(false, false, S, M, D, f.k, dKV.data(), T(0), dW.data());  // dW = k dKV
   Buffer<T> dC(S);
   for (std::int64_t j = 0; j < S; ++j) {  // W_j = C_j v_j
     dC[j] = dot(V.row(j), dW.row(j, M), M);
@@ -438,7 +468,7 @@ void normal_backward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<con
   }
   //           Ô_j = (k_j+ε)·(q_incoming+ε), q_incoming = Σ_i I_i q_i
   for (std::int64_t j = 0; j < S; ++j) {
-    dO[j] = dot(d_k_outgoing.data(), f.k.row(j, D), D);
+    dO[j] = dot(d_k_outgoing.data(), f.k + j * D, D);
     axpy(f.source_outgoing[j], d_k_outgoing.data(), dk + j * D, D);
     for (std::int64_t d = 0; d < D; ++d) {
       dk[j * D + d] += d_conserved_source_raw[j] * (f.q_incoming[d] + cfg.eps);
@@ -446,7 +476,7 @@ void normal_backward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<con
     }
   }
   for (std::int64_t i = 0; i < N; ++i) {
-    dI[i] += dot(d_q_incoming.data(), f.q.row(i, D), D);
+    dI[i] += dot(d_q_incoming.data(), f.q + i * D, D);
     axpy(f.sink_incoming[i], d_q_incoming.data(), dq + i * D, D);
   }
   if (rec) {
@@ -486,8 +516,8 @@ void normal_backward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<con
   }
 
   // §N0 backward: dQ = dq ⊙ q(1−q), dK = dk ⊙ k(1−k)
-  feature_map_backward(dq, f.q.data(), N, D, dQ);
-  feature_map_backward(dk, f.k.data(), S, D, dK);
+  feature_map_backward(dq, f.q, N, D, dQ);
+  feature_map_backward(dk, f.k, S, D, dK);
   if (rec) {
     rec->add("dQ", "§N0", dQ, N, D);
     rec->add("dK", "§N0", dK, S, D);
@@ -506,24 +536,42 @@ void normal_backward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<con
 template <class T>
 struct CausalFlows {
   Dims dims;
-  Buffer<T> q, k;  // N×D
+  const T* q;  // N×D
+  const T* k;  // N×D
   Buffer<T> sink_incoming, source_outgoing, conserved_sink, conserved_source_raw;  // N
   Buffer<T> sink_allocation, exp_source, exp_source_cumsum, source_competition;    // N
   std::int64_t checkpoint_every;
   Buffer<T> checkpoints;  // per chunk: the four running sums before its first row, D each
 
-  CausalFlows(Rows<const T> Q, Rows<const T> K, Dims sizes, Settings<T> cfg, std::int64_t checkpoint_every_rows)
-      : dims(sizes), q(dims.N * dims.D), k(dims.N * dims.D), sink_incoming(dims.N), source_outgoing(dims.N),
+  // The forward's: q = σ(Q), k = σ(K) into q_out, k_out (as NormalFlows).
+  CausalFlows(Rows<const T> Q, Rows<const T> K, T* q_out, T* k_out, Dims sizes, Settings<T> cfg,
+              std::int64_t checkpoint_every_rows)
+      : CausalFlows(q_out, k_out, sizes, checkpoint_every_rows) {
+    stream(Q, K, q_out, k_out, cfg);
+  }
+  // The backward's: from the features the forward kept.
+  CausalFlows(const T* q_features, const T* k_features, Dims sizes, Settings<T> cfg,
+              std::int64_t checkpoint_every_rows)
+      : CausalFlows(q_features, k_features, sizes, checkpoint_every_rows) {
+    stream({nullptr, 0}, {nullptr, 0}, nullptr, nullptr, cfg);
+  }
+
+ private:
+  CausalFlows(const T* q_features, const T* k_features, Dims sizes, std::int64_t checkpoint_every_rows)
+      : dims(sizes), q(q_features), k(k_features), sink_incoming(dims.N), source_outgoing(dims.N),
         conserved_sink(dims.N), conserved_source_raw(dims.N), sink_allocation(dims.N), exp_source(dims.N),
         exp_source_cumsum(dims.N), source_competition(dims.N), checkpoint_every(checkpoint_every_rows),
-        checkpoints(checkpoint_every > 0 ? (dims.N + checkpoint_every - 1) / checkpoint_every * 4 * dims.D : 0) {
+        checkpoints(checkpoint_every > 0 ? (dims.N + checkpoint_every - 1) / checkpoint_every * 4 * dims.D : 0) {}
+
+  // The streaming pass; Q.data is null when q, k already hold the features.
+  void stream(Rows<const T> Q, Rows<const T> K, T* q_out, T* k_out, Settings<T> cfg) {
     const std::int64_t D = dims.D;
     Buffer<T> k_run(D, Zeroed{}), q_run(D, Zeroed{}), k_outgoing_run(D, Zeroed{}), q_incoming_run(D, Zeroed{});
     T exp_run = 0;
     for (std::int64_t i = 0; i < dims.N; ++i) {
       const T count = static_cast<T>(i + 1);  // n_i
-      const T* qi = q.row(i, D);
-      const T* ki = k.row(i, D);
+      const T* qi = q + i * D;
+      const T* ki = k + i * D;
       if (checkpoint_every > 0 && i % checkpoint_every == 0) {
         T* saved = checkpoints.data() + i / checkpoint_every * 4 * D;
         std::copy_n(k_run.data(), D, saved);
@@ -532,8 +580,13 @@ struct CausalFlows {
         std::copy_n(q_incoming_run.data(), D, saved + 3 * D);
       }
       // §C0, a row at a time, adding it to the prefix sums cumsum(q)_i, cumsum(k)_i
-      feature_map(Rows<const T>{Q.row(i), Q.stride}, 1, D, q.row(i, D), q_run.data());
-      feature_map(Rows<const T>{K.row(i), K.stride}, 1, D, k.row(i, D), k_run.data());
+      if (Q.data != nullptr) {
+        feature_map(Rows<const T>{Q.row(i), Q.stride}, 1, D, q_out + i * D, q_run.data());
+        feature_map(Rows<const T>{K.row(i), K.stride}, 1, D, k_out + i * D, k_run.data());
+      } else {
+        add_rows(qi, 1, D, q_run.data());
+        add_rows(ki, 1, D, k_run.data());
+      }
       // §C1: I_i = n_i / ((q_i+ε)·(cumsum(k)_i+ε)),  O_i = n_i / ((k_i+ε)·(cumsum(q)_i+ε))
       sink_incoming[i] = T(1) / dot_eps(qi, k_run.data(), D, cfg.eps) * count;
       source_outgoing[i] = T(1) / dot_eps(ki, q_run.data(), D, cfg.eps) * count;
@@ -552,6 +605,8 @@ struct CausalFlows {
     }
   }
 
+ public:
+
   // Rows [t, t+c) of cumsum(k), cumsum(q), cumsum(O k), cumsum(I q) (c×D
   // each), t a multiple of checkpoint_every: the streaming pass's own
   // additions from the checkpoint, so exactly its values.
@@ -560,8 +615,8 @@ struct CausalFlows {
     const std::int64_t D = dims.D;
     const T* saved = checkpoints.data() + t / checkpoint_every * 4 * D;
     for (std::int64_t a = 0; a < c; ++a) {
-      const T* ki = k.row(t + a, D);
-      const T* qi = q.row(t + a, D);
+      const T* ki = k + (t + a) * D;
+      const T* qi = q + (t + a) * D;
       const T O_i = source_outgoing[t + a], I_i = sink_incoming[t + a];
       const bool first = a == 0;
       const T* k_before = first ? saved : k_sums + (a - 1) * D;
@@ -601,19 +656,21 @@ void causal_chunk_aggregate(const T* q_c, const T* k_c, const T* W_c, const T* p
   if (t > 0) gemm<T>(false, false, c, dims.M, dims.D, q_c, prefix_state, T(1), R_c.data, R_c.stride);
 }
 
+// The features q = σ(Q), k = σ(K) go to q_features and k_features (N×D), for the backward.
 template <class T>
-void causal_forward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<T> out, Dims dims, Settings<T> cfg) {
-  CausalFlows<T> f(Q, K, dims, cfg, /*checkpoint_every_rows=*/0);
+void causal_forward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<T> out, Dims dims, Settings<T> cfg,
+                    T* q_features, T* k_features) {
+  CausalFlows<T> f(Q, K, q_features, k_features, dims, cfg, /*checkpoint_every_rows=*/0);
   const std::int64_t chunk = causal_chunk(dims.N, dims.D, dims.M);
   Buffer<T> W(dims.N * dims.M), prefix_state(dims.D * dims.M, Zeroed{}), block(chunk * chunk);
   f.weighted_values(V, W.data());
   for (std::int64_t t = 0; t < dims.N; t += chunk) {
     const std::int64_t c = std::min(chunk, dims.N - t);
     const Rows<T> out_c{out.row(t), out.stride};
-    causal_chunk_aggregate(f.q.row(t, dims.D), f.k.row(t, dims.D), W.row(t, dims.M), prefix_state.data(), t, c,
+    causal_chunk_aggregate(f.q + t * dims.D, f.k + t * dims.D, W.row(t, dims.M), prefix_state.data(), t, c,
                            dims, block.data(), out_c);
     if (t + c < dims.N)  // H += k_cᵀ W_c; the state after the last chunk is not read
-      gemm<T>(true, false, dims.D, dims.M, c, f.k.row(t, dims.D), W.row(t, dims.M), T(1), prefix_state.data());
+      gemm<T>(true, false, dims.D, dims.M, c, f.k + t * dims.D, W.row(t, dims.M), T(1), prefix_state.data());
     for (std::int64_t a = 0; a < c; ++a) {
       const T row_scale = f.row_scale(t + a);
       for (std::int64_t m = 0; m < dims.M; ++m) out_c.row(a)[m] *= row_scale;
@@ -622,13 +679,14 @@ void causal_forward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<T> o
 }
 
 // Gradients of one head (every element of dQ, dK, dV is written), given the
-// forward's output `out` (for R_i = out_i / s_i: see §C4 below).
+// forward's features q, k and output `out` (for R_i = out_i / s_i: see §C4
+// below).
 template <class T>
-void causal_backward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<const T> out, Rows<const T> G,
+void causal_backward(const T* q_features, const T* k_features, Rows<const T> V, Rows<const T> out, Rows<const T> G,
                      Rows<T> dQ, Rows<T> dK, Rows<T> dV, Dims dims, Settings<T> cfg, KernelRecorder* rec = nullptr) {
   const std::int64_t N = dims.N, D = dims.D, M = dims.M;
   const std::int64_t chunk = causal_chunk(N, D, M);
-  CausalFlows<T> f(Q, K, dims, cfg, /*checkpoint_every_rows=*/chunk);
+  CausalFlows<T> f(q_features, k_features, dims, cfg, /*checkpoint_every_rows=*/chunk);
   // One D×M buffer serves as the prefix state H (forward sweep), then as the suffix state U.
   Buffer<T> W(N * M), dR(N * M), dW(N * M), ds(N), state_buffer(D * M, Zeroed{});
   T* const prefix_state = state_buffer.data();
@@ -642,8 +700,8 @@ void causal_backward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<con
   T* dk = dk_buffer.data();
   std::vector<T> recorded_R(rec ? N * M : 0), recorded_s(rec ? N : 0);
   if (rec) {
-    rec->add("q", "§C0", f.q.data(), {N, D});
-    rec->add("k", "§C0", f.k.data(), {N, D});
+    rec->add("q", "§C0", f.q, {N, D});
+    rec->add("k", "§C0", f.k, {N, D});
     std::vector<T> sums(static_cast<std::size_t>(4 * N * D));  // cumsum(k), cumsum(q), cumsum(O k), cumsum(I q)
     for (std::int64_t t = 0; t < N; t += chunk)
       f.prefix_sums(t, std::min(chunk, N - t), sums.data() + t * D, sums.data() + (N + t) * D,
@@ -668,7 +726,7 @@ void causal_backward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<con
   // out_i / s_i, as s_i >= 1/(2 D (1+ε)(n_i+ε)) is never near 0 (fact 11).
   for (std::int64_t t = 0; t < N; t += chunk) {
     const std::int64_t c = std::min(chunk, N - t);
-    const T* k_c = f.k.row(t, D);
+    const T* k_c = f.k + t * D;
     const T* W_c = W.row(t, M);
     for (std::int64_t a = 0; a < c; ++a) {
       const std::int64_t i = t + a;
@@ -696,8 +754,8 @@ void causal_backward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<con
   const std::int64_t last_chunk = (N - 1) / chunk * chunk;
   for (std::int64_t t = last_chunk; t >= 0; t -= chunk) {
     const std::int64_t c = std::min(chunk, N - t);
-    const T* q_c = f.q.row(t, D);
-    const T* k_c = f.k.row(t, D);
+    const T* q_c = f.q + t * D;
+    const T* k_c = f.k + t * D;
     const T* W_c = W.row(t, M);
     const T* dR_c = dR.row(t, M);
     auto upper = [](std::int64_t a, std::int64_t b) { return b >= a; };
@@ -755,8 +813,8 @@ void causal_backward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<con
     if (i == N - 1 || row_in_chunk == chunk - 1)  // the first row of its chunk that this pass reaches
       f.prefix_sums(t, row_in_chunk + 1, k_sums, q_sums, k_outgoing_sums, q_incoming_sums);
     const T count = static_cast<T>(i + 1);
-    const T* qi = f.q.row(i, D);
-    const T* ki = f.k.row(i, D);
+    const T* qi = f.q + i * D;
+    const T* ki = f.k + i * D;
     T* dqi = dq + i * D;
     T* dki = dk + i * D;
     // §C3: A_i = σ(Ĩ_i);  C_i = n_i e_i / E_i, E = pre(e), e = exp(Õ)
@@ -839,8 +897,8 @@ void causal_backward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<con
   }
 
   // §C0 backward
-  feature_map_backward(dq, f.q.data(), N, D, dQ);
-  feature_map_backward(dk, f.k.data(), N, D, dK);
+  feature_map_backward(dq, f.q, N, D, dQ);
+  feature_map_backward(dk, f.k, N, D, dK);
   if (rec) {
     rec->add("dQ", "§C0", dQ, N, D);
     rec->add("dK", "§C0", dK, N, D);
@@ -923,15 +981,20 @@ Rows<T> head_rows(const Tensor& t, std::int64_t head) {
   return {t.data<std::remove_const_t<T>>() + head / heads * t.stride(0) + head % heads * t.stride(1), t.stride(2)};
 }
 
-// A [B, H, rows, width] result laid out like `like`: with the heads of a
-// position side by side ([B, rows, H, width] in memory) when `like` has them
-// so, which makes merging the heads back a view.
-Tensor result_like(const Tensor& like, std::int64_t rows, std::int64_t width, bool zeroed) {
-  const std::int64_t B = like.size(0), H = like.size(1);
-  const bool heads_side_by_side = like.stride(1) < like.stride(2);
-  const Shape shape = heads_side_by_side ? Shape{B, rows, H, width} : Shape{B, H, rows, width};
-  const Tensor memory = zeroed ? zeros(shape, like.dtype()) : empty(shape, like.dtype());
-  return heads_side_by_side ? memory.permute({0, 2, 1, 3}) : memory;
+// Whether a [B, H, rows, width] tensor has the heads of a position side by
+// side ([B, rows, H, width] in memory), as heads split from a projection by
+// a view have.
+bool heads_side_by_side(const Tensor& t) { return t.stride(1) < t.stride(2); }
+
+// A [B, H, rows, width] result, with the heads of a position side by side
+// when `side_by_side` (like the input it belongs to), which makes merging
+// the heads back a view.
+Tensor new_heads(const Problem& p, std::int64_t rows, std::int64_t width, DType dtype, bool side_by_side,
+                 bool zeroed) {
+  const std::int64_t B = p.batch, H = p.heads;
+  const Shape shape = side_by_side ? Shape{B, rows, H, width} : Shape{B, H, rows, width};
+  const Tensor memory = zeroed ? zeros(shape, dtype) : empty(shape, dtype);
+  return side_by_side ? memory.permute({0, 2, 1, 3}) : memory;
 }
 
 // Runs body(head, Q, K, V, sizes, real) for every (batch, head) in parallel.
@@ -972,48 +1035,77 @@ Settings<T> settings_of(const FlowAttentionOptions& o) {
   return {static_cast<T>(o.eps), static_cast<T>(o.clamp_min), static_cast<T>(o.clamp_max)};
 }
 
+// What the forward keeps for the backward besides V and its output: every
+// head's features q = σ(Q) and k = σ(K) ([B, H, N, D] and [B, H, S, D],
+// contiguous), so the backward reads them instead of mapping Q and K again.
+// The node holds them in place of Q and K, which are as large. With a mask,
+// k's rows of padded keys are never written nor read.
+struct KeptFeatures {
+  Tensor queries, keys;
+};
+
+// The forward of every head; with `kept`, the features go there.
 Tensor forward_all(const Problem& p, const Tensor& q, const Tensor& k, const Tensor& v,
-                   const FlowAttentionOptions& o) {
-  Tensor out = result_like(q, p.dims.N, p.dims.M, /*zeroed=*/false);
+                   const FlowAttentionOptions& o, KeptFeatures* kept) {
+  const Dims dims = p.dims;
+  Tensor out = new_heads(p, dims.N, dims.M, q.dtype(), heads_side_by_side(q), /*zeroed=*/false);
+  if (kept != nullptr) {
+    kept->queries = empty({p.batch, p.heads, dims.N, dims.D}, q.dtype());
+    kept->keys = empty({p.batch, p.heads, dims.S, dims.D}, q.dtype());
+  }
   dispatch_floating(q.dtype(), "flow_attention", [&]<class T>() {
     const Settings<T> cfg = settings_of<T>(o);
     for_each_head<T>(p, q, k, v, [&](std::int64_t head, Rows<const T> Qh, Rows<const T> Kh, Rows<const T> Vh,
-                                     Dims hn, const std::vector<std::int64_t>*) {
+                                     Dims hn, const std::vector<std::int64_t>* real) {
+      // Compact features of the real keys go through scratch, then to their rows.
+      const bool keys_in_place = kept != nullptr && real == nullptr;
+      Buffer<T> q_scratch(kept != nullptr ? 0 : hn.N * hn.D), k_scratch(keys_in_place ? 0 : hn.S * hn.D);
+      T* const q_features = kept != nullptr ? kept->queries.data<T>() + head * dims.N * dims.D : q_scratch.data();
+      T* const k_kept = kept != nullptr ? kept->keys.data<T>() + head * dims.S * dims.D : nullptr;
+      T* const k_features = keys_in_place ? k_kept : k_scratch.data();
       if (o.causal) {
-        causal_forward(Qh, Kh, Vh, head_rows<T>(out, head), hn, cfg);
+        causal_forward(Qh, Kh, Vh, head_rows<T>(out, head), hn, cfg, q_features, k_features);
       } else {
-        normal_forward(Qh, Kh, Vh, head_rows<T>(out, head), hn, cfg);
+        normal_forward(Qh, Kh, Vh, head_rows<T>(out, head), hn, cfg, q_features, k_features);
       }
+      if (kept != nullptr && real != nullptr)
+        for (std::int64_t r = 0; r < hn.S; ++r)
+          std::copy_n(k_scratch.row(r, dims.D), dims.D, k_kept + (*real)[r] * dims.D);
     });
   });
   return out;
 }
 
 // The gradients of the whole batch: dQ, dK, dV (zero for padded keys), each
-// laid out like its input.
-TensorList backward_all(const Problem& p, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                        const Tensor& grad_out, const FlowAttentionOptions& o) {
+// laid out like its input (`side_by_side`: queries, keys, values).
+TensorList backward_all(const Problem& p, const KeptFeatures& features, const Tensor& v, const Tensor& out,
+                        const Tensor& grad_out, const FlowAttentionOptions& o, std::array<bool, 3> side_by_side) {
   const Dims dims = p.dims;
   const bool masked = !p.real_keys.empty();
-  Tensor dq = result_like(q, dims.N, dims.D, false), dk = result_like(k, dims.S, dims.D, masked),
-         dv = result_like(v, dims.S, dims.M, masked);
-  dispatch_floating(q.dtype(), "flow_attention", [&]<class T>() {
+  const DType dtype = v.dtype();
+  Tensor dq = new_heads(p, dims.N, dims.D, dtype, side_by_side[0], false),
+         dk = new_heads(p, dims.S, dims.D, dtype, side_by_side[1], masked),
+         dv = new_heads(p, dims.S, dims.M, dtype, side_by_side[2], masked);
+  dispatch_floating(dtype, "flow_attention", [&]<class T>() {
     const Settings<T> cfg = settings_of<T>(o);
-    for_each_head<T>(p, q, k, v, [&](std::int64_t head, Rows<const T> Qh, Rows<const T> Kh, Rows<const T> Vh,
-                                     Dims hn, const std::vector<std::int64_t>* real) {
+    // for_each_head compacts the kept key features like keys: rows D apart either way.
+    for_each_head<T>(p, features.queries, features.keys, v, [&](std::int64_t head, Rows<const T> q, Rows<const T> k,
+                                                                Rows<const T> Vh, Dims hn,
+                                                                const std::vector<std::int64_t>* real) {
+      assert(q.stride == dims.D && k.stride == dims.D);
       const Rows<const T> G = head_rows<const T>(grad_out, head), out_h = head_rows<const T>(out, head);
       const Rows<T> dQh = head_rows<T>(dq, head), dKh = head_rows<T>(dk, head), dVh = head_rows<T>(dv, head);
       if (o.causal) {
-        causal_backward(Qh, Kh, Vh, out_h, G, dQh, dKh, dVh, hn, cfg);
+        causal_backward(q.data, k.data, Vh, out_h, G, dQh, dKh, dVh, hn, cfg);
         return;
       }
       if (real == nullptr) {
-        normal_backward(Qh, Kh, Vh, out_h, G, dQh, dKh, dVh, hn, cfg);
+        normal_backward(q.data, k.data, Vh, out_h, G, dQh, dKh, dVh, hn, cfg);
         return;
       }
       Buffer<T> dK_real(hn.S * dims.D), dV_real(hn.S * dims.M);
-      normal_backward(Qh, Kh, Vh, out_h, G, dQh, Rows<T>{dK_real.data(), dims.D}, Rows<T>{dV_real.data(), dims.M},
-                      hn, cfg);
+      normal_backward(q.data, k.data, Vh, out_h, G, dQh, Rows<T>{dK_real.data(), dims.D},
+                      Rows<T>{dV_real.data(), dims.M}, hn, cfg);
       for (std::int64_t r = 0; r < hn.S; ++r) {  // padded rows stay zero
         std::copy_n(dK_real.row(r, dims.D), dims.D, dKh.row((*real)[r]));
         std::copy_n(dV_real.row(r, dims.M), dims.M, dVh.row((*real)[r]));
@@ -1027,12 +1119,13 @@ class FlowAttentionBackward final : public autograd::Node {
  public:
   std::string_view name() const override { return "flow_attention"; }
   TensorList backward(const Tensor& grad_out) override {
-    return backward_all(problem, queries.get(), keys.get(), values.get(), output.get(), with_contiguous_rows(grad_out),
-                        options);
+    return backward_all(problem, {query_features.get(), key_features.get()}, values.get(), output.get(),
+                        with_contiguous_rows(grad_out), options, side_by_side);
   }
-  autograd::SavedTensor queries{this}, keys{this}, values{this}, output{this};
+  autograd::SavedTensor query_features{this}, key_features{this}, values{this}, output{this};
   Problem problem;
   FlowAttentionOptions options;
+  std::array<bool, 3> side_by_side{};  // heads_side_by_side of queries, keys, values: their gradients' layouts
 };
 
 }  // namespace
@@ -1123,14 +1216,17 @@ Tensor flow_attention(const Tensor& queries, const Tensor& keys, const Tensor& v
                       const FlowAttentionOptions& options, const Tensor& key_padding_mask) {
   Problem problem = check_inputs(queries, keys, values, options, key_padding_mask);
   Tensor q = with_contiguous_rows(queries), k = with_contiguous_rows(keys), v = with_contiguous_rows(values);
-  Tensor out = forward_all(problem, q, k, v, options);
-  if (auto node = autograd::make_node<FlowAttentionBackward>({queries, keys, values})) {
-    node->queries.save(q);
-    node->keys.save(k);
+  auto node = autograd::make_node<FlowAttentionBackward>({queries, keys, values});
+  KeptFeatures features;
+  Tensor out = forward_all(problem, q, k, v, options, node ? &features : nullptr);
+  if (node) {
+    node->query_features.save(features.queries);
+    node->key_features.save(features.keys);
     node->values.save(v);
     node->output.save(out);
     node->problem = std::move(problem);
     node->options = options;
+    node->side_by_side = {heads_side_by_side(q), heads_side_by_side(k), heads_side_by_side(v)};
     autograd::set_history(out, node);
   }
   return out;
@@ -1177,15 +1273,18 @@ FlowAttentionInspection flow_attention_inspect(const Tensor& queries, const Tens
       Vh = {V_real.data(), dims.M};
     }
     std::vector<T> out(static_cast<std::size_t>(dims.N * dims.M)), dQ(static_cast<std::size_t>(dims.N * dims.D)),
-        dK(static_cast<std::size_t>(dims.S * dims.D)), dV(static_cast<std::size_t>(dims.S * dims.M));
+        dK(static_cast<std::size_t>(dims.S * dims.D)), dV(static_cast<std::size_t>(dims.S * dims.M)),
+        q_features(dQ.size()), k_features(dK.size());
     const Rows<T> out_rows{out.data(), dims.M}, dQ_rows{dQ.data(), dims.D}, dK_rows{dK.data(), dims.D},
         dV_rows{dV.data(), dims.M};
     if (options.causal) {
-      causal_forward(Qh, Kh, Vh, out_rows, dims, cfg);
-      causal_backward(Qh, Kh, Vh, Rows<const T>{out.data(), dims.M}, G, dQ_rows, dK_rows, dV_rows, dims, cfg, &rec);
+      causal_forward(Qh, Kh, Vh, out_rows, dims, cfg, q_features.data(), k_features.data());
+      causal_backward<T>(q_features.data(), k_features.data(), Vh, Rows<const T>{out.data(), dims.M}, G, dQ_rows,
+                         dK_rows, dV_rows, dims, cfg, &rec);
     } else {
-      normal_forward(Qh, Kh, Vh, out_rows, dims, cfg);
-      normal_backward(Qh, Kh, Vh, Rows<const T>{out.data(), dims.M}, G, dQ_rows, dK_rows, dV_rows, dims, cfg, &rec);
+      normal_forward(Qh, Kh, Vh, out_rows, dims, cfg, q_features.data(), k_features.data());
+      normal_backward<T>(q_features.data(), k_features.data(), Vh, Rows<const T>{out.data(), dims.M}, G, dQ_rows,
+                         dK_rows, dV_rows, dims, cfg, &rec);
     }
     // out (from the forward kernel) goes after s, the last forward quantity.
     KernelRecorder out_rec;

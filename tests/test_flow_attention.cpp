@@ -265,6 +265,35 @@ TEST_CASE("causal Flow-Attention at L = 65,536 runs in memory linear in L") {
   for (float x : out.narrow(2, L - 5, 5).to_vector<float>()) REQUIRE(std::isfinite(x));
 }
 
+TEST_CASE("Flow-Attention keeps σ(Q) and σ(K) for its backward, in place of Q and K") {
+  for (const bool causal : {false, true}) {
+    INFO("causal " << causal);
+    Generator gen(5);
+    const Shapes s{2, 3, 6, 6, 4, 5};
+    const TensorList in = random_inputs(s, gen, kFloat32);
+    const auto options = FlowAttentionOptions{}.set_causal(causal);
+    TensorList expected = value_and_grads(
+        in, [&](const TensorList& x) { return flow_attention_trace(x[0], x[1], x[2], options).out; }, 3);
+
+    TensorList leaves;  // copies, so that nothing else holds their memory
+    for (const Tensor& x : in) leaves.push_back(x.clone().requires_grad_());
+    const std::weak_ptr<Storage> q_memory = leaves[0].storage(), k_memory = leaves[1].storage();
+    const std::size_t before = memory_stats().current_bytes;
+    Tensor out = flow_attention(leaves[0], leaves[1], leaves[2], options);
+    Tensor values = leaves[2];
+    leaves.clear();
+    // Q and K are freed once the caller lets them go; the features, as
+    // large, took their place, so the output is the one allocation left.
+    REQUIRE(q_memory.expired());
+    REQUIRE(k_memory.expired());
+    REQUIRE(memory_stats().current_bytes == before + out.numel() * sizeof(float));
+    Generator grad_gen(3);
+    out.backward(randn(out.shape(), grad_gen, out.dtype()));
+    require_close(out.detach(), expected[0], 1e-5, 1e-6);
+    require_close(values.grad(), expected[3], 1e-4, 1e-5);
+  }
+}
+
 TEST_CASE("Flow-Attention argument errors name the op and the shapes") {
   Tensor q = zeros({1, 2, 4, 3}), k = zeros({1, 2, 5, 3}), v = zeros({1, 2, 5, 2});
   REQUIRE_THROWS_WITH(flow_attention(q.squeeze(0), k, v), Catch::Contains("[flow_attention]") && Catch::Contains("[2, 4, 3]"));
