@@ -218,19 +218,26 @@ struct KernelRecorder {
 // `width` values, `stride` apart, into a contiguous buffer; with a
 // column_sum, each output row is also added to it in row order (§N1's Σ_i
 // q_i while the row is in cache). Float goes through an exponential that
-// vectorises.
-template <class T>
-FLOWGRAD_PER_CPU void feature_map(const T* x, std::int64_t stride, std::int64_t count, std::int64_t width, T* out,
-                                  std::type_identity_t<T>* column_sum) {
+// vectorises, in fused multiply-adds on a CPU that has them.
+template <class T, bool kFused>
+[[gnu::always_inline]] inline void feature_map_rows(const T* x, std::int64_t stride, std::int64_t count,
+                                                    std::int64_t width, T* out, T* column_sum) {
   for (std::int64_t i = 0; i < count; ++i) {
     T* row = out + i * width;
     for (std::int64_t d = 0; d < width; ++d) {
-      if constexpr (std::is_same_v<T, float>) row[d] = sigmoid_vectorisable(x[i * stride + d]);
+      if constexpr (std::is_same_v<T, float>) row[d] = sigmoid_vectorisable<kFused>(x[i * stride + d]);
       else row[d] = sigmoid(x[i * stride + d]);
     }
     if (column_sum != nullptr)
       for (std::int64_t d = 0; d < width; ++d) column_sum[d] += row[d];
   }
+}
+
+template <class T>
+FLOWGRAD_PER_CPU void feature_map(const T* x, std::int64_t stride, std::int64_t count, std::int64_t width, T* out,
+                                  std::type_identity_t<T>* column_sum) {
+  if (std::is_same_v<T, float> && cpu_has_fma()) feature_map_rows<T, true>(x, stride, count, width, out, column_sum);
+  else feature_map_rows<T, false>(x, stride, count, width, out, column_sum);
 }
 
 template <class T>

@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "../ops/flow_attention_trace.h"
+#include "../ops/vector_math.h"
 
 using namespace flowgrad;
 using namespace flowgrad::testing;
@@ -291,6 +292,26 @@ TEST_CASE("Flow-Attention keeps σ(Q) and σ(K) for its backward, in place of Q 
     out.backward(randn(out.shape(), grad_gen, out.dtype()));
     require_close(out.detach(), expected[0], 1e-5, 1e-6);
     require_close(values.grad(), expected[3], 1e-4, 1e-5);
+  }
+}
+
+TEST_CASE("the feature map's float σ is as accurate in fused multiply-adds as without") {
+  // The kernels take the fused form on a CPU with FMA, the other elsewhere.
+  double worst_fused = 0, worst_apart = 0;
+  for (float x = -87.0f; x <= 88.0f; x += 0.00377f) {
+    const double exact = 1.0 / (1.0 + std::exp(-static_cast<double>(x)));
+    worst_fused = std::max(worst_fused, std::abs(sigmoid_vectorisable<true>(x) - exact) / exact);
+    worst_apart = std::max(worst_apart, std::abs(sigmoid_vectorisable<false>(x) - exact) / exact);
+  }
+  INFO("largest relative errors: fused " << worst_fused << ", apart " << worst_apart);
+  REQUIRE(worst_fused < 2.4e-7);  // 2^-22: two float roundings
+  REQUIRE(worst_apart < 2.4e-7);
+  for (const bool fused : {false, true}) {  // beyond the clamp: the limits, and NaN stays NaN
+    const auto sigma = fused ? &sigmoid_vectorisable<true> : &sigmoid_vectorisable<false>;
+    REQUIRE(sigma(1e4f) == 1.0f);
+    REQUIRE(sigma(-1e4f) >= 0.0f);
+    REQUIRE(sigma(-1e4f) < 2e-38f);
+    REQUIRE(std::isnan(sigma(std::nanf(""))));
   }
 }
 
