@@ -7,10 +7,11 @@
 // source_competition C. Dims are the document's: N queries (the public
 // API's L), S keys, widths D and M; the loss is ℓ.
 //
-// Layout: every head is processed on its own, on contiguous row-major
-// matrices (Q: N×D, K: S×D, V: S×M). Only the inputs are saved for
-// backward; the O((N+S)·D) flow quantities are recomputed, which costs less
-// than the GEMMs and keeps memory linear in the sequence length.
+// Layout: every head is processed on its own, on row-major matrices (Q:
+// N×D, K: S×D, V: S×M). The backward gets V, the output and the features
+// σ(Q), σ(K) the forward computed (in place of Q and K); the O((N+S)·D) flow
+// quantities are rebuilt from them, which costs less than the GEMMs and
+// keeps memory linear in the sequence length.
 #include "flow_attention.h"
 
 #include <algorithm>
@@ -613,7 +614,6 @@ struct CausalFlows {
   }
 
  public:
-
   // Rows [t, t+c) of cumsum(k), cumsum(q), cumsum(O k), cumsum(I q) (c×D
   // each), t a multiple of checkpoint_every: the streaming pass's own
   // additions from the checkpoint, so exactly its values.

@@ -12,7 +12,7 @@
 // the build machine. The compiler fuses no multiply-add (-ffp-contract=off,
 // meson.build) and reassociates no sum, so all clones give the same bits;
 // only code that asks cpu_has_fma() (the feature map's σ) differs, in the
-// last bits, between CPUs with and without FMA. Elsewhere
+// last bits, between the v3/v4 clones and the baseline. Elsewhere
 // the baseline build alone: on other CPUs, and with clang 14, which cannot
 // clone templates (its builds, for sanitizers and fuzzing, lose only speed).
 #if defined(__x86_64__) && !defined(__clang__)
@@ -23,13 +23,15 @@
 
 namespace flowgrad {
 
-// Whether this CPU has fused multiply-add instructions (x86's FMA3, asked
-// once). A kernel that branches on it before its loop runs the fused loop
-// as FMA instructions in the clones that have them; where it is false (and
-// with clang, whose builds do not clone) products and sums round apart.
+// Whether the FLOWGRAD_PER_CPU clone that runs here has fused multiply-add
+// instructions: this CPU is x86-64-v3 or v4 (asked once; a CPU with FMA
+// below that level runs the baseline clone, where std::fma would be a call
+// per element). A kernel that branches on it before its loop runs the fused
+// loop as FMA instructions; where it is false (and with clang, whose builds
+// do not clone, and off x86) products and sums round apart.
 inline bool cpu_has_fma() {
 #if defined(__x86_64__) && !defined(__clang__)
-  static const bool has_fma = __builtin_cpu_supports("fma");
+  static const bool has_fma = __builtin_cpu_supports("x86-64-v3");
   return has_fma;
 #else
   return false;
