@@ -475,16 +475,20 @@ void normal_backward(const T* q_features, const T* k_features, Rows<const T> V, 
     }
   }
   //           Ô_j = (k_j+ε)·(q_incoming+ε), q_incoming = Σ_i I_i q_i
+  // dO = k d_k_outgoing and dI += q d_q_incoming are matrix-vector products:
+  // GEMVs, not a latency-bound dot product per row.
+  blas::gemv<T>(S, D, f.k, D, d_k_outgoing.data(), dO.data());
   for (std::int64_t j = 0; j < S; ++j) {
-    dO[j] = dot(d_k_outgoing.data(), f.k + j * D, D);
     axpy(f.source_outgoing[j], d_k_outgoing.data(), dk + j * D, D);
     for (std::int64_t d = 0; d < D; ++d) {
       dk[j * D + d] += d_conserved_source_raw[j] * (f.q_incoming[d] + cfg.eps);
       d_q_incoming[d] += d_conserved_source_raw[j] * (f.k[j * D + d] + cfg.eps);
     }
   }
+  Buffer<T> dI_incoming(N);
+  blas::gemv<T>(N, D, f.q, D, d_q_incoming.data(), dI_incoming.data());
   for (std::int64_t i = 0; i < N; ++i) {
-    dI[i] += dot(d_q_incoming.data(), f.q + i * D, D);
+    dI[i] += dI_incoming[i];
     axpy(f.sink_incoming[i], d_q_incoming.data(), dq + i * D, D);
   }
   if (rec) {
