@@ -237,8 +237,10 @@ template <class T, bool kFused>
 template <class T>
 FLOWGRAD_PER_CPU void feature_map(const T* x, std::int64_t stride, std::int64_t count, std::int64_t width, T* out,
                                   std::type_identity_t<T>* column_sum) {
-  if (std::is_same_v<T, float> && cpu_has_fma()) feature_map_rows<T, true>(x, stride, count, width, out, column_sum);
-  else feature_map_rows<T, false>(x, stride, count, width, out, column_sum);
+  if (std::is_same_v<T, float> && per_cpu_clone_has_fma())
+    feature_map_rows<T, true>(x, stride, count, width, out, column_sum);
+  else
+    feature_map_rows<T, false>(x, stride, count, width, out, column_sum);
 }
 
 template <class T>
@@ -1068,18 +1070,21 @@ Tensor forward_all(const Problem& p, const Tensor& q, const Tensor& k, const Ten
     const Settings<T> cfg = settings_of<T>(o);
     for_each_head<T>(p, q, k, v, [&](std::int64_t head, Rows<const T> Qh, Rows<const T> Kh, Rows<const T> Vh,
                                      Dims hn, const std::vector<std::int64_t>* real) {
-      // Compact features of the real keys go through scratch, then to their rows.
-      const bool keys_in_place = kept != nullptr && real == nullptr;
-      Buffer<T> q_scratch(kept != nullptr ? 0 : hn.N * hn.D), k_scratch(keys_in_place ? 0 : hn.S * hn.D);
-      T* const q_features = kept != nullptr ? kept->queries.data<T>() + head * dims.N * dims.D : q_scratch.data();
+      // The head's features go to the kept tensors, or to scratch when
+      // nothing keeps them; a mask's compact keys go through scratch to
+      // their rows.
+      T* const q_kept = kept != nullptr ? kept->queries.data<T>() + head * dims.N * dims.D : nullptr;
       T* const k_kept = kept != nullptr ? kept->keys.data<T>() + head * dims.S * dims.D : nullptr;
+      const bool keys_in_place = k_kept != nullptr && real == nullptr;
+      Buffer<T> q_scratch(q_kept != nullptr ? 0 : hn.N * hn.D), k_scratch(keys_in_place ? 0 : hn.S * hn.D);
+      T* const q_features = q_kept != nullptr ? q_kept : q_scratch.data();
       T* const k_features = keys_in_place ? k_kept : k_scratch.data();
       if (o.causal) {
         causal_forward(Qh, Kh, Vh, head_rows<T>(out, head), hn, cfg, q_features, k_features);
       } else {
         normal_forward(Qh, Kh, Vh, head_rows<T>(out, head), hn, cfg, q_features, k_features);
       }
-      if (kept != nullptr && real != nullptr)
+      if (k_kept != nullptr && !keys_in_place)
         for (std::int64_t r = 0; r < hn.S; ++r)
           std::copy_n(k_scratch.row(r, dims.D), dims.D, k_kept + (*real)[r] * dims.D);
     });

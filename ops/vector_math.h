@@ -11,10 +11,11 @@
 // float lanes where the baseline build runs SSE's 4, without building for
 // the build machine. The compiler fuses no multiply-add (-ffp-contract=off,
 // meson.build) and reassociates no sum, so all clones give the same bits;
-// only code that asks cpu_has_fma() (the feature map's σ) differs, in the
-// last bits, between the v3/v4 clones and the baseline. Elsewhere
-// the baseline build alone: on other CPUs, and with clang 14, which cannot
-// clone templates (its builds, for sanitizers and fuzzing, lose only speed).
+// only code that asks per_cpu_clone_has_fma() (the feature map's σ)
+// differs, in the last bits, between the v3/v4 clones and the baseline.
+// Elsewhere the baseline build alone: on other CPUs, and with clang 14,
+// which cannot clone templates (its builds, for sanitizers and fuzzing,
+// lose only speed).
 #if defined(__x86_64__) && !defined(__clang__)
 #define FLOWGRAD_PER_CPU [[gnu::target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")]]
 #else
@@ -29,7 +30,7 @@ namespace flowgrad {
 // per element). A kernel that branches on it before its loop runs the fused
 // loop as FMA instructions; where it is false (and with clang, whose builds
 // do not clone, and off x86) products and sums round apart.
-inline bool cpu_has_fma() {
+inline bool per_cpu_clone_has_fma() {
 #if defined(__x86_64__) && !defined(__clang__)
   static const bool has_fma = __builtin_cpu_supports("x86-64-v3");
   return has_fma;
