@@ -15,12 +15,20 @@ using autograd::Node;
 namespace {
 
 // The mask of one dropout call: element i (row-major) is kept iff word i mod
-// 4 of philox4x32(key, i / 4) is >= threshold = ceil(p · 2^32), i.e. with
-// probability 1 − p up to 2^-32; kept elements are scaled by 1/(1 − p).
+// 4 of philox4x32(key, i / 4) is >= ceil(p · 2^32), i.e. with probability
+// 1 − p up to 2^-32; kept elements are scaled by 1/(1 − p).
 struct DropoutMask {
   std::uint64_t key = 0;
-  std::uint64_t threshold = 0;  // 2^32 when p == 1: nothing is kept
+  std::uint32_t threshold = 0;  // ceil(p · 2^32); when that is 2^32, 2^32 − 1 and scale 0: nothing is kept
   double scale = 0.0;
+
+  DropoutMask() = default;
+  DropoutMask(std::uint64_t mask_key, double p) : key(mask_key) {
+    const double words_below = std::ceil(p * 0x1.0p32);
+    const bool keeps_any = words_below < 0x1.0p32;
+    threshold = keeps_any ? static_cast<std::uint32_t>(words_below) : ~std::uint32_t{0};
+    scale = keeps_any ? 1.0 / (1.0 - p) : 0.0;
+  }
 
   // out[i] = in[i] · mask[i] for i in [0, n).
   template <class T>
@@ -31,7 +39,8 @@ struct DropoutMask {
                    for (std::int64_t block = first; block < last; ++block) {
                      const std::int64_t begin = block * kGroupsPerBlock * 4;
                      apply_block(in + begin, out + begin, std::min(4 * kGroupsPerBlock, n - begin),
-                                 static_cast<std::uint64_t>(block * kGroupsPerBlock));
+                                 static_cast<std::uint64_t>(block * kGroupsPerBlock), key, threshold,
+                                 static_cast<T>(scale));
                    }
                  });
   }
@@ -39,20 +48,24 @@ struct DropoutMask {
  private:
   static constexpr std::int64_t kGroupsPerBlock = 64;
 
-  // Elements [0, count) of a block whose first Philox counter is `counter`:
-  // the counters of the block side by side (words[w][g] is word w of
-  // counter + g), so the rounds vectorise across them.
+  // Elements [0, count) of a block whose first Philox counter is `counter`,
+  // their words put in element order first so the loop vectorises.
   template <class T>
-  void apply_block(const T* in, T* out, std::int64_t count, std::uint64_t counter) const {
+  FLOWGRAD_PER_CPU static void apply_block(const T* in, T* out, std::int64_t count, std::uint64_t counter,
+                                           std::uint64_t key, std::uint32_t threshold, T keep) {
     std::uint32_t words[4][kGroupsPerBlock];
     philox_block(key, counter, words);
-    const T keep = static_cast<T>(scale);
+    std::uint32_t element_words[4 * kGroupsPerBlock];
+    for (std::int64_t g = 0; g < kGroupsPerBlock; ++g)
+      for (std::int64_t w = 0; w < 4; ++w) element_words[4 * g + w] = words[w][g];
     for (std::int64_t i = 0; i < count; ++i)
-      out[i] = in[i] * (words[i % 4][i / 4] >= threshold ? keep : T(0));  // NaN stays NaN, as in PyTorch
+      out[i] = in[i] * (element_words[i] >= threshold ? keep : T(0));  // NaN stays NaN, as in PyTorch
   }
 
-  // philox4x32(key, counter + g) for g in [0, kGroupsPerBlock), word w in words[w][g].
-  FLOWGRAD_PER_CPU
+  // philox4x32(key, counter + g) for g in [0, kGroupsPerBlock), word w in
+  // words[w][g], so the rounds vectorise across the counters. Not cloned:
+  // GCC 12's AVX2 code for the 32x32->64 products shuffles across lanes and
+  // runs slower than the baseline build's SSE2.
   static void philox_block(std::uint64_t key, std::uint64_t counter, std::uint32_t (&words)[4][kGroupsPerBlock]) {
     for (std::int64_t g = 0; g < kGroupsPerBlock; ++g) {
       const std::uint64_t c = counter + static_cast<std::uint64_t>(g);
@@ -95,9 +108,7 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator& gen) {
 
   // One draw from the generator per call; the mask follows from it alone,
   // whatever the thread count.
-  DropoutMask mask{.key = gen.next_u64(),
-                   .threshold = static_cast<std::uint64_t>(std::ceil(p * 0x1.0p32)),
-                   .scale = p < 1.0 ? 1.0 / (1.0 - p) : 0.0};
+  const DropoutMask mask(gen.next_u64(), p);
   Tensor input;
   {
     NoGradGuard no_grad;
