@@ -11,8 +11,9 @@
 // float lanes where the baseline build runs SSE's 4, without building for
 // the build machine. The compiler fuses no multiply-add (-ffp-contract=off,
 // meson.build) and reassociates no sum, so all clones give the same bits;
-// only code that asks per_cpu_clone_has_fma() (the feature map's σ)
-// differs, in the last bits, between the v3/v4 clones and the baseline.
+// only code that asks per_cpu_clone_has_fma() (the feature map's σ and
+// float GELU) differs, in the last bits, between the v3/v4 clones and the
+// baseline.
 // Elsewhere the baseline build alone: on other CPUs, and with clang 14,
 // which cannot clone templates (its builds, for sanitizers and fuzzing,
 // lose only speed).
