@@ -29,7 +29,7 @@ constexpr double kGeluA = 0.044715;
 // costs one exponential (a fraction of tanhf) and, unlike 1 + tanh u, does
 // not cancel to 0 for negative u, so tiny gelu values keep their precision.
 template <bool kFused = false, class T>
-T gelu_half_one_plus_tanh(T u) {
+[[gnu::always_inline]] inline T gelu_half_one_plus_tanh(T u) {
   if constexpr (std::is_same_v<T, float>) {
     return 1.0f / (1.0f + exp_vectorisable<kFused>(-2.0f * u));
   } else {

@@ -43,7 +43,7 @@ inline bool per_cpu_clone_has_fma() {
 // a·b + c, rounded once when kFused (std::fma, an instruction where the
 // code is compiled for FMA), else twice.
 template <bool kFused>
-inline float multiply_add(float a, float b, float c) {
+[[gnu::always_inline]] inline float multiply_add(float a, float b, float c) {
   if constexpr (kFused) return std::fma(a, b, c);
   else return a * b + c;
 }
@@ -57,7 +57,7 @@ inline float multiply_add(float a, float b, float c) {
 // normal float. kFused does every multiply-add of it in one rounding (a
 // third faster with FMA instructions, and no less accurate).
 template <bool kFused = false>
-inline float exp_vectorisable(float x) {
+[[gnu::always_inline]] inline float exp_vectorisable(float x) {
   x = x < -87.0f ? -87.0f : x;  // ternaries (not std::min/max references) are if-converted
   x = x > 88.0f ? 88.0f : x;
   constexpr float kShift = 12582912.0f;  // 1.5·2^23
@@ -78,7 +78,9 @@ inline float exp_vectorisable(float x) {
 
 // σ(x) = 1 / (1 + e^-x) through exp_vectorisable.
 template <bool kFused = false>
-inline float sigmoid_vectorisable(float x) { return 1.0f / (1.0f + exp_vectorisable<kFused>(-x)); }
+[[gnu::always_inline]] inline float sigmoid_vectorisable(float x) {
+  return 1.0f / (1.0f + exp_vectorisable<kFused>(-x));
+}
 
 // Σ_d term(d) for d in [0, n), in kLanes independent partial sums (lane
 // d mod kLanes) added in lane order at the end. The lanes hide the adds'

@@ -189,6 +189,8 @@ TEST_CASE("elementwise errors name the op, shapes and dtypes") {
   REQUIRE_THROWS_WITH(zeros({2}) * zeros({2}, kFloat64),
                       Catch::Contains("[mul]") && Catch::Contains("float32") && Catch::Contains("float64"));
   REQUIRE_THROWS_WITH(sigmoid(arange(3)), Catch::Contains("[sigmoid]") && Catch::Contains("int64"));
+  REQUIRE_THROWS_WITH(gelu(arange(3)), Catch::Contains("[gelu]") && Catch::Contains("int64"));
+  REQUIRE_THROWS_WITH(gelu(Tensor()), Catch::Contains("[gelu]") && Catch::Contains("undefined"));
   REQUIRE_THROWS_WITH(clamp(zeros({1}), 1.0, -1.0), Catch::Contains("[clamp]"));
   REQUIRE_THROWS_WITH(add_(zeros({2}), zeros({2}, kFloat64)), Catch::Contains("[add_]"));
 }

@@ -431,6 +431,24 @@ TEST_CASE("dropout with p = 1 zeroes everything") {
   require_values(x.grad(), std::vector<double>(16, 0.0));
 }
 
+TEST_CASE("dropout near p = 1: nothing kept once ceil(p 2^32) is 2^32, the top words kept just below") {
+  const Tensor x = ones({1 << 16}, kFloat32);
+  Generator gen(15);
+  const std::vector<float> none = dropout(x, std::nextafter(1.0, 0.0), true, gen).to_vector<float>();
+  REQUIRE(std::all_of(none.begin(), none.end(), [](float v) { return v == 0.0f; }));
+  // p = 1 − 2^-12: kept iff the word is >= 2^32 − 2^20, scaled by 2^12.
+  Generator masked(16), key_source(16);
+  const std::uint64_t key = key_source.next_u64();
+  const std::vector<float> y = dropout(x, 1.0 - 0x1.0p-12, true, masked).to_vector<float>();
+  std::size_t kept = 0;
+  for (std::size_t i = 0; i < y.size(); ++i) {
+    const bool top_word = philox4x32(key, i / 4)[i % 4] >= 0xFFF00000u;
+    kept += top_word;
+    if (y[i] != (top_word ? 4096.0f : 0.0f)) FAIL("element " << i << ": " << y[i]);
+  }
+  REQUIRE(kept > 0);
+}
+
 TEST_CASE("dropout errors") {
   Generator gen(14);
   Tensor x = ones({3}, kFloat64);
