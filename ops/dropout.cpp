@@ -66,7 +66,8 @@ struct DropoutMask {
   // words[w][g], so the rounds vectorise across the counters. Kept out of
   // apply_block's clones: GCC 12's AVX2 code for the 32x32->64 products
   // shuffles across lanes and runs slower than the baseline build's SSE2.
-  [[gnu::noinline]] static void philox_block(std::uint64_t key, std::uint64_t counter, std::uint32_t (&words)[4][kGroupsPerBlock]) {
+  [[gnu::noinline]] static void philox_block(std::uint64_t key, std::uint64_t counter,
+                                             std::uint32_t (&words)[4][kGroupsPerBlock]) {
     for (std::int64_t g = 0; g < kGroupsPerBlock; ++g) {
       const std::uint64_t c = counter + static_cast<std::uint64_t>(g);
       words[0][g] = static_cast<std::uint32_t>(c);

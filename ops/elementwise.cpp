@@ -162,8 +162,8 @@ Tensor cos(const Tensor& x) {
 // evaluates it once and saves dy/dx; the backward is then a multiply.
 namespace {
 
-// One float gelu pass: the values, and with kSlope dy/dx too. h in fused
-// multiply-adds where the CPU has them (a third of the time).
+// One float gelu pass: the values, and with kSlope dy/dx too; kFused
+// evaluates h's exponential in fused multiply-adds.
 template <bool kFused, bool kSlope>
 [[gnu::always_inline]] inline void gelu_float_pass(const float* in, float* out, float* slope, std::int64_t n) {
   for (std::int64_t i = 0; i < n; ++i) {

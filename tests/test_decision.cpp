@@ -399,7 +399,27 @@ TEST_CASE("DecisionConfig: JSON round trip, and bad fields named") {
 
 namespace {
 
-const std::string kSmallModel = " --steps 600 --batch 16 --layers 2 --heads 2 --embd 32 --warmup 20 --eval-episodes 50";
+// Under AddressSanitizer, where training runs about 45× slower, the runs are
+// shorter: the same code paths memory-checked and the resume still digit for
+// digit; the release build checks what the model learns. (GCC says ASan by
+// __SANITIZE_ADDRESS__, clang 14 only through __has_feature.)
+#if defined(__SANITIZE_ADDRESS__)
+#define FLOWGRAD_TEST_UNDER_ASAN
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define FLOWGRAD_TEST_UNDER_ASAN
+#endif
+#endif
+#if defined(FLOWGRAD_TEST_UNDER_ASAN)
+constexpr int kTrainSteps = 120, kStopAt = 50;
+constexpr bool kLearns = false;
+#else
+constexpr int kTrainSteps = 600, kStopAt = 250;
+constexpr bool kLearns = true;
+#endif
+
+const std::string kSmallModel = " --steps " + std::to_string(kTrainSteps) +
+                                " --batch 16 --layers 2 --heads 2 --embd 32 --warmup 20 --eval-episodes 50";
 
 // "... normalised score 51.8" on the line that starts with `what`.
 double score_after(const std::string& output, const std::string& what) {
@@ -428,15 +448,16 @@ TEST_CASE("decision: trained on the medium split, the model scores clearly above
   // Measured: the data 37.0, the model 51.8 (flow attention, this seed).
   const double data_score = score_after(full.output, "the data's episodes");
   const double model_score = score_after(full.output, "the model, asked for");
-  CHECK(model_score > data_score + 8);
+  if (kLearns) CHECK(model_score > data_score + 8);
 
-  REQUIRE(run_decision("train --stop-at 250" + kSmallModel + data + " --out " + resumed, dir).status == 0);
+  REQUIRE(run_decision("train --stop-at " + std::to_string(kStopAt) + kSmallModel + data + " --out " + resumed, dir)
+              .status == 0);
   ProgramRun rest = run_decision("train" + kSmallModel + data + " --out " + resumed + " --resume " + resumed +
                                  "/checkpoint.safetensors", dir);
   INFO(rest.output);
   REQUIRE(rest.status == 0);
   const std::string expected = without_timing_columns(read_text_file(straight + "/log.csv"));
-  REQUIRE(std::count(expected.begin(), expected.end(), '\n') == 601);
+  REQUIRE(std::count(expected.begin(), expected.end(), '\n') == kTrainSteps + 1);
   REQUIRE(without_timing_columns(read_text_file(resumed + "/log.csv")) == expected);
   CHECK(score_after(rest.output, "the model, asked for") == model_score);
 
