@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "error.h"
+#include "sanitizer.h"
 
 namespace flowgrad {
 namespace {
@@ -106,7 +107,7 @@ class BufferCache {
 
   static std::size_t limit_from_environment() {
     const std::size_t requested = requested_limit();  // checked in every build
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(FLOWGRAD_UNDER_ADDRESS_SANITIZER)
     static_cast<void>(requested);
     return 0;  // reuse would hide use-after-free from AddressSanitizer
 #else

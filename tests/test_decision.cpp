@@ -401,16 +401,8 @@ namespace {
 
 // Under AddressSanitizer, where training runs about 45× slower, the runs are
 // shorter: the same code paths memory-checked and the resume still digit for
-// digit; the release build checks what the model learns. (GCC says ASan by
-// __SANITIZE_ADDRESS__, clang 14 only through __has_feature.)
-#if defined(__SANITIZE_ADDRESS__)
-#define FLOWGRAD_TEST_UNDER_ASAN
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define FLOWGRAD_TEST_UNDER_ASAN
-#endif
-#endif
-#if defined(FLOWGRAD_TEST_UNDER_ASAN)
+// digit; the release build checks what the model learns.
+#if defined(FLOWGRAD_UNDER_ADDRESS_SANITIZER)
 constexpr int kTrainSteps = 120, kStopAt = 50;
 constexpr bool kLearns = false;
 #else

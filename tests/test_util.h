@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "../core/sanitizer.h"
 #include "../flowgrad.h"
 
 namespace flowgrad::testing {
