@@ -9,9 +9,10 @@
 //
 // Layout: every head is processed on its own, on row-major matrices (Q:
 // N×D, K: S×D, V: S×M). The backward gets V, the output and the features
-// σ(Q), σ(K) the forward computed (in place of Q and K); the O((N+S)·D) flow
-// quantities are rebuilt from them, which costs less than the GEMMs and
-// keeps memory linear in the sequence length.
+// σ(Q), σ(K) the forward computed (in place of Q and K). The normal
+// backward also gets the forward's flows and KV (O(N + S + D·M) values);
+// the causal one rebuilds its flows from the features, as its prefix sums
+// would take O(N·D) values each.
 #include "flow_attention.h"
 
 #include <algorithm>
@@ -20,6 +21,7 @@
 #include <cmath>
 #include <limits>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "../autograd/grad_mode.h"
@@ -128,14 +130,15 @@ class Buffer {
   T* data_ = nullptr;
 };
 
+// Inlined, so that the cloned normal kernels run them in their own vectors.
 template <class T>
-T dot(const T* a, const T* b, std::int64_t n) {
+[[gnu::always_inline]] inline T dot(const T* a, const T* b, std::int64_t n) {
   return lane_sum<T>(n, [&](std::int64_t d) { return a[d] * b[d]; });
 }
 
 // (a + ε)·(b + ε), the flow dot product.
 template <class T>
-T dot_eps(const T* a, const T* b, std::int64_t n, T eps) {
+[[gnu::always_inline]] inline T dot_eps(const T* a, const T* b, std::int64_t n, T eps) {
   return lane_sum<T>(n, [&](std::int64_t d) { return (a[d] + eps) * (b[d] + eps); });
 }
 
@@ -274,141 +277,132 @@ void feature_map_backward(const T* dx, const T* x, std::int64_t count, std::int6
 // their own loops, everything but the GEMMs, run the CPU's widest vectors.
 // The causal ones are not: cloned, their streaming pass got slower.
 
-// §N0–§N3 for one head: everything up to the aggregation. The forward maps
-// its inputs Q, K to the features q, k, which it keeps; the backward builds
-// the flows again from those features, with the forward's bits.
+// What the normal forward computes of one head besides the features and the
+// output: the flows (§N1–§N3) and the aggregated state KV (§N4). The forward
+// keeps them for the backward, which so recomputes nothing; they are views
+// into one block of normal_flows_size(dims) values (3(N+S) + 4D + D·M: a few
+// percent of the features). T is const in the backward's view.
+std::int64_t normal_flows_size(Dims dims) { return 4 * dims.D + 3 * dims.N + 3 * dims.S + dims.D * dims.M; }
+
 template <class T>
 struct NormalFlows {
-  Dims dims;
-  const T* q;  // N×D
-  const T* k;  // S×D
-  Buffer<T> k_sum, q_sum, k_outgoing, q_incoming;      // D
-  Buffer<T> sink_incoming, conserved_sink, sink_allocation;           // N
-  Buffer<T> source_outgoing, conserved_source_raw, source_competition;  // S
+  T *k_sum, *q_sum, *k_outgoing, *q_incoming;                      // D
+  T *sink_incoming, *conserved_sink, *sink_allocation;             // N
+  T *source_outgoing, *conserved_source_raw, *source_competition;  // S
+  T* kv_state;                                                     // D×M
 
-  // The forward's: q = σ(Q), k = σ(K) into q_out, k_out.
-  NormalFlows(Rows<const T> Q, Rows<const T> K, T* q_out, T* k_out, Dims sizes, Settings<T> cfg)
-      : NormalFlows(q_out, k_out, sizes) {
-    compute(Q, K, q_out, k_out, cfg);
-  }
-  // The backward's: from the features the forward kept.
-  NormalFlows(const T* q_features, const T* k_features, Dims sizes, Settings<T> cfg)
-      : NormalFlows(q_features, k_features, sizes) {
-    compute({nullptr, 0}, {nullptr, 0}, nullptr, nullptr, cfg);
-  }
-
- private:
-  NormalFlows(const T* q_features, const T* k_features, Dims sizes)
-      : dims(sizes), q(q_features), k(k_features), k_sum(dims.D, Zeroed{}), q_sum(dims.D, Zeroed{}),
-        k_outgoing(dims.D, Zeroed{}), q_incoming(dims.D, Zeroed{}), sink_incoming(dims.N), conserved_sink(dims.N),
-        sink_allocation(dims.N), source_outgoing(dims.S), conserved_source_raw(dims.S), source_competition(dims.S) {}
-
-  // The constructors' work, apart because constructors cannot be cloned.
-  // Q.data is null when q, k already hold the features.
-  FLOWGRAD_PER_CPU void compute(Rows<const T> Q, Rows<const T> K, T* q_out, T* k_out, Settings<T> cfg) {
-    const std::int64_t D = dims.D;
-    // §N0, with §N1's sums Σ_j k_j and Σ_i q_i in the same pass
-    if (Q.data != nullptr) {
-      feature_map(Q, dims.N, D, q_out, q_sum.data());
-      feature_map(K, dims.S, D, k_out, k_sum.data());
-    } else {
-      add_rows(q, dims.N, D, q_sum.data());
-      add_rows(k, dims.S, D, k_sum.data());
-    }
-    // §N1: I_i = 1 / ((q_i+ε)·(Σ_j k_j + ε)),  O_j = 1 / ((k_j+ε)·(Σ_i q_i + ε))
-    dots_eps(q, dims.N, k_sum.data(), cfg.eps, sink_incoming.data());
-    for (std::int64_t i = 0; i < dims.N; ++i) sink_incoming[i] = T(1) / sink_incoming[i];
-    dots_eps(k, dims.S, q_sum.data(), cfg.eps, source_outgoing.data());
-    for (std::int64_t j = 0; j < dims.S; ++j) source_outgoing[j] = T(1) / source_outgoing[j];
-    // §N2: Ĩ_i = (q_i+ε)·(Σ_j O_j k_j + ε),  Ô_j = (k_j+ε)·(Σ_i I_i q_i + ε)
-    for (std::int64_t j = 0; j < dims.S; ++j) axpy(source_outgoing[j], k + j * D, k_outgoing.data(), D);
-    for (std::int64_t i = 0; i < dims.N; ++i) axpy(sink_incoming[i], q + i * D, q_incoming.data(), D);
-    dots_eps(q, dims.N, k_outgoing.data(), cfg.eps, conserved_sink.data());
-    dots_eps(k, dims.S, q_incoming.data(), cfg.eps, conserved_source_raw.data());
-    // §N3: A_i = σ(Ĩ_i · N/S),  C = S · softmax(Õ)
-    const T n_over_s = static_cast<T>(static_cast<double>(dims.N) / static_cast<double>(dims.S));
-    for (std::int64_t i = 0; i < dims.N; ++i) sink_allocation[i] = sigmoid(conserved_sink[i] * n_over_s);
-    T max_source = -std::numeric_limits<T>::infinity();
-    for (std::int64_t j = 0; j < dims.S; ++j) {
-      // §N2 clamp: Õ_j = clamp(Ô_j, lo, hi), held in C's buffer until the softmax
-      source_competition[j] = std::clamp(conserved_source_raw[j], cfg.clamp_min, cfg.clamp_max);
-      max_source = std::max(max_source, source_competition[j]);
-    }
-    T total = 0;
-    for (std::int64_t j = 0; j < dims.S; ++j) {
-      source_competition[j] = std::exp(source_competition[j] - max_source);
-      total += source_competition[j];
-    }
-    for (std::int64_t j = 0; j < dims.S; ++j)
-      source_competition[j] = source_competition[j] / total * static_cast<T>(dims.S);
-  }
-
-  // out[r] = (x_r + ε)·(v + ε) for the `rows` rows of x (rows × D), as one
-  // matrix-vector product: x_r·w + ε Σ_d w_d with w = v + ε.
-  void dots_eps(const T* x, std::int64_t rows, const T* v, T eps, T* out) const {
-    Buffer<T> w(dims.D);
-    T w_total = 0;
-    for (std::int64_t d = 0; d < dims.D; ++d) w_total += (w[d] = v[d] + eps);
-    blas::gemv<T>(rows, dims.D, x, dims.D, w.data(), out);
-    for (std::int64_t r = 0; r < rows; ++r) out[r] += eps * w_total;
-  }
-
- public:
-  // §N4 W_j = C_j v_j (S×M) and KV = kᵀW (D×M)
-  void aggregate_state(Rows<const T> V, T* weighted_values, T* kv_state) {
-    for (std::int64_t j = 0; j < dims.S; ++j)
-      for (std::int64_t m = 0; m < dims.M; ++m)
-        weighted_values[j * dims.M + m] = source_competition[j] * V.row(j)[m];
-    gemm<T>(true, false, dims.D, dims.M, dims.S, k, weighted_values, T(0), kv_state);
+  NormalFlows(T* block, Dims dims) {
+    auto carve = [&block](std::int64_t count) { return std::exchange(block, block + count); };
+    k_sum = carve(dims.D), q_sum = carve(dims.D), k_outgoing = carve(dims.D), q_incoming = carve(dims.D);
+    sink_incoming = carve(dims.N), conserved_sink = carve(dims.N), sink_allocation = carve(dims.N);
+    source_outgoing = carve(dims.S), conserved_source_raw = carve(dims.S), source_competition = carve(dims.S);
+    kv_state = carve(dims.D * dims.M);
   }
 };
 
-// §N4: out_i = A_i I_i · q_i KV. The features q = σ(Q), k = σ(K) go to
-// q_features (N×D) and k_features (S×D), for the backward.
+// out[r] = (x_r + ε)·(v + ε) for the `rows` rows of x (rows × width), as one
+// matrix-vector product: x_r·w + ε Σ_d w_d with w = v + ε.
+template <class T>
+void dots_eps(const T* x, std::int64_t rows, std::int64_t width, const T* v, T eps, T* out) {
+  Buffer<T> w(width);
+  T w_total = 0;
+  for (std::int64_t d = 0; d < width; ++d) w_total += (w[d] = v[d] + eps);
+  blas::gemv<T>(rows, width, x, width, w.data(), out);
+  for (std::int64_t r = 0; r < rows; ++r) out[r] += eps * w_total;
+}
+
+// §N0–§N3 for one head: q = σ(Q), k = σ(K) into q, k (N×D, S×D), and the
+// flows into f.
+template <class T>
+FLOWGRAD_PER_CPU void normal_flows(Rows<const T> Q, Rows<const T> K, T* q, T* k, NormalFlows<T> f, Dims dims,
+                                   Settings<T> cfg) {
+  const std::int64_t N = dims.N, S = dims.S, D = dims.D;
+  // §N0, with §N1's sums Σ_j k_j and Σ_i q_i in the same pass
+  std::fill_n(f.q_sum, D, T(0));
+  std::fill_n(f.k_sum, D, T(0));
+  feature_map(Q, N, D, q, f.q_sum);
+  feature_map(K, S, D, k, f.k_sum);
+  // §N1: I_i = 1 / ((q_i+ε)·(Σ_j k_j + ε)),  O_j = 1 / ((k_j+ε)·(Σ_i q_i + ε))
+  dots_eps(q, N, D, f.k_sum, cfg.eps, f.sink_incoming);
+  for (std::int64_t i = 0; i < N; ++i) f.sink_incoming[i] = T(1) / f.sink_incoming[i];
+  dots_eps(k, S, D, f.q_sum, cfg.eps, f.source_outgoing);
+  for (std::int64_t j = 0; j < S; ++j) f.source_outgoing[j] = T(1) / f.source_outgoing[j];
+  // §N2: Ĩ_i = (q_i+ε)·(Σ_j O_j k_j + ε),  Ô_j = (k_j+ε)·(Σ_i I_i q_i + ε)
+  std::fill_n(f.k_outgoing, D, T(0));
+  std::fill_n(f.q_incoming, D, T(0));
+  for (std::int64_t j = 0; j < S; ++j) axpy(f.source_outgoing[j], k + j * D, f.k_outgoing, D);
+  for (std::int64_t i = 0; i < N; ++i) axpy(f.sink_incoming[i], q + i * D, f.q_incoming, D);
+  dots_eps(q, N, D, f.k_outgoing, cfg.eps, f.conserved_sink);
+  dots_eps(k, S, D, f.q_incoming, cfg.eps, f.conserved_source_raw);
+  // §N3: A_i = σ(Ĩ_i · N/S),  C = S · softmax(Õ)
+  const T n_over_s = static_cast<T>(static_cast<double>(N) / static_cast<double>(S));
+  for (std::int64_t i = 0; i < N; ++i) f.sink_allocation[i] = sigmoid(f.conserved_sink[i] * n_over_s);
+  T max_source = -std::numeric_limits<T>::infinity();
+  for (std::int64_t j = 0; j < S; ++j) {
+    // §N2 clamp: Õ_j = clamp(Ô_j, lo, hi), held in C's buffer until the softmax
+    f.source_competition[j] = std::clamp(f.conserved_source_raw[j], cfg.clamp_min, cfg.clamp_max);
+    max_source = std::max(max_source, f.source_competition[j]);
+  }
+  T total = 0;
+  for (std::int64_t j = 0; j < S; ++j) {
+    f.source_competition[j] = std::exp(f.source_competition[j] - max_source);
+    total += f.source_competition[j];
+  }
+  for (std::int64_t j = 0; j < S; ++j) f.source_competition[j] = f.source_competition[j] / total * static_cast<T>(S);
+}
+
+// §N4: W_j = C_j v_j, KV = kᵀW, out_i = A_i I_i · q_i KV. The features
+// q = σ(Q), k = σ(K) go to q_features (N×D) and k_features (S×D), the flows
+// and KV to `flows` (normal_flows_size(dims) values), for the backward.
 template <class T>
 FLOWGRAD_PER_CPU
 void normal_forward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<T> out, Dims dims, Settings<T> cfg,
-                    T* q_features, T* k_features) {
-  NormalFlows<T> flows(Q, K, q_features, k_features, dims, cfg);
-  Buffer<T> weighted_values(dims.S * dims.M), kv_state(dims.D * dims.M);
-  flows.aggregate_state(V, weighted_values.data(), kv_state.data());
-  gemm<T>(false, false, dims.N, dims.M, dims.D, flows.q, kv_state.data(), T(0), out.data, out.stride);
-  for (std::int64_t i = 0; i < dims.N; ++i) {
-    const T row_scale = flows.sink_allocation[i] * flows.sink_incoming[i];
-    for (std::int64_t m = 0; m < dims.M; ++m) out.row(i)[m] *= row_scale;
+                    T* q_features, T* k_features, T* flows) {
+  const std::int64_t N = dims.N, S = dims.S, M = dims.M;
+  const NormalFlows<T> f(flows, dims);
+  normal_flows(Q, K, q_features, k_features, f, dims, cfg);
+  Buffer<T> weighted_values(S * M);
+  for (std::int64_t j = 0; j < S; ++j)
+    for (std::int64_t m = 0; m < M; ++m) weighted_values[j * M + m] = f.source_competition[j] * V.row(j)[m];
+  gemm<T>(true, false, dims.D, M, S, k_features, weighted_values.data(), T(0), f.kv_state);
+  gemm<T>(false, false, N, M, dims.D, q_features, f.kv_state, T(0), out.data, out.stride);
+  for (std::int64_t i = 0; i < N; ++i) {
+    const T row_scale = f.sink_allocation[i] * f.sink_incoming[i];
+    for (std::int64_t m = 0; m < M; ++m) out.row(i)[m] *= row_scale;
   }
 }
 
-// Gradients of one head (every element of dQ, dK, dV is written), given the
-// forward's features q, k and output `out` (for R_i = out_i / s_i: see §N4
-// below).
+// Gradients of one head (every element of dQ, dK, dV is written), given what
+// the forward kept: the features q, k, the flows and KV, and the output `out`
+// (for R_i = out_i / s_i: see §N4 below). Besides four GEMMs it makes three
+// passes over the rows of q and of k: two for §N2–§N1's vector sums, one
+// that adds every term of dq (dk) and applies §N0.
 template <class T>
 FLOWGRAD_PER_CPU
-void normal_backward(const T* q_features, const T* k_features, Rows<const T> V, Rows<const T> out, Rows<const T> G,
-                     Rows<T> dQ, Rows<T> dK, Rows<T> dV, Dims dims, Settings<T> cfg, KernelRecorder* rec = nullptr) {
+void normal_backward(const T* q, const T* k, const T* kept_flows, Rows<const T> V, Rows<const T> out,
+                     Rows<const T> G, Rows<T> dQ, Rows<T> dK, Rows<T> dV, Dims dims, Settings<T> cfg,
+                     KernelRecorder* rec = nullptr) {
   const std::int64_t N = dims.N, S = dims.S, D = dims.D, M = dims.M;
-  NormalFlows<T> f(q_features, k_features, dims, cfg);
-  Buffer<T> W(S * M), KV(D * M);
-  f.aggregate_state(V, W.data(), KV.data());
+  const NormalFlows<const T> f(kept_flows, dims);
   if (rec) {
-    rec->add("q", "§N0", f.q, {N, D});
-    rec->add("k", "§N0", f.k, {S, D});
-    rec->add("k_sum", "§N1", f.k_sum.data(), {D});
-    rec->add("q_sum", "§N1", f.q_sum.data(), {D});
-    rec->add("I", "§N1", f.sink_incoming.data(), {N});
-    rec->add("O", "§N1", f.source_outgoing.data(), {S});
-    rec->add("k_outgoing", "§N2", f.k_outgoing.data(), {D});
-    rec->add("q_incoming", "§N2", f.q_incoming.data(), {D});
-    rec->add("Ĩ", "§N2", f.conserved_sink.data(), {N});
-    rec->add("Ô", "§N2", f.conserved_source_raw.data(), {S});
-    rec->add("A", "§N3", f.sink_allocation.data(), {N});
-    rec->add("C", "§N3", f.source_competition.data(), {S});
+    std::vector<T> W(static_cast<std::size_t>(S * M));
+    for (std::int64_t j = 0; j < S; ++j)
+      for (std::int64_t m = 0; m < M; ++m) W[j * M + m] = f.source_competition[j] * V.row(j)[m];
+    rec->add("q", "§N0", q, {N, D});
+    rec->add("k", "§N0", k, {S, D});
+    rec->add("k_sum", "§N1", f.k_sum, {D});
+    rec->add("q_sum", "§N1", f.q_sum, {D});
+    rec->add("I", "§N1", f.sink_incoming, {N});
+    rec->add("O", "§N1", f.source_outgoing, {S});
+    rec->add("k_outgoing", "§N2", f.k_outgoing, {D});
+    rec->add("q_incoming", "§N2", f.q_incoming, {D});
+    rec->add("Ĩ", "§N2", f.conserved_sink, {N});
+    rec->add("Ô", "§N2", f.conserved_source_raw, {S});
+    rec->add("A", "§N3", f.sink_allocation, {N});
+    rec->add("C", "§N3", f.source_competition, {S});
     rec->add("W", "§N4", W.data(), {S, M});
-    rec->add("KV", "§N4", KV.data(), {D, M});
+    rec->add("KV", "§N4", f.kv_state, {D, M});
   }
-  Buffer<T> dq_buffer(N * D, Zeroed{}), dk_buffer(S * D, Zeroed{});
-  T* dq = dq_buffer.data();  // ∂ℓ/∂q and ∂ℓ/∂k, turned into ∂ℓ/∂Q and ∂ℓ/∂K at the end (§N0)
-  T* dk = dk_buffer.data();
 
   // §N4 backward: out_i = s_i R_i, R = q KV, s_i = A_i I_i. R is not
   // recomputed: R_i = out_i / s_i, as s_i >= 1/(2 D (1+ε)(S+ε)) is never near
@@ -426,11 +420,14 @@ void normal_backward(const T* q_features, const T* k_features, Rows<const T> V, 
       recorded_s.push_back(row_scale), recorded_ds.push_back(ds);
     }
   }
-  Buffer<T> dKV(D * M), dW(S * M);
-  gemm<T>(false, true, N, D, M, dR.data(), KV.data(), T(1), dq);  // dq += dR KVᵀ
-  gemm<T>(true, false, D, M, N, f.q, dR.data(), T(0), dKV.data());  // dKV = qᵀ dR
-  gemm<T>(false, true, S, D, M, W.data(), dKV.data(), T(1), dk);  // dk += W dKVᵀ
-  gemm<T>(false, false, S, M, D, f.k, dKV.data(), T(0), dW.data());  // dW = k dKV
+  // dq and dk, the gradients of the features, start as the §N4 terms; the
+  // last pass adds §N2–§N1's and turns them into dQ and dK (§N0).
+  Buffer<T> dq(N * D), dk(S * D), dKV(D * M), dW(S * M);
+  gemm<T>(false, true, N, D, M, dR.data(), f.kv_state, T(0), dq.data());  // dq = dR KVᵀ
+  gemm<T>(true, false, D, M, N, q, dR.data(), T(0), dKV.data());        // dKV = qᵀ dR
+  gemm<T>(false, false, S, M, D, k, dKV.data(), T(0), dW.data());       // dW = k dKV
+  // dk = W dKVᵀ with W_j = C_j v_j: V dKVᵀ here, its rows scaled by C_j in the last pass
+  blas::gemm<T>(false, true, S, D, M, T(1), V.data, V.stride, dKV.data(), M, T(0), dk.data(), D);
   Buffer<T> dC(S);
   for (std::int64_t j = 0; j < S; ++j) {  // W_j = C_j v_j
     dC[j] = dot(V.row(j), dW.row(j, M), M);
@@ -467,72 +464,83 @@ void normal_backward(const T* q_features, const T* k_features, Rows<const T> V, 
     rec->add("dÔ", "§N2", d_conserved_source_raw.data(), {S});
   }
 
-  // §N2 backward: Ĩ_i = (q_i+ε)·(k_outgoing+ε), k_outgoing = Σ_j O_j k_j
-  Buffer<T> d_k_outgoing(D, Zeroed{}), d_q_incoming(D, Zeroed{}), dO(S);
+  // §N2 backward: Ĩ_i = (q_i+ε)·(k_outgoing+ε), k_outgoing = Σ_j O_j k_j;
+  //               Ô_j = (k_j+ε)·(q_incoming+ε), q_incoming = Σ_i I_i q_i.
+  // First pass: dk_outgoing = Σ_i dĨ_i (q_i+ε),  dq_incoming = Σ_j dÔ_j (k_j+ε).
+  Buffer<T> d_k_outgoing(D, Zeroed{}), d_q_incoming(D, Zeroed{});
   for (std::int64_t i = 0; i < N; ++i) {
-    axpy(d_conserved_sink[i], f.k_outgoing.data(), dq + i * D, D);
-    for (std::int64_t d = 0; d < D; ++d) {
-      dq[i * D + d] += d_conserved_sink[i] * cfg.eps;
-      d_k_outgoing[d] += d_conserved_sink[i] * (f.q[i * D + d] + cfg.eps);
-    }
+    const T d_sink = d_conserved_sink[i];
+    for (std::int64_t d = 0; d < D; ++d) d_k_outgoing[d] += d_sink * (q[i * D + d] + cfg.eps);
   }
-  //           Ô_j = (k_j+ε)·(q_incoming+ε), q_incoming = Σ_i I_i q_i
-  // dO = k d_k_outgoing and dI += q d_q_incoming are matrix-vector products:
-  // GEMVs, not a latency-bound dot product per row.
-  blas::gemv<T>(S, D, f.k, D, d_k_outgoing.data(), dO.data());
   for (std::int64_t j = 0; j < S; ++j) {
-    axpy(f.source_outgoing[j], d_k_outgoing.data(), dk + j * D, D);
-    for (std::int64_t d = 0; d < D; ++d) {
-      dk[j * D + d] += d_conserved_source_raw[j] * (f.q_incoming[d] + cfg.eps);
-      d_q_incoming[d] += d_conserved_source_raw[j] * (f.k[j * D + d] + cfg.eps);
-    }
+    const T d_source = d_conserved_source_raw[j];
+    for (std::int64_t d = 0; d < D; ++d) d_q_incoming[d] += d_source * (k[j * D + d] + cfg.eps);
   }
-  Buffer<T> dI_incoming(N);
-  blas::gemv<T>(N, D, f.q, D, d_q_incoming.data(), dI_incoming.data());
+  // Second pass, a row at a time: dO_j = k_j·dk_outgoing,  dI_i += q_i·dq_incoming;
+  // §N1 backward, I_i = 1/u_i with u_i = (q_i+ε)·(k_sum+ε), O_j = 1/y_j with
+  // y_j = (k_j+ε)·(q_sum+ε):  du_i = −I_i² dI_i,  dy_j = −O_j² dO_j, and the
+  // sums' gradients dk_sum = Σ_i du_i (q_i+ε),  dq_sum = Σ_j dy_j (k_j+ε).
+  Buffer<T> dO(S), du(N), dy(S), d_k_sum(D, Zeroed{}), d_q_sum(D, Zeroed{});
   for (std::int64_t i = 0; i < N; ++i) {
-    dI[i] += dI_incoming[i];
-    axpy(f.sink_incoming[i], d_q_incoming.data(), dq + i * D, D);
+    const T* qi = q + i * D;
+    dI[i] += dot(qi, d_q_incoming.data(), D);
+    const T du_i = du[i] = -f.sink_incoming[i] * f.sink_incoming[i] * dI[i];
+    for (std::int64_t d = 0; d < D; ++d) d_k_sum[d] += du_i * (qi[d] + cfg.eps);
+  }
+  for (std::int64_t j = 0; j < S; ++j) {
+    const T* kj = k + j * D;
+    dO[j] = dot(kj, d_k_outgoing.data(), D);
+    const T dy_j = dy[j] = -f.source_outgoing[j] * f.source_outgoing[j] * dO[j];
+    for (std::int64_t d = 0; d < D; ++d) d_q_sum[d] += dy_j * (kj[d] + cfg.eps);
   }
   if (rec) {
     rec->add("dk_outgoing", "§N2", d_k_outgoing.data(), {D});
     rec->add("dq_incoming", "§N2", d_q_incoming.data(), {D});
     rec->add("dO", "§N2", dO.data(), {S});
     rec->add("dI", "§N2", dI.data(), {N});
+    rec->add("du", "§N1", du.data(), {N});
+    rec->add("dy", "§N1", dy.data(), {S});
+    rec->add("dk_sum", "§N1", d_k_sum.data(), {D});
+    rec->add("dq_sum", "§N1", d_q_sum.data(), {D});
   }
 
-  // §N1 backward: I_i = 1/u_i, u_i = (q_i+ε)·(k_sum+ε);  O_j = 1/y_j, y_j = (k_j+ε)·(q_sum+ε)
-  Buffer<T> d_k_sum(D, Zeroed{}), d_q_sum(D, Zeroed{});
-  std::vector<T> recorded_du, recorded_dy;
+  // §N0 backward, in a last pass that first adds up every term of dq_i and
+  // dk_j:  dQ = dq ⊙ q(1−q),  dK = dk ⊙ k(1−k), with
+  //   dq_i = dR_i KVᵀ + dĨ_i (k_outgoing+ε) + I_i dq_incoming + du_i (k_sum+ε) + dq_sum
+  //   dk_j = C_j (V dKVᵀ)_j + O_j dk_outgoing + dÔ_j (q_incoming+ε) + dy_j (q_sum+ε) + dk_sum
+  // ivdep: no row written overlaps a vector read. Without it GCC would check
+  // the eleven pairs at run time, which is past its limit of ten, and leave
+  // the loops scalar.
+  const T *k_outgoing = f.k_outgoing, *k_sum = f.k_sum, *dq_incoming = d_q_incoming.data(), *dq_sum = d_q_sum.data();
+  const T *q_incoming = f.q_incoming, *q_sum = f.q_sum, *dk_outgoing = d_k_outgoing.data(), *dk_sum = d_k_sum.data();
   for (std::int64_t i = 0; i < N; ++i) {
-    const T du = -f.sink_incoming[i] * f.sink_incoming[i] * dI[i];
-    if (rec) recorded_du.push_back(du);
+    const T* qi = q + i * D;
+    T* dqi = dq.row(i, D);
+    T* dQi = dQ.row(i);
+    const T incoming = f.sink_incoming[i], d_sink = d_conserved_sink[i], du_i = du[i];
+#pragma GCC ivdep
     for (std::int64_t d = 0; d < D; ++d) {
-      dq[i * D + d] += du * (f.k_sum[d] + cfg.eps);
-      d_k_sum[d] += du * (f.q[i * D + d] + cfg.eps);
+      dqi[d] += d_sink * (k_outgoing[d] + cfg.eps) + incoming * dq_incoming[d] + du_i * (k_sum[d] + cfg.eps) +
+                dq_sum[d];
+      dQi[d] = dqi[d] * qi[d] * (T(1) - qi[d]);
     }
   }
   for (std::int64_t j = 0; j < S; ++j) {
-    const T dy = -f.source_outgoing[j] * f.source_outgoing[j] * dO[j];
-    if (rec) recorded_dy.push_back(dy);
+    const T* kj = k + j * D;
+    T* dkj = dk.row(j, D);
+    T* dKj = dK.row(j);
+    const T competition = f.source_competition[j], outgoing = f.source_outgoing[j],
+            d_source = d_conserved_source_raw[j], dy_j = dy[j];
+#pragma GCC ivdep
     for (std::int64_t d = 0; d < D; ++d) {
-      dk[j * D + d] += dy * (f.q_sum[d] + cfg.eps) + d_k_sum[d];
-      d_q_sum[d] += dy * (f.k[j * D + d] + cfg.eps);
+      dkj[d] = competition * dkj[d] + outgoing * dk_outgoing[d] + d_source * (q_incoming[d] + cfg.eps) +
+               dy_j * (q_sum[d] + cfg.eps) + dk_sum[d];
+      dKj[d] = dkj[d] * kj[d] * (T(1) - kj[d]);
     }
   }
-  for (std::int64_t i = 0; i < N; ++i) axpy(T(1), d_q_sum.data(), dq + i * D, D);
   if (rec) {
-    rec->add("du", "§N1", recorded_du.data(), {N});
-    rec->add("dy", "§N1", recorded_dy.data(), {S});
-    rec->add("dk_sum", "§N1", d_k_sum.data(), {D});
-    rec->add("dq_sum", "§N1", d_q_sum.data(), {D});
-    rec->add("dq", "§N1", dq, {N, D});
-    rec->add("dk", "§N1", dk, {S, D});
-  }
-
-  // §N0 backward: dQ = dq ⊙ q(1−q), dK = dk ⊙ k(1−k)
-  feature_map_backward(dq, f.q, N, D, dQ);
-  feature_map_backward(dk, f.k, S, D, dK);
-  if (rec) {
+    rec->add("dq", "§N1", dq.data(), {N, D});
+    rec->add("dk", "§N1", dk.data(), {S, D});
     rec->add("dQ", "§N0", dQ, N, D);
     rec->add("dK", "§N0", dK, S, D);
   }
@@ -1050,11 +1058,14 @@ Settings<T> settings_of(const FlowAttentionOptions& o) {
 
 // What the forward keeps for the backward besides V and its output: every
 // head's features q = σ(Q) and k = σ(K) ([B, H, N, D] and [B, H, S, D],
-// contiguous), so the backward reads them instead of mapping Q and K again.
-// The node holds them in place of Q and K, which are as large. With a mask,
-// k's rows of padded keys are never written nor read.
+// contiguous), so the backward reads them instead of mapping Q and K again,
+// and for normal attention every head's flows and KV ([B·H,
+// normal_flows_size(dims)]). The node holds the features in place of Q and
+// K, which are as large. With a mask, k's rows of padded keys are never
+// written nor read, and a head's flows fill the first normal_flows_size of
+// its compact dims.
 struct KeptFeatures {
-  Tensor queries, keys;
+  Tensor queries, keys, flows;
 };
 
 // The forward of every head; with `kept`, the features go there.
@@ -1065,6 +1076,7 @@ Tensor forward_all(const Problem& p, const Tensor& q, const Tensor& k, const Ten
   if (kept != nullptr) {
     kept->queries = empty({p.batch, p.heads, dims.N, dims.D}, q.dtype());
     kept->keys = empty({p.batch, p.heads, dims.S, dims.D}, q.dtype());
+    if (!o.causal) kept->flows = empty({p.batch * p.heads, normal_flows_size(dims)}, q.dtype());
   }
   dispatch_floating(q.dtype(), "flow_attention", [&]<class T>() {
     const Settings<T> cfg = settings_of<T>(o);
@@ -1082,7 +1094,9 @@ Tensor forward_all(const Problem& p, const Tensor& q, const Tensor& k, const Ten
       if (o.causal) {
         causal_forward(Qh, Kh, Vh, head_rows<T>(out, head), hn, cfg, q_features, k_features);
       } else {
-        normal_forward(Qh, Kh, Vh, head_rows<T>(out, head), hn, cfg, q_features, k_features);
+        Buffer<T> flows_scratch(kept != nullptr ? 0 : normal_flows_size(hn));
+        T* const flows = kept != nullptr ? kept->flows.data<T>() + head * kept->flows.size(1) : flows_scratch.data();
+        normal_forward(Qh, Kh, Vh, head_rows<T>(out, head), hn, cfg, q_features, k_features, flows);
       }
       if (k_kept != nullptr && !keys_in_place)
         for (std::int64_t r = 0; r < hn.S; ++r)
@@ -1115,12 +1129,13 @@ TensorList backward_all(const Problem& p, const KeptFeatures& features, const Te
         causal_backward(q.data, k.data, Vh, out_h, G, dQh, dKh, dVh, hn, cfg);
         return;
       }
+      const T* flows = features.flows.data<T>() + head * features.flows.size(1);
       if (real == nullptr) {
-        normal_backward(q.data, k.data, Vh, out_h, G, dQh, dKh, dVh, hn, cfg);
+        normal_backward(q.data, k.data, flows, Vh, out_h, G, dQh, dKh, dVh, hn, cfg);
         return;
       }
       Buffer<T> dK_real(hn.S * dims.D), dV_real(hn.S * dims.M);
-      normal_backward(q.data, k.data, Vh, out_h, G, dQh, Rows<T>{dK_real.data(), dims.D},
+      normal_backward(q.data, k.data, flows, Vh, out_h, G, dQh, Rows<T>{dK_real.data(), dims.D},
                       Rows<T>{dV_real.data(), dims.M}, hn, cfg);
       for (std::int64_t r = 0; r < hn.S; ++r) {  // padded rows stay zero
         std::copy_n(dK_real.row(r, dims.D), dims.D, dKh.row((*real)[r]));
@@ -1135,10 +1150,10 @@ class FlowAttentionBackward final : public autograd::Node {
  public:
   std::string_view name() const override { return "flow_attention"; }
   TensorList backward(const Tensor& grad_out) override {
-    return backward_all(problem, {query_features.get(), key_features.get()}, values.get(), output.get(),
+    return backward_all(problem, {query_features.get(), key_features.get(), flows.get()}, values.get(), output.get(),
                         with_contiguous_rows(grad_out), options, side_by_side);
   }
-  autograd::SavedTensor query_features{this}, key_features{this}, values{this}, output{this};
+  autograd::SavedTensor query_features{this}, key_features{this}, flows{this}, values{this}, output{this};
   Problem problem;
   FlowAttentionOptions options;
   std::array<bool, 3> side_by_side{};  // heads_side_by_side of queries, keys, values: their gradients' layouts
@@ -1238,6 +1253,7 @@ Tensor flow_attention(const Tensor& queries, const Tensor& keys, const Tensor& v
   if (node) {
     node->query_features.save(features.queries);
     node->key_features.save(features.keys);
+    node->flows.save(features.flows);  // undefined for causal attention
     node->values.save(v);
     node->output.save(out);
     node->problem = std::move(problem);
@@ -1298,9 +1314,10 @@ FlowAttentionInspection flow_attention_inspect(const Tensor& queries, const Tens
       causal_backward<T>(q_features.data(), k_features.data(), Vh, Rows<const T>{out.data(), dims.M}, G, dQ_rows,
                          dK_rows, dV_rows, dims, cfg, &rec);
     } else {
-      normal_forward(Qh, Kh, Vh, out_rows, dims, cfg, q_features.data(), k_features.data());
-      normal_backward<T>(q_features.data(), k_features.data(), Vh, Rows<const T>{out.data(), dims.M}, G, dQ_rows,
-                         dK_rows, dV_rows, dims, cfg, &rec);
+      std::vector<T> flows(static_cast<std::size_t>(normal_flows_size(dims)));
+      normal_forward(Qh, Kh, Vh, out_rows, dims, cfg, q_features.data(), k_features.data(), flows.data());
+      normal_backward<T>(q_features.data(), k_features.data(), flows.data(), Vh, Rows<const T>{out.data(), dims.M},
+                         G, dQ_rows, dK_rows, dV_rows, dims, cfg, &rec);
     }
     // out (from the forward kernel) goes after s, the last forward quantity.
     KernelRecorder out_rec;

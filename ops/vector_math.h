@@ -89,7 +89,7 @@ template <bool kFused = false>
 constexpr std::int64_t kLanes = 8;
 
 template <class Sum, class Term>
-Sum lane_sum(std::int64_t n, Term term) {
+[[gnu::always_inline]] inline Sum lane_sum(std::int64_t n, Term term) {
   Sum lanes[kLanes] = {};
   std::int64_t d = 0;
   for (; d + kLanes <= n; d += kLanes)

@@ -268,7 +268,7 @@ TEST_CASE("causal Flow-Attention at L = 65,536 runs in memory linear in L") {
   for (float x : out.narrow(2, L - 5, 5).to_vector<float>()) REQUIRE(std::isfinite(x));
 }
 
-TEST_CASE("Flow-Attention keeps σ(Q) and σ(K) for its backward, in place of Q and K") {
+TEST_CASE("Flow-Attention keeps σ(Q) and σ(K) for its backward, in place of Q and K, and the normal flows") {
   for (const bool causal : {false, true}) {
     INFO("causal " << causal);
     Generator gen(5);
@@ -286,10 +286,12 @@ TEST_CASE("Flow-Attention keeps σ(Q) and σ(K) for its backward, in place of Q 
     Tensor values = leaves[2];
     leaves.clear();
     // Q and K are freed once the caller lets them go; the features, as
-    // large, took their place, so the output is the one allocation left.
+    // large, took their place, so the output is the one allocation left,
+    // with, for normal attention, each head's flows and KV: 3(L+S) + 4D + D·M.
     REQUIRE(q_memory.expired());
     REQUIRE(k_memory.expired());
-    REQUIRE(memory_stats().current_bytes == before + out.numel() * sizeof(float));
+    const std::int64_t kept_flows = causal ? 0 : s.B * s.H * (3 * (s.L + s.S) + 4 * s.D + s.D * s.M);
+    REQUIRE(memory_stats().current_bytes == before + (out.numel() + kept_flows) * sizeof(float));
     Generator grad_gen(3);
     out.backward(randn(out.shape(), grad_gen, out.dtype()));
     require_close(out.detach(), expected[0], 1e-5, 1e-6);
