@@ -192,6 +192,25 @@ struct Rows {
   T* row(std::int64_t i) const { return data + i * stride; }
 };
 
+// The rows of a head split from a projection are H·D apart: a few per page,
+// which the hardware prefetcher does not follow, so a loop over them would
+// wait on memory at every row. Loops over such rows call this at row i to
+// fetch row i + 8 (to write it, when the rows are not const), which costs
+// nothing when the rows are in cache.
+template <bool kWrite = false, class T>
+[[gnu::always_inline]] inline void prefetch_row_ahead(const T* data, std::int64_t stride, std::int64_t i,
+                                                      std::int64_t count, std::int64_t width) {
+  constexpr std::int64_t kAhead = 8, kLine = 64 / sizeof(T);
+  if (i + kAhead >= count) return;
+  for (std::int64_t d = 0; d < width; d += kLine) __builtin_prefetch(data + (i + kAhead) * stride + d, kWrite);
+}
+
+template <class T>
+[[gnu::always_inline]] inline void prefetch_row_ahead(Rows<T> x, std::int64_t i, std::int64_t count,
+                                                      std::int64_t width) {
+  prefetch_row_ahead<!std::is_const_v<T>>(x.data, x.stride, i, count, width);
+}
+
 template <class T>
 struct Settings {
   T eps, clamp_min, clamp_max;
@@ -227,6 +246,7 @@ template <class T, bool kFused>
 [[gnu::always_inline]] inline void feature_map_rows(const T* x, std::int64_t stride, std::int64_t count,
                                                     std::int64_t width, T* out, T* column_sum) {
   for (std::int64_t i = 0; i < count; ++i) {
+    prefetch_row_ahead(x, stride, i, count, width);
     T* row = out + i * width;
     for (std::int64_t d = 0; d < width; ++d) {
       if constexpr (std::is_same_v<T, float>) row[d] = sigmoid_vectorisable<kFused>(x[i * stride + d]);
@@ -262,11 +282,13 @@ void add_rows(const T* x, std::int64_t count, std::int64_t width, T* column_sum)
 // Back through the feature map: dX = dx ⊙ x(1 − x), x = σ(X) (count × width).
 template <class T>
 void feature_map_backward(const T* dx, const T* x, std::int64_t count, std::int64_t width, Rows<T> dX) {
-  for (std::int64_t i = 0; i < count; ++i)
+  for (std::int64_t i = 0; i < count; ++i) {
+    prefetch_row_ahead(dX, i, count, width);
     for (std::int64_t d = 0; d < width; ++d) {
       const std::int64_t e = i * width + d;
       dX.row(i)[d] = dx[e] * x[e] * (T(1) - x[e]);
     }
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -362,8 +384,10 @@ void normal_forward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<T> o
   const NormalFlows<T> f(flows, dims);
   normal_flows(Q, K, q_features, k_features, f, dims, cfg);
   Buffer<T> weighted_values(S * M);
-  for (std::int64_t j = 0; j < S; ++j)
+  for (std::int64_t j = 0; j < S; ++j) {
+    prefetch_row_ahead(V, j, S, M);
     for (std::int64_t m = 0; m < M; ++m) weighted_values[j * M + m] = f.source_competition[j] * V.row(j)[m];
+  }
   gemm<T>(true, false, dims.D, M, S, k_features, weighted_values.data(), T(0), f.kv_state);
   gemm<T>(false, false, N, M, dims.D, q_features, f.kv_state, T(0), out.data, out.stride);
   for (std::int64_t i = 0; i < N; ++i) {
@@ -411,6 +435,8 @@ void normal_backward(const T* q, const T* k, const T* kept_flows, Rows<const T> 
   std::vector<T> recorded_R, recorded_s, recorded_ds;
   for (std::int64_t i = 0; i < N; ++i) {
     const T row_scale = f.sink_allocation[i] * f.sink_incoming[i];
+    prefetch_row_ahead(G, i, N, M);
+    prefetch_row_ahead(out, i, N, M);
     const T ds = dot(G.row(i), out.row(i), M) / row_scale;  // ds_i = G_i · R_i
     dA[i] = ds * f.sink_incoming[i];
     dI[i] = ds * f.sink_allocation[i];
@@ -430,6 +456,8 @@ void normal_backward(const T* q, const T* k, const T* kept_flows, Rows<const T> 
   blas::gemm<T>(false, true, S, D, M, T(1), V.data, V.stride, dKV.data(), M, T(0), dk.data(), D);
   Buffer<T> dC(S);
   for (std::int64_t j = 0; j < S; ++j) {  // W_j = C_j v_j
+    prefetch_row_ahead(V, j, S, M);
+    prefetch_row_ahead(dV, j, S, M);
     dC[j] = dot(V.row(j), dW.row(j, M), M);
     for (std::int64_t m = 0; m < M; ++m) dV.row(j)[m] = f.source_competition[j] * dW[j * M + m];
   }
@@ -517,6 +545,7 @@ void normal_backward(const T* q, const T* k, const T* kept_flows, Rows<const T> 
     const T* qi = q + i * D;
     T* dqi = dq.row(i, D);
     T* dQi = dQ.row(i);
+    prefetch_row_ahead(dQ, i, N, D);
     const T incoming = f.sink_incoming[i], d_sink = d_conserved_sink[i], du_i = du[i];
 #pragma GCC ivdep
     for (std::int64_t d = 0; d < D; ++d) {
@@ -529,6 +558,7 @@ void normal_backward(const T* q, const T* k, const T* kept_flows, Rows<const T> 
     const T* kj = k + j * D;
     T* dkj = dk.row(j, D);
     T* dKj = dK.row(j);
+    prefetch_row_ahead(dK, j, S, D);
     const T competition = f.source_competition[j], outgoing = f.source_outgoing[j],
             d_source = d_conserved_source_raw[j], dy_j = dy[j];
 #pragma GCC ivdep
@@ -588,6 +618,12 @@ struct CausalFlows {
   // The streaming pass; Q.data is null when q, k already hold the features.
   void stream(Rows<const T> Q, Rows<const T> K, T* q_out, T* k_out, Settings<T> cfg) {
     const std::int64_t D = dims.D;
+    // §C0: q = σ(Q), k = σ(K), every row in one call before the stream: a
+    // call per row left each row's strided load of Q and K waiting on memory.
+    if (Q.data != nullptr) {
+      feature_map(Q, dims.N, D, q_out);
+      feature_map(K, dims.N, D, k_out);
+    }
     Buffer<T> k_run(D, Zeroed{}), q_run(D, Zeroed{}), k_outgoing_run(D, Zeroed{}), q_incoming_run(D, Zeroed{});
     T exp_run = 0;
     for (std::int64_t i = 0; i < dims.N; ++i) {
@@ -601,14 +637,9 @@ struct CausalFlows {
         std::copy_n(k_outgoing_run.data(), D, saved + 2 * D);
         std::copy_n(q_incoming_run.data(), D, saved + 3 * D);
       }
-      // §C0, a row at a time, adding it to the prefix sums cumsum(q)_i, cumsum(k)_i
-      if (Q.data != nullptr) {
-        feature_map(Rows<const T>{Q.row(i), Q.stride}, 1, D, q_out + i * D, q_run.data());
-        feature_map(Rows<const T>{K.row(i), K.stride}, 1, D, k_out + i * D, k_run.data());
-      } else {
-        add_rows(qi, 1, D, q_run.data());
-        add_rows(ki, 1, D, k_run.data());
-      }
+      // the prefix sums cumsum(q)_i, cumsum(k)_i
+      add_rows(qi, 1, D, q_run.data());
+      add_rows(ki, 1, D, k_run.data());
       // §C1: I_i = n_i / ((q_i+ε)·(cumsum(k)_i+ε)),  O_i = n_i / ((k_i+ε)·(cumsum(q)_i+ε))
       sink_incoming[i] = T(1) / dot_eps(qi, k_run.data(), D, cfg.eps) * count;
       source_outgoing[i] = T(1) / dot_eps(ki, q_run.data(), D, cfg.eps) * count;
@@ -660,8 +691,10 @@ struct CausalFlows {
   }
 
   void weighted_values(Rows<const T> V, T* W) {  // W_i = C_i v_i
-    for (std::int64_t i = 0; i < dims.N; ++i)
+    for (std::int64_t i = 0; i < dims.N; ++i) {
+      prefetch_row_ahead(V, i, dims.N, dims.M);
       for (std::int64_t m = 0; m < dims.M; ++m) W[i * dims.M + m] = source_competition[i] * V.row(i)[m];
+    }
   }
 };
 
@@ -752,6 +785,8 @@ void causal_backward(const T* q_features, const T* k_features, Rows<const T> V, 
     for (std::int64_t a = 0; a < c; ++a) {
       const std::int64_t i = t + a;
       const T row_scale = f.row_scale(i);
+      prefetch_row_ahead(G, i, N, M);
+      prefetch_row_ahead(out, i, N, M);
       ds[i] = dot(G.row(i), out.row(i), M) / row_scale;
       for (std::int64_t m = 0; m < M; ++m) dR[i * M + m] = row_scale * G.row(i)[m];
       if (rec) {
@@ -793,6 +828,8 @@ void causal_backward(const T* q_features, const T* k_features, Rows<const T> V, 
   // W_i = C_i v_i;  s_i = A_i I_i / n_i
   Buffer<T> dC(N), dA(N), dI(N);
   for (std::int64_t i = 0; i < N; ++i) {
+    prefetch_row_ahead(V, i, N, M);
+    prefetch_row_ahead(dV, i, N, M);
     dC[i] = dot(V.row(i), dW.row(i, M), M);
     for (std::int64_t m = 0; m < M; ++m) dV.row(i)[m] = f.source_competition[i] * dW[i * M + m];
     const T count = static_cast<T>(i + 1);
