@@ -68,6 +68,13 @@ constexpr std::int64_t kBlockAlign = 16;
 template <class T>
 void gemm(bool transpose_a, bool transpose_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
           std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc) {
+  // OpenBLAS answers a leading dimension below a stored row's length with a
+  // message and no product, leaving C as it was: an error here instead.
+  const std::int64_t a_row = transpose_a ? m : k, b_row = transpose_b ? k : n;
+  if (m > 0 && n > 0 && k > 0 && (lda < a_row || ldb < b_row || ldc < n))
+    fail("blas::gemm", "leading dimensions lda=", lda, ", ldb=", ldb, ", ldc=", ldc, " are below the rows' lengths ",
+         a_row, ", ", b_row, ", ", n, " of op(A) [", m, ", ", k, "]", transpose_a ? " (transposed)" : "", " and op(B) [",
+         k, ", ", n, "]", transpose_b ? " (transposed)" : "");
   const std::int64_t threads = get_num_threads();
   const bool split_rows = m >= n;
   const std::int64_t extent = split_rows ? m : n;

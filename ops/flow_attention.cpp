@@ -272,7 +272,8 @@ void feature_map(Rows<const T> x, std::int64_t count, std::int64_t width, T* out
 }
 
 // Adds `count` rows of `width` values (contiguous) to column_sum in row
-// order: the additions feature_map makes, so the same sums to the bit.
+// order: the causal stream's running sums, the same additions in its forward
+// and in the backward's rebuild, so the same sums to the bit.
 template <class T>
 void add_rows(const T* x, std::int64_t count, std::int64_t width, T* column_sum) {
   for (std::int64_t i = 0; i < count; ++i)
@@ -302,8 +303,9 @@ void feature_map_backward(const T* dx, const T* x, std::int64_t count, std::int6
 // What the normal forward computes of one head besides the features and the
 // output: the flows (§N1–§N3) and the aggregated state KV (§N4). The forward
 // keeps them for the backward, which so recomputes nothing; they are views
-// into one block of normal_flows_size(dims) values (3(N+S) + 4D + D·M: a few
-// percent of the features). T is const in the backward's view.
+// into one block of normal_flows_size(dims) values, 3(N+S) + 4D + D·M (6 %
+// of the features q, k at N = S = 4096, D = M = 64; 23 % at N = S = 128,
+// D = M = 32). T is const in the backward's view.
 std::int64_t normal_flows_size(Dims dims) { return 4 * dims.D + 3 * dims.N + 3 * dims.S + dims.D * dims.M; }
 
 template <class T>
@@ -452,8 +454,16 @@ void normal_backward(const T* q, const T* k, const T* kept_flows, Rows<const T> 
   gemm<T>(false, true, N, D, M, dR.data(), f.kv_state, T(0), dq.data());  // dq = dR KVᵀ
   gemm<T>(true, false, D, M, N, q, dR.data(), T(0), dKV.data());        // dKV = qᵀ dR
   gemm<T>(false, false, S, M, D, k, dKV.data(), T(0), dW.data());       // dW = k dKV
-  // dk = W dKVᵀ with W_j = C_j v_j: V dKVᵀ here, its rows scaled by C_j in the last pass
-  blas::gemm<T>(false, true, S, D, M, T(1), V.data, V.stride, dKV.data(), M, T(0), dk.data(), D);
+  // dk = W dKVᵀ with W_j = C_j v_j: V dKVᵀ here, its rows scaled by C_j in
+  // the last pass. BLAS wants rows at least M apart; a view can give V's
+  // rows closer (an expand along S has them 0 apart), and then they are copied.
+  Buffer<T> V_copy(V.stride >= M ? 0 : S * M);
+  Rows<const T> V_rows = V;
+  if (V.stride < M) {
+    for (std::int64_t j = 0; j < S; ++j) std::copy_n(V.row(j), M, V_copy.row(j, M));
+    V_rows = {V_copy.data(), M};
+  }
+  blas::gemm<T>(false, true, S, D, M, T(1), V_rows.data, V_rows.stride, dKV.data(), M, T(0), dk.data(), D);
   Buffer<T> dC(S);
   for (std::int64_t j = 0; j < S; ++j) {  // W_j = C_j v_j
     prefetch_row_ahead(V, j, S, M);
@@ -536,9 +546,9 @@ void normal_backward(const T* q, const T* k, const T* kept_flows, Rows<const T> 
   // dk_j:  dQ = dq ⊙ q(1−q),  dK = dk ⊙ k(1−k), with
   //   dq_i = dR_i KVᵀ + dĨ_i (k_outgoing+ε) + I_i dq_incoming + du_i (k_sum+ε) + dq_sum
   //   dk_j = C_j (V dKVᵀ)_j + O_j dk_outgoing + dÔ_j (q_incoming+ε) + dy_j (q_sum+ε) + dk_sum
-  // ivdep: no row written overlaps a vector read. Without it GCC would check
-  // the eleven pairs at run time, which is past its limit of ten, and leave
-  // the loops scalar.
+  // No row written overlaps a vector read (all are the kernel's own
+  // buffers). Told so, GCC vectorises the loops; it would otherwise check
+  // the eleven pairs at run time, past its limit of ten, and leave them scalar.
   const T *k_outgoing = f.k_outgoing, *k_sum = f.k_sum, *dq_incoming = d_q_incoming.data(), *dq_sum = d_q_sum.data();
   const T *q_incoming = f.q_incoming, *q_sum = f.q_sum, *dk_outgoing = d_k_outgoing.data(), *dk_sum = d_k_sum.data();
   for (std::int64_t i = 0; i < N; ++i) {
@@ -547,7 +557,7 @@ void normal_backward(const T* q, const T* k, const T* kept_flows, Rows<const T> 
     T* dQi = dQ.row(i);
     prefetch_row_ahead(dQ, i, N, D);
     const T incoming = f.sink_incoming[i], d_sink = d_conserved_sink[i], du_i = du[i];
-#pragma GCC ivdep
+    FLOWGRAD_NO_OVERLAP
     for (std::int64_t d = 0; d < D; ++d) {
       dqi[d] += d_sink * (k_outgoing[d] + cfg.eps) + incoming * dq_incoming[d] + du_i * (k_sum[d] + cfg.eps) +
                 dq_sum[d];
@@ -561,7 +571,7 @@ void normal_backward(const T* q, const T* k, const T* kept_flows, Rows<const T> 
     prefetch_row_ahead(dK, j, S, D);
     const T competition = f.source_competition[j], outgoing = f.source_outgoing[j],
             d_source = d_conserved_source_raw[j], dy_j = dy[j];
-#pragma GCC ivdep
+    FLOWGRAD_NO_OVERLAP
     for (std::int64_t d = 0; d < D; ++d) {
       dkj[d] = competition * dkj[d] + outgoing * dk_outgoing[d] + d_source * (q_incoming[d] + cfg.eps) +
                dy_j * (q_sum[d] + cfg.eps) + dk_sum[d];
@@ -595,7 +605,7 @@ struct CausalFlows {
   std::int64_t checkpoint_every;
   Buffer<T> checkpoints;  // per chunk: the four running sums before its first row, D each
 
-  // The forward's: q = σ(Q), k = σ(K) into q_out, k_out (as NormalFlows).
+  // The forward's: q = σ(Q), k = σ(K) into q_out, k_out.
   CausalFlows(Rows<const T> Q, Rows<const T> K, T* q_out, T* k_out, Dims sizes, Settings<T> cfg,
               std::int64_t checkpoint_every_rows)
       : CausalFlows(q_out, k_out, sizes, checkpoint_every_rows) {

@@ -72,8 +72,9 @@ class CausalFlowAttentionState {
 // gradients: every quantity the kernel holds, by the symbol and section of
 // docs/flow-attention-gradients.md ("I", "§N1"), forward values first, then
 // the gradients ("dI") in the order the backward completes them. Values are
-// float64 copies. They come from the hand-derived backward (which rebuilds
-// the flows from the forward's features) and the forward kernel (for out),
+// float64 copies. They come from the hand-derived backward (which reads
+// the flows the normal forward kept, or rebuilds the causal ones from the
+// forward's features) and the forward kernel (for out),
 // not from autograd. With a key padding mask the key-indexed quantities cover the
 // real keys only, in order. Quantities the kernel never stores (u, y and Õ
 // as values, dÕ, the causal states H and U) are absent; the causal

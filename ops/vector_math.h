@@ -82,6 +82,14 @@ template <bool kFused = false>
   return 1.0f / (1.0f + exp_vectorisable<kFused>(-x));
 }
 
+// Before a loop whose stores overlap none of its loads: vectorise it without
+// run-time overlap checks (GCC gives up on a loop past ten pointer pairs).
+#if defined(__clang__)
+#define FLOWGRAD_NO_OVERLAP _Pragma("clang loop vectorize(assume_safety)")
+#else
+#define FLOWGRAD_NO_OVERLAP _Pragma("GCC ivdep")
+#endif
+
 // Σ_d term(d) for d in [0, n), in kLanes independent partial sums (lane
 // d mod kLanes) added in lane order at the end. The lanes hide the adds'
 // latency and vectorise without reassociating any one sum, so the result is

@@ -221,6 +221,31 @@ TEST_CASE("Flow-Attention reads heads split by a view and lays results out like 
                 0.0, 0.0);
 }
 
+TEST_CASE("Flow-Attention takes rows that share memory, as an expand along the sequence makes") {
+  // A view can put rows closer than their width (expand: 0 apart). The
+  // kernels must not hand such rows to BLAS as a matrix, whose leading
+  // dimension cannot be below the width: same numbers as a copy.
+  const bool causal = GENERATE(false, true);
+  INFO((causal ? "causal" : "normal"));
+  const std::int64_t B = 2, H = 2, T = 40, D = 4, M = 3;  // T > 2·16: several causal chunks
+  Generator gen(8);
+  const TensorList leaves = {randn({B, H, T, D}, gen), randn({B, H, T, D}, gen), randn({B, H, 1, M}, gen)};
+  const FlowAttentionOptions options = FlowAttentionOptions{}.set_causal(causal);
+  auto attend = [&](bool copy_first) {
+    return [&, copy_first](const TensorList& in) {
+      const Tensor v = in[2].expand({B, H, T, M});
+      return flow_attention(in[0], in[1], copy_first ? v.contiguous() : v, options);
+    };
+  };
+  const TensorList shared = value_and_grads(leaves, attend(false), 3);
+  const TensorList copied = value_and_grads(leaves, attend(true), 3);
+  const char* names[] = {"out", "dQ", "dK", "dV"};
+  for (int i = 0; i < 4; ++i) {
+    INFO(names[i]);
+    require_close(shared[i], copied[i], 0.0, 0.0);
+  }
+}
+
 TEST_CASE("the clamp of the conserved source flow is exercised and blocks gradients") {
   const bool causal = GENERATE(false, true);
   Generator gen(5);

@@ -274,6 +274,20 @@ TEST_CASE("linear equals x Wᵀ + b and differentiates by hand") {
   REQUIRE_THROWS_WITH(linear(x, w.to(kFloat32)), Catch::Contains("dtype"));
 }
 
+TEST_CASE("blas::gemm rejects leading dimensions below the rows' lengths, naming them") {
+  // OpenBLAS itself would print a message and leave C unwritten.
+  std::vector<float> a(12, 1.0f), b(12, 1.0f), c(9, 0.0f);
+  auto call = [&](bool ta, std::int64_t lda, std::int64_t ldb, std::int64_t ldc) {
+    blas::gemm<float>(ta, false, 3, 3, 4, 1.0f, a.data(), lda, b.data(), ldb, 0.0f, c.data(), ldc);
+  };
+  REQUIRE_NOTHROW(call(false, 4, 3, 3));
+  REQUIRE(c[0] == 4.0f);
+  REQUIRE_THROWS_WITH(call(false, 3, 3, 3), Catch::Contains("blas::gemm") && Catch::Contains("lda=3"));
+  REQUIRE_THROWS_WITH(call(true, 2, 3, 3), Catch::Contains("lda=2") && Catch::Contains("(transposed)"));
+  REQUIRE_THROWS_WITH(call(false, 4, 0, 3), Catch::Contains("ldb=0"));
+  REQUIRE_THROWS_WITH(call(false, 4, 3, 2), Catch::Contains("ldc=2"));
+}
+
 TEST_CASE("blas::gemm split over threads: the product, the same bits on every run at a thread count") {
   // Row blocks (m >= n) and column blocks (m < n), every transpose
   // combination, sizes that leave ragged last blocks; 1 thread is the
