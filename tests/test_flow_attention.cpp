@@ -36,6 +36,15 @@ TensorList value_and_grads(const TensorList& inputs, const std::function<Tensor(
   return {out.detach(), leaves[0].grad(), leaves[1].grad(), leaves[2].grad()};
 }
 
+// out, dQ, dK and dV of two value_and_grads results agree.
+void require_results_close(const TensorList& actual, const TensorList& expected, double rtol, double atol) {
+  const char* names[] = {"out", "dQ", "dK", "dV"};
+  for (int i = 0; i < 4; ++i) {
+    INFO(names[i]);
+    require_close(actual[i], expected[i], rtol, atol);
+  }
+}
+
 void require_fused_matches_composed(const TensorList& inputs, const FlowAttentionOptions& options,
                                     const Tensor& mask, double rtol, double atol) {
   TensorList fused = value_and_grads(
@@ -44,11 +53,7 @@ void require_fused_matches_composed(const TensorList& inputs, const FlowAttentio
       inputs,
       [&](const TensorList& in) { return flow_attention_trace(in[0], in[1], in[2], options, mask).out; },
       1);
-  const char* names[] = {"out", "dQ", "dK", "dV"};
-  for (int i = 0; i < 4; ++i) {
-    INFO(names[i]);
-    require_close(fused[i], composed[i], rtol, atol);
-  }
+  require_results_close(fused, composed, rtol, atol);
 }
 
 }  // namespace
@@ -208,11 +213,7 @@ TEST_CASE("Flow-Attention reads heads split by a view and lays results out like 
   };
   const TensorList in_place = value_and_grads(projections, attend(false), 3);
   const TensorList copied = value_and_grads(projections, attend(true), 3);
-  const char* names[] = {"out", "dQ", "dK", "dV"};
-  for (int i = 0; i < 4; ++i) {
-    INFO(names[i]);
-    require_close(in_place[i], copied[i], 0.0, 0.0);
-  }
+  require_results_close(in_place, copied, 0.0, 0.0);
 
   // Rows that are not contiguous (last stride ≠ 1) are copied first: same numbers.
   const Tensor q_columns = randn({B, H, D, T}, gen, dtype), q_rows = q_columns.transpose(2, 3);
@@ -239,11 +240,7 @@ TEST_CASE("Flow-Attention takes rows that share memory, as an expand along the s
   };
   const TensorList shared = value_and_grads(leaves, attend(false), 3);
   const TensorList copied = value_and_grads(leaves, attend(true), 3);
-  const char* names[] = {"out", "dQ", "dK", "dV"};
-  for (int i = 0; i < 4; ++i) {
-    INFO(names[i]);
-    require_close(shared[i], copied[i], 0.0, 0.0);
-  }
+  require_results_close(shared, copied, 0.0, 0.0);
 }
 
 TEST_CASE("the clamp of the conserved source flow is exercised and blocks gradients") {
