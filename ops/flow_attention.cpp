@@ -400,9 +400,9 @@ void normal_forward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<T> o
 
 // Gradients of one head (every element of dQ, dK, dV is written), given what
 // the forward kept: the features q, k, the flows and KV, and the output `out`
-// (for R_i = out_i / s_i: see §N4 below). Besides four GEMMs it makes three
-// passes over the rows of q and of k: two for §N2–§N1's vector sums, one
-// that adds every term of dq (dk) and applies §N0.
+// (for R_i = out_i / s_i: see §N4 below). Besides four GEMMs and two GEMVs
+// it makes three passes over the rows of q and of k: two for §N2–§N1's
+// vector sums, one that adds every term of dq (dk) and applies §N0.
 template <class T>
 FLOWGRAD_PER_CPU
 void normal_backward(const T* q, const T* k, const T* kept_flows, Rows<const T> V, Rows<const T> out,
@@ -514,20 +514,22 @@ void normal_backward(const T* q, const T* k, const T* kept_flows, Rows<const T> 
     const T d_source = d_conserved_source_raw[j];
     for (std::int64_t d = 0; d < D; ++d) d_q_incoming[d] += d_source * (k[j * D + d] + cfg.eps);
   }
-  // Second pass, a row at a time: dO_j = k_j·dk_outgoing,  dI_i += q_i·dq_incoming;
-  // §N1 backward, I_i = 1/u_i with u_i = (q_i+ε)·(k_sum+ε), O_j = 1/y_j with
+  // Then dO_j = k_j·dk_outgoing and dI_i += q_i·dq_incoming as two GEMVs
+  // (one vector against every row: faster in BLAS than a dot per row), and a
+  // second pass: §N1 backward, I_i = 1/u_i with u_i = (q_i+ε)·(k_sum+ε), O_j = 1/y_j with
   // y_j = (k_j+ε)·(q_sum+ε):  du_i = −I_i² dI_i,  dy_j = −O_j² dO_j, and the
   // sums' gradients dk_sum = Σ_i du_i (q_i+ε),  dq_sum = Σ_j dy_j (k_j+ε).
-  Buffer<T> dO(S), du(N), dy(S), d_k_sum(D, Zeroed{}), d_q_sum(D, Zeroed{});
+  Buffer<T> dO(S), du(N), dy(S), d_k_sum(D, Zeroed{}), d_q_sum(D, Zeroed{}), dI_incoming(N);
+  blas::gemv<T>(N, D, q, D, d_q_incoming.data(), dI_incoming.data());
+  blas::gemv<T>(S, D, k, D, d_k_outgoing.data(), dO.data());
   for (std::int64_t i = 0; i < N; ++i) {
     const T* qi = q + i * D;
-    dI[i] += dot(qi, d_q_incoming.data(), D);
+    dI[i] += dI_incoming[i];
     const T du_i = du[i] = -f.sink_incoming[i] * f.sink_incoming[i] * dI[i];
     for (std::int64_t d = 0; d < D; ++d) d_k_sum[d] += du_i * (qi[d] + cfg.eps);
   }
   for (std::int64_t j = 0; j < S; ++j) {
     const T* kj = k + j * D;
-    dO[j] = dot(kj, d_k_outgoing.data(), D);
     const T dy_j = dy[j] = -f.source_outgoing[j] * f.source_outgoing[j] * dO[j];
     for (std::int64_t d = 0; d < D; ++d) d_q_sum[d] += dy_j * (kj[d] + cfg.eps);
   }
