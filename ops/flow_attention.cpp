@@ -300,6 +300,15 @@ void feature_map_backward(const T* dx, const T* x, std::int64_t count, std::int6
 // their own loops, everything but the GEMMs, run the CPU's widest vectors.
 // The causal ones are not: cloned, their streaming pass got slower.
 
+// §N4 / §C4: W_j = C_j v_j, the weighted values (rows × M, contiguous).
+template <class T>
+void weighted_values(Rows<const T> V, const T* competition, std::int64_t rows, std::int64_t M, T* W) {
+  for (std::int64_t j = 0; j < rows; ++j) {
+    prefetch_row_ahead(V, j, rows, M);
+    for (std::int64_t m = 0; m < M; ++m) W[j * M + m] = competition[j] * V.row(j)[m];
+  }
+}
+
 // What the normal forward computes of one head besides the features and the
 // output: the flows (§N1–§N3) and the aggregated state KV (§N4). The forward
 // keeps them for the backward, which so recomputes nothing; they are views
@@ -385,12 +394,9 @@ void normal_forward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<T> o
   const std::int64_t N = dims.N, S = dims.S, M = dims.M;
   const NormalFlows<T> f(flows, dims);
   normal_flows(Q, K, q_features, k_features, f, dims, cfg);
-  Buffer<T> weighted_values(S * M);
-  for (std::int64_t j = 0; j < S; ++j) {
-    prefetch_row_ahead(V, j, S, M);
-    for (std::int64_t m = 0; m < M; ++m) weighted_values[j * M + m] = f.source_competition[j] * V.row(j)[m];
-  }
-  gemm<T>(true, false, dims.D, M, S, k_features, weighted_values.data(), T(0), f.kv_state);
+  Buffer<T> W(S * M);
+  weighted_values(V, f.source_competition, S, M, W.data());
+  gemm<T>(true, false, dims.D, M, S, k_features, W.data(), T(0), f.kv_state);
   gemm<T>(false, false, N, M, dims.D, q_features, f.kv_state, T(0), out.data, out.stride);
   for (std::int64_t i = 0; i < N; ++i) {
     const T row_scale = f.sink_allocation[i] * f.sink_incoming[i];
@@ -412,8 +418,7 @@ void normal_backward(const T* q, const T* k, const T* kept_flows, Rows<const T> 
   const NormalFlows<const T> f(kept_flows, dims);
   if (rec) {
     std::vector<T> W(static_cast<std::size_t>(S * M));
-    for (std::int64_t j = 0; j < S; ++j)
-      for (std::int64_t m = 0; m < M; ++m) W[j * M + m] = f.source_competition[j] * V.row(j)[m];
+    weighted_values(V, f.source_competition, S, M, W.data());
     rec->add("q", "§N0", q, {N, D});
     rec->add("k", "§N0", k, {S, D});
     rec->add("k_sum", "§N1", f.k_sum, {D});
@@ -702,12 +707,6 @@ struct CausalFlows {
     return sink_allocation[i] * (sink_incoming[i] / static_cast<T>(i + 1));
   }
 
-  void weighted_values(Rows<const T> V, T* W) {  // W_i = C_i v_i
-    for (std::int64_t i = 0; i < dims.N; ++i) {
-      prefetch_row_ahead(V, i, dims.N, dims.M);
-      for (std::int64_t m = 0; m < dims.M; ++m) W[i * dims.M + m] = source_competition[i] * V.row(i)[m];
-    }
-  }
 };
 
 // §C4 on one chunk [t, t+c): R_c = q_c H + (q_c k_cᵀ ⊙ Lower) W_c, where
@@ -729,7 +728,7 @@ void causal_forward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<T> o
   CausalFlows<T> f(Q, K, q_features, k_features, dims, cfg, /*checkpoint_every_rows=*/0);
   const std::int64_t chunk = causal_chunk(dims.N, dims.D, dims.M);
   Buffer<T> W(dims.N * dims.M), prefix_state(dims.D * dims.M, Zeroed{}), block(chunk * chunk);
-  f.weighted_values(V, W.data());
+  weighted_values(V, f.source_competition.data(), dims.N, dims.M, W.data());
   for (std::int64_t t = 0; t < dims.N; t += chunk) {
     const std::int64_t c = std::min(chunk, dims.N - t);
     const Rows<T> out_c{out.row(t), out.stride};
@@ -760,7 +759,7 @@ void causal_backward(const T* q_features, const T* k_features, Rows<const T> V, 
   // (W_c dR_cᵀ ⊙ Upper) is its transpose.
   const std::int64_t chunks = (N + chunk - 1) / chunk;
   Buffer<T> block(chunk * chunk), dR_W_blocks(chunks * chunk * chunk);
-  f.weighted_values(V, W.data());
+  weighted_values(V, f.source_competition.data(), N, M, W.data());
   Buffer<T> dq_buffer(N * D, Zeroed{}), dk_buffer(N * D, Zeroed{});
   T* dq = dq_buffer.data();  // ∂ℓ/∂q and ∂ℓ/∂k until §C0 turns them into ∂ℓ/∂Q and ∂ℓ/∂K
   T* dk = dk_buffer.data();
