@@ -460,15 +460,8 @@ void normal_backward(const T* q, const T* k, const T* kept_flows, Rows<const T> 
   gemm<T>(true, false, D, M, N, q, dR.data(), T(0), dKV.data());        // dKV = qᵀ dR
   gemm<T>(false, false, S, M, D, k, dKV.data(), T(0), dW.data());       // dW = k dKV
   // dk = W dKVᵀ with W_j = C_j v_j: V dKVᵀ here, its rows scaled by C_j in
-  // the last pass. BLAS wants rows at least M apart; a view can give V's
-  // rows closer (an expand along S has them 0 apart), and then they are copied.
-  Buffer<T> V_copy(V.stride >= M ? 0 : S * M);
-  Rows<const T> V_rows = V;
-  if (V.stride < M) {
-    for (std::int64_t j = 0; j < S; ++j) std::copy_n(V.row(j), M, V_copy.row(j, M));
-    V_rows = {V_copy.data(), M};
-  }
-  blas::gemm<T>(false, true, S, D, M, T(1), V_rows.data, V_rows.stride, dKV.data(), M, T(0), dk.data(), D);
+  // the last pass (V's rows are at least M apart: with_contiguous_rows).
+  blas::gemm<T>(false, true, S, D, M, T(1), V.data, V.stride, dKV.data(), M, T(0), dk.data(), D);
   Buffer<T> dC(S);
   for (std::int64_t j = 0; j < S; ++j) {  // W_j = C_j v_j
     prefetch_row_ahead(V, j, S, M);
@@ -1034,13 +1027,16 @@ Problem check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Fl
   return p;
 }
 
-// `t` itself, history-free, when its rows (last dim) are contiguous: the
-// kernels take any row stride and any order of the batch and head dims, so
-// heads split from a [B, L, H·D] projection by a view need no copy. Other
-// layouts are copied.
+// `t` itself, history-free, when its rows (last dim) are contiguous and do
+// not overlap: the kernels take any such row stride and any order of the
+// batch and head dims, so heads split from a [B, L, H·D] projection by a view
+// need no copy. Other layouts are copied, among them rows closer than their
+// width (an expand along the sequence), which BLAS cannot take as a matrix.
 Tensor with_contiguous_rows(const Tensor& t) {
   NoGradGuard no_grad;
-  return (t.size(3) <= 1 || t.stride(3) == 1 ? t : t.contiguous()).detach();
+  const bool contiguous_rows = t.size(3) <= 1 || t.stride(3) == 1;
+  const bool rows_apart = t.size(2) <= 1 || t.stride(2) >= t.size(3);
+  return (contiguous_rows && rows_apart ? t : t.contiguous()).detach();
 }
 
 // The rows of head `head` (batch-major: batch · heads + h) of a [B, H, rows, width] tensor.

@@ -223,9 +223,9 @@ TEST_CASE("Flow-Attention reads heads split by a view and lays results out like 
 }
 
 TEST_CASE("Flow-Attention takes rows that share memory, as an expand along the sequence makes") {
-  // A view can put rows closer than their width (expand: 0 apart). The
-  // kernels must not hand such rows to BLAS as a matrix, whose leading
-  // dimension cannot be below the width: same numbers as a copy.
+  // A view can put rows closer than their width (expand: 0 apart), which
+  // BLAS cannot take as a matrix (its leading dimension is at least the
+  // width): such inputs are copied first, and give a copy's numbers.
   const bool causal = GENERATE(false, true);
   INFO((causal ? "causal" : "normal"));
   const std::int64_t B = 2, H = 2, T = 40, D = 4, M = 3;  // T > 2·16: several causal chunks
