@@ -52,10 +52,12 @@ struct Zeroed {};  // for a Buffer that accumulates; others are written before t
 
 // Scratch memory for the buffers of one head, per thread: the first buffer
 // takes one block (as large as the largest head this thread has seen), the
-// others are carved from it, and the block goes back when the last buffer of
-// the head is gone. A head of a short sequence would otherwise spend more on
-// its ~15-30 allocations than on its arithmetic. Buffers that do not fit get
-// their own memory and make the next block larger.
+// others are carved from it, and the block starts over when the last buffer
+// of the head is gone. A head of a short sequence would otherwise spend more
+// on its ~15-30 allocations than on its arithmetic. A Hold keeps the block
+// from one head to the next (a loop over heads), so that even the block is
+// allocated once. Buffers that do not fit get their own memory and make the
+// next block larger.
 class ScratchArena {
  public:
   static ScratchArena& of_this_thread() {
@@ -65,12 +67,13 @@ class ScratchArena {
 
   // Memory for `bytes` (a multiple of kAlign), or null when the block is full.
   std::byte* take(std::int64_t bytes) {
-    if (open_ == 0) {
+    if (buffers_ == 0) {
       wanted_ = std::max(wanted_, bytes);
-      block_ = empty({wanted_ / 8}, kFloat64);  // bytes, in 8-byte elements
+      if (!block_.defined() || 8 * block_.numel() < wanted_)
+        block_ = empty({wanted_ / 8}, kFloat64);  // bytes, in 8-byte elements
       used_ = 0;
     }
-    ++open_;
+    ++buffers_;
     if (used_ + bytes > 8 * block_.numel()) {
       wanted_ = std::max(wanted_, used_ + bytes);
       return nullptr;
@@ -81,15 +84,30 @@ class ScratchArena {
   }
 
   void give_back() {
-    if (--open_ == 0) block_ = Tensor();
+    if (--buffers_ == 0 && holds_ == 0) block_ = Tensor();
   }
+
+  // Keeps the block while it lives (on the thread that made it).
+  class Hold {
+   public:
+    Hold() : arena_(of_this_thread()) { ++arena_.holds_; }
+    ~Hold() {
+      if (--arena_.holds_ == 0 && arena_.buffers_ == 0) arena_.block_ = Tensor();
+    }
+    Hold(const Hold&) = delete;
+    Hold& operator=(const Hold&) = delete;
+
+   private:
+    ScratchArena& arena_;
+  };
 
   static constexpr std::int64_t kAlign = 64;
 
  private:
   Tensor block_;            // counted by memory_stats() like any tensor
   std::int64_t used_ = 0, wanted_ = 0;
-  int open_ = 0;            // buffers alive on this thread
+  int buffers_ = 0;         // buffers alive on this thread
+  int holds_ = 0;
 };
 
 // A scratch buffer of `size` values (uninitialised unless Zeroed), from the
@@ -1039,12 +1057,23 @@ Tensor with_contiguous_rows(const Tensor& t) {
   return (contiguous_rows && rows_apart ? t : t.contiguous()).detach();
 }
 
-// The rows of head `head` (batch-major: batch · heads + h) of a [B, H, rows, width] tensor.
+// The heads of a [B, H, rows, width] tensor: heads(head) are the rows of
+// head `head` (batch-major: batch · H + h). Read from the tensor once, not
+// per head: the heads of short sequences are many and quick.
 template <class T>
-Rows<T> head_rows(const Tensor& t, std::int64_t head) {
-  const std::int64_t heads = t.size(1);
-  return {t.data<std::remove_const_t<T>>() + head / heads * t.stride(0) + head % heads * t.stride(1), t.stride(2)};
-}
+class HeadRows {
+ public:
+  explicit HeadRows(const Tensor& t)
+      : data_(t.data<std::remove_const_t<T>>()), heads_(t.size(1)), batch_stride_(t.stride(0)),
+        head_stride_(t.stride(1)), row_stride_(t.stride(2)) {}
+  Rows<T> operator()(std::int64_t head) const {
+    return {data_ + head / heads_ * batch_stride_ + head % heads_ * head_stride_, row_stride_};
+  }
+
+ private:
+  T* data_;
+  std::int64_t heads_, batch_stride_, head_stride_, row_stride_;
+};
 
 // Whether a [B, H, rows, width] tensor has the heads of a position side by
 // side ([B, rows, H, width] in memory), as heads split from a projection by
@@ -1068,9 +1097,9 @@ Tensor new_heads(const Problem& p, std::int64_t rows, std::int64_t width, DType 
 template <class T, class Body>
 void for_each_head(const Problem& p, const Tensor& q, const Tensor& k, const Tensor& v, Body body) {
   const Dims dims = p.dims;
+  const HeadRows<const T> q_heads(q), k_heads(k), v_heads(v);
   auto run_head = [&](std::int64_t head) {
-    const Rows<const T> Qh = head_rows<const T>(q, head), Kh = head_rows<const T>(k, head),
-                        Vh = head_rows<const T>(v, head);
+    const Rows<const T> Qh = q_heads(head), Kh = k_heads(head), Vh = v_heads(head);
     if (p.real_keys.empty()) {
       body(head, Qh, Kh, Vh, dims, nullptr);
       return;
@@ -1086,11 +1115,18 @@ void for_each_head(const Problem& p, const Tensor& q, const Tensor& k, const Ten
     body(head, Qh, Rows<const T>{K_real.data(), dims.D}, Rows<const T>{V_real.data(), dims.M}, compact, &real);
   };
   const std::int64_t all_heads = p.batch * p.heads;
-  if (all_heads > 1 && get_num_threads() > 1) {
-    parallel_for(all_heads, 1, [&](std::int64_t begin, std::int64_t end) {
+  const int threads = get_num_threads();
+  if (all_heads > 1 && threads > 1) {
+    // About eight chunks per thread balance the cores; larger ones would
+    // share less of each task's set-up. Each head is computed whole by one
+    // task, so the chunking (unlike a sum's) cannot change the results.
+    const std::int64_t heads_per_chunk = std::max<std::int64_t>(1, all_heads / (8 * threads));
+    parallel_for(all_heads, heads_per_chunk, [&](std::int64_t begin, std::int64_t end) {
+      const ScratchArena::Hold scratch;
       for (std::int64_t h = begin; h < end; ++h) run_head(h);
     });
   } else {
+    const ScratchArena::Hold scratch;
     for (std::int64_t h = 0; h < all_heads; ++h) run_head(h);
   }
 }
@@ -1124,6 +1160,7 @@ Tensor forward_all(const Problem& p, const Tensor& q, const Tensor& k, const Ten
   }
   dispatch_floating(q.dtype(), "flow_attention", [&]<class T>() {
     const Settings<T> cfg = settings_of<T>(o);
+    const HeadRows<T> out_heads(out);
     for_each_head<T>(p, q, k, v, [&](std::int64_t head, Rows<const T> Qh, Rows<const T> Kh, Rows<const T> Vh,
                                      Dims hn, const std::vector<std::int64_t>* real) {
       // The head's features go to the kept tensors, or to scratch when
@@ -1136,11 +1173,11 @@ Tensor forward_all(const Problem& p, const Tensor& q, const Tensor& k, const Ten
       T* const q_features = q_kept != nullptr ? q_kept : q_scratch.data();
       T* const k_features = keys_in_place ? k_kept : k_scratch.data();
       if (o.causal) {
-        causal_forward(Qh, Kh, Vh, head_rows<T>(out, head), hn, cfg, q_features, k_features);
+        causal_forward(Qh, Kh, Vh, out_heads(head), hn, cfg, q_features, k_features);
       } else {
         Buffer<T> flows_scratch(kept != nullptr ? 0 : normal_flows_size(hn));
         T* const flows = kept != nullptr ? kept->flows.data<T>() + head * kept->flows.size(1) : flows_scratch.data();
-        normal_forward(Qh, Kh, Vh, head_rows<T>(out, head), hn, cfg, q_features, k_features, flows);
+        normal_forward(Qh, Kh, Vh, out_heads(head), hn, cfg, q_features, k_features, flows);
       }
       if (k_kept != nullptr && !keys_in_place)
         for (std::int64_t r = 0; r < hn.S; ++r)
@@ -1162,13 +1199,15 @@ TensorList backward_all(const Problem& p, const KeptFeatures& features, const Te
          dv = new_heads(p, dims.S, dims.M, dtype, side_by_side[2], masked);
   dispatch_floating(dtype, "flow_attention", [&]<class T>() {
     const Settings<T> cfg = settings_of<T>(o);
+    const HeadRows<const T> grad_heads(grad_out), out_heads(out);
+    const HeadRows<T> dq_heads(dq), dk_heads(dk), dv_heads(dv);
     // for_each_head compacts the kept key features like keys: rows D apart either way.
     for_each_head<T>(p, features.queries, features.keys, v, [&](std::int64_t head, Rows<const T> q, Rows<const T> k,
                                                                 Rows<const T> Vh, Dims hn,
                                                                 const std::vector<std::int64_t>* real) {
       assert(q.stride == dims.D && k.stride == dims.D);
-      const Rows<const T> G = head_rows<const T>(grad_out, head), out_h = head_rows<const T>(out, head);
-      const Rows<T> dQh = head_rows<T>(dq, head), dKh = head_rows<T>(dk, head), dVh = head_rows<T>(dv, head);
+      const Rows<const T> G = grad_heads(head), out_h = out_heads(head);
+      const Rows<T> dQh = dq_heads(head), dKh = dk_heads(head), dVh = dv_heads(head);
       if (o.causal) {
         causal_backward(q.data, k.data, Vh, out_h, G, dQh, dKh, dVh, hn, cfg);
         return;
@@ -1335,8 +1374,8 @@ FlowAttentionInspection flow_attention_inspect(const Tensor& queries, const Tens
     const Settings<T> cfg = settings_of<T>(options);
     const std::int64_t index = batch * p.heads + head;
     Dims dims = p.dims;
-    const Rows<const T> Qh = head_rows<const T>(q, index), G = head_rows<const T>(g, index);
-    Rows<const T> Kh = head_rows<const T>(k, index), Vh = head_rows<const T>(v, index);
+    const Rows<const T> Qh = HeadRows<const T>(q)(index), G = HeadRows<const T>(g)(index);
+    Rows<const T> Kh = HeadRows<const T>(k)(index), Vh = HeadRows<const T>(v)(index);
     // With a mask, the real keys only (as the kernels see them).
     std::vector<T> K_real, V_real;
     if (!p.real_keys.empty()) {
