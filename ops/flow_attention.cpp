@@ -69,22 +69,25 @@ class ScratchArena {
   std::byte* take(std::int64_t bytes) {
     if (buffers_ == 0) {
       wanted_ = std::max(wanted_, bytes);
-      if (!block_.defined() || 8 * block_.numel() < wanted_)
+      if (block_bytes_ < wanted_) {
         block_ = empty({wanted_ / 8}, kFloat64);  // bytes, in 8-byte elements
+        block_start_ = reinterpret_cast<std::byte*>(block_.data<double>());
+        block_bytes_ = wanted_;
+      }
       used_ = 0;
     }
     ++buffers_;
-    if (used_ + bytes > 8 * block_.numel()) {
+    if (used_ + bytes > block_bytes_) {
       wanted_ = std::max(wanted_, used_ + bytes);
       return nullptr;
     }
-    std::byte* memory = reinterpret_cast<std::byte*>(block_.data<double>()) + used_;
+    std::byte* memory = block_start_ + used_;
     used_ += bytes;
     return memory;
   }
 
   void give_back() {
-    if (--buffers_ == 0 && holds_ == 0) block_ = Tensor();
+    if (--buffers_ == 0 && holds_ == 0) release_block();
   }
 
   // Keeps the block while it lives (on the thread that made it).
@@ -92,7 +95,7 @@ class ScratchArena {
    public:
     Hold() : arena_(of_this_thread()) { ++arena_.holds_; }
     ~Hold() {
-      if (--arena_.holds_ == 0 && arena_.buffers_ == 0) arena_.block_ = Tensor();
+      if (--arena_.holds_ == 0 && arena_.buffers_ == 0) arena_.release_block();
     }
     Hold(const Hold&) = delete;
     Hold& operator=(const Hold&) = delete;
@@ -104,9 +107,16 @@ class ScratchArena {
   static constexpr std::int64_t kAlign = 64;
 
  private:
-  Tensor block_;            // counted by memory_stats() like any tensor
-  std::int64_t used_ = 0, wanted_ = 0;
-  int buffers_ = 0;         // buffers alive on this thread
+  void release_block() {
+    block_ = Tensor();
+    block_start_ = nullptr;
+    block_bytes_ = 0;
+  }
+
+  Tensor block_;  // counted by memory_stats() like any tensor
+  std::byte* block_start_ = nullptr;
+  std::int64_t block_bytes_ = 0, used_ = 0, wanted_ = 0;
+  int buffers_ = 0;  // buffers alive on this thread
   int holds_ = 0;
 };
 
@@ -232,6 +242,7 @@ template <class T>
 template <class T>
 struct Settings {
   T eps, clamp_min, clamp_max;
+  bool scores_first = false;  // normal attention's product order, resolved (FlowAttentionOptions::order)
 };
 
 // Collects a kernel's own intermediates for flow_attention_inspect. The
@@ -327,27 +338,40 @@ void weighted_values(Rows<const T> V, const T* competition, std::int64_t rows, s
   }
 }
 
+// Whether §N4 forms the N×S scores q kᵀ first (N·S·(D+M) multiply-adds per
+// pass, forward and backward) rather than KV = kᵀW ((N+S)·D·M).
+bool scores_first(FlowAttentionOptions::Order order, Dims dims) {
+  using Order = FlowAttentionOptions::Order;
+  if (order != Order::Cheaper) return order == Order::ScoresFirst;
+  return dims.N * dims.S * (dims.D + dims.M) < (dims.N + dims.S) * dims.D * dims.M;
+}
+
+// The product state of §N4: KV (D×M), or the scores P = q kᵀ (N×S).
+std::int64_t product_size(Dims dims, bool scores_first) { return scores_first ? dims.N * dims.S : dims.D * dims.M; }
+
 // What the normal forward computes of one head besides the features and the
-// output: the flows (§N1–§N3) and the aggregated state KV (§N4). The forward
+// output: the flows (§N1–§N3) and the product state (§N4). The forward
 // keeps them for the backward, which so recomputes nothing; they are views
-// into one block of normal_flows_size(dims) values, 3(N+S) + 4D + D·M (6 %
+// into one block of normal_flows_size values, 3(N+S) + 4D + D·M with KV (6 %
 // of the features q, k at N = S = 4096, D = M = 64; 23 % at N = S = 128,
 // D = M = 32). T is const in the backward's view.
-std::int64_t normal_flows_size(Dims dims) { return 4 * dims.D + 3 * dims.N + 3 * dims.S + dims.D * dims.M; }
+std::int64_t normal_flows_size(Dims dims, bool scores_first) {
+  return 4 * dims.D + 3 * dims.N + 3 * dims.S + product_size(dims, scores_first);
+}
 
 template <class T>
 struct NormalFlows {
   T *k_sum, *q_sum, *k_outgoing, *q_incoming;                      // D
   T *sink_incoming, *conserved_sink, *sink_allocation;             // N
   T *source_outgoing, *conserved_source_raw, *source_competition;  // S
-  T* kv_state;                                                     // D×M
+  T* product;  // KV = kᵀW (D×M), or P = q kᵀ (N×S) when the scores go first
 
-  NormalFlows(T* block, Dims dims) {
+  NormalFlows(T* block, Dims dims, bool scores_first) {
     auto carve = [&block](std::int64_t count) { return std::exchange(block, block + count); };
     k_sum = carve(dims.D), q_sum = carve(dims.D), k_outgoing = carve(dims.D), q_incoming = carve(dims.D);
     sink_incoming = carve(dims.N), conserved_sink = carve(dims.N), sink_allocation = carve(dims.N);
     source_outgoing = carve(dims.S), conserved_source_raw = carve(dims.S), source_competition = carve(dims.S);
-    kv_state = carve(dims.D * dims.M);
+    product = carve(product_size(dims, scores_first));
   }
 };
 
@@ -402,20 +426,26 @@ FLOWGRAD_PER_CPU void normal_flows(Rows<const T> Q, Rows<const T> K, T* q, T* k,
   for (std::int64_t j = 0; j < S; ++j) f.source_competition[j] = f.source_competition[j] / total * static_cast<T>(S);
 }
 
-// §N4: W_j = C_j v_j, KV = kᵀW, out_i = A_i I_i · q_i KV. The features
-// q = σ(Q), k = σ(K) go to q_features (N×D) and k_features (S×D), the flows
-// and KV to `flows` (normal_flows_size(dims) values), for the backward.
+// §N4: W_j = C_j v_j, R = q kᵀ W as q (kᵀW) = q KV or as (q kᵀ) W = P W,
+// out_i = A_i I_i R_i. The features q = σ(Q), k = σ(K) go to q_features
+// (N×D) and k_features (S×D), the flows and KV or P to `flows`
+// (normal_flows_size values), for the backward.
 template <class T>
 FLOWGRAD_PER_CPU
 void normal_forward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<T> out, Dims dims, Settings<T> cfg,
                     T* q_features, T* k_features, T* flows) {
   const std::int64_t N = dims.N, S = dims.S, M = dims.M;
-  const NormalFlows<T> f(flows, dims);
+  const NormalFlows<T> f(flows, dims, cfg.scores_first);
   normal_flows(Q, K, q_features, k_features, f, dims, cfg);
   Buffer<T> W(S * M);
   weighted_values(V, f.source_competition, S, M, W.data());
-  gemm<T>(true, false, dims.D, M, S, k_features, W.data(), T(0), f.kv_state);
-  gemm<T>(false, false, N, M, dims.D, q_features, f.kv_state, T(0), out.data, out.stride);
+  if (cfg.scores_first) {
+    gemm<T>(false, true, N, S, dims.D, q_features, k_features, T(0), f.product);  // P = q kᵀ
+    gemm<T>(false, false, N, M, S, f.product, W.data(), T(0), out.data, out.stride);
+  } else {
+    gemm<T>(true, false, dims.D, M, S, k_features, W.data(), T(0), f.product);  // KV = kᵀW
+    gemm<T>(false, false, N, M, dims.D, q_features, f.product, T(0), out.data, out.stride);
+  }
   for (std::int64_t i = 0; i < N; ++i) {
     const T row_scale = f.sink_allocation[i] * f.sink_incoming[i];
     for (std::int64_t m = 0; m < M; ++m) out.row(i)[m] *= row_scale;
@@ -423,7 +453,7 @@ void normal_forward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<T> o
 }
 
 // Gradients of one head (every element of dQ, dK, dV is written), given what
-// the forward kept: the features q, k, the flows and KV, and the output `out`
+// the forward kept: the features q, k, the flows and KV or P, and the output `out`
 // (for R_i = out_i / s_i: see §N4 below). Besides four GEMMs and two GEMVs
 // it makes three passes over the rows of q and of k: two for §N2–§N1's
 // vector sums, one that adds every term of dq (dk) and applies §N0.
@@ -433,7 +463,7 @@ void normal_backward(const T* q, const T* k, const T* kept_flows, Rows<const T> 
                      Rows<const T> G, Rows<T> dQ, Rows<T> dK, Rows<T> dV, Dims dims, Settings<T> cfg,
                      KernelRecorder* rec = nullptr) {
   const std::int64_t N = dims.N, S = dims.S, D = dims.D, M = dims.M;
-  const NormalFlows<const T> f(kept_flows, dims);
+  const NormalFlows<const T> f(kept_flows, dims, cfg.scores_first);
   if (rec) {
     std::vector<T> W(static_cast<std::size_t>(S * M));
     weighted_values(V, f.source_competition, S, M, W.data());
@@ -450,7 +480,8 @@ void normal_backward(const T* q, const T* k, const T* kept_flows, Rows<const T> 
     rec->add("A", "§N3", f.sink_allocation, {N});
     rec->add("C", "§N3", f.source_competition, {S});
     rec->add("W", "§N4", W.data(), {S, M});
-    rec->add("KV", "§N4", f.kv_state, {D, M});
+    if (cfg.scores_first) rec->add("P", "§N4", f.product, {N, S});
+    else rec->add("KV", "§N4", f.product, {D, M});
   }
 
   // §N4 backward: out_i = s_i R_i, R = q KV, s_i = A_i I_i. R is not
@@ -473,13 +504,27 @@ void normal_backward(const T* q, const T* k, const T* kept_flows, Rows<const T> 
   }
   // dq and dk, the gradients of the features, start as the §N4 terms; the
   // last pass adds §N2–§N1's and turns them into dQ and dK (§N0).
-  Buffer<T> dq(N * D), dk(S * D), dKV(D * M), dW(S * M);
-  gemm<T>(false, true, N, D, M, dR.data(), f.kv_state, T(0), dq.data());  // dq = dR KVᵀ
-  gemm<T>(true, false, D, M, N, q, dR.data(), T(0), dKV.data());        // dKV = qᵀ dR
-  gemm<T>(false, false, S, M, D, k, dKV.data(), T(0), dW.data());       // dW = k dKV
-  // dk = W dKVᵀ with W_j = C_j v_j: V dKVᵀ here, its rows scaled by C_j in
-  // the last pass (V's rows are at least M apart: with_contiguous_rows).
-  blas::gemm<T>(false, true, S, D, M, T(1), V.data, V.stride, dKV.data(), M, T(0), dk.data(), D);
+  // dk's §N4 term is C_j times the row j computed here: the last pass
+  // scales it. V's rows are at least M apart (with_contiguous_rows).
+  Buffer<T> dq(N * D), dk(S * D), dW(S * M), d_product(product_size(dims, cfg.scores_first));
+  if (cfg.scores_first) {
+    // R = P W, P = q kᵀ, W = diag(C) V: with Z = dR Vᵀ (N×S), dP = Z diag(C),
+    // dq = dP k, dk = dPᵀ q = diag(C) Zᵀq, dW = Pᵀ dR.
+    T* const dP = d_product.data();
+    blas::gemm<T>(false, true, N, S, M, T(1), dR.data(), M, V.data, V.stride, T(0), dP, S);  // Z
+    gemm<T>(true, false, S, D, N, dP, q, T(0), dk.data());  // Zᵀq
+    for (std::int64_t i = 0; i < N; ++i)
+      for (std::int64_t j = 0; j < S; ++j) dP[i * S + j] *= f.source_competition[j];
+    gemm<T>(false, false, N, D, S, dP, k, T(0), dq.data());                 // dq = dP k
+    gemm<T>(true, false, S, M, N, f.product, dR.data(), T(0), dW.data());  // dW = Pᵀ dR
+  } else {
+    // R = q KV, KV = kᵀW: dq = dR KVᵀ, dKV = qᵀ dR, dW = k dKV, dk = W dKVᵀ = diag(C) V dKVᵀ.
+    T* const dKV = d_product.data();
+    gemm<T>(false, true, N, D, M, dR.data(), f.product, T(0), dq.data());
+    gemm<T>(true, false, D, M, N, q, dR.data(), T(0), dKV);
+    gemm<T>(false, false, S, M, D, k, dKV, T(0), dW.data());
+    blas::gemm<T>(false, true, S, D, M, T(1), V.data, V.stride, dKV, M, T(0), dk.data(), D);  // V dKVᵀ
+  }
   Buffer<T> dC(S);
   for (std::int64_t j = 0; j < S; ++j) {  // W_j = C_j v_j
     prefetch_row_ahead(V, j, S, M);
@@ -493,7 +538,8 @@ void normal_backward(const T* q, const T* k, const T* kept_flows, Rows<const T> 
     rec->add("dR", "§N4", dR.data(), {N, M});
     rec->add("ds", "§N4", recorded_ds.data(), {N});
     rec->add("dA", "§N4", dA.data(), {N});
-    rec->add("dKV", "§N4", dKV.data(), {D, M});
+    if (cfg.scores_first) rec->add("dP", "§N4", d_product.data(), {N, S});
+    else rec->add("dKV", "§N4", d_product.data(), {D, M});
     rec->add("dW", "§N4", dW.data(), {S, M});
     rec->add("dC", "§N4", dC.data(), {S});
     rec->add("dV", "§N4", dV, S, M);
@@ -1131,16 +1177,19 @@ void for_each_head(const Problem& p, const Tensor& q, const Tensor& k, const Ten
   }
 }
 
+// The settings of a call whose heads have `dims` (the product order is
+// chosen once per call, so heads compacted by a mask keep it).
 template <class T>
-Settings<T> settings_of(const FlowAttentionOptions& o) {
-  return {static_cast<T>(o.eps), static_cast<T>(o.clamp_min), static_cast<T>(o.clamp_max)};
+Settings<T> settings_of(const FlowAttentionOptions& o, Dims dims) {
+  return {static_cast<T>(o.eps), static_cast<T>(o.clamp_min), static_cast<T>(o.clamp_max),
+          !o.causal && scores_first(o.order, dims)};
 }
 
 // What the forward keeps for the backward besides V and its output: every
 // head's features q = σ(Q) and k = σ(K) ([B, H, N, D] and [B, H, S, D],
 // contiguous), so the backward reads them instead of mapping Q and K again,
-// and for normal attention every head's flows and KV ([B·H,
-// normal_flows_size(dims)]). The node holds the features in place of Q and
+// and for normal attention every head's flows and KV or P ([B·H,
+// normal_flows_size]). The node holds the features in place of Q and
 // K, which are as large. With a mask, k's rows of padded keys are never
 // written nor read, and a head's flows fill the first normal_flows_size of
 // its compact dims.
@@ -1156,10 +1205,11 @@ Tensor forward_all(const Problem& p, const Tensor& q, const Tensor& k, const Ten
   if (kept != nullptr) {
     kept->queries = empty({p.batch, p.heads, dims.N, dims.D}, q.dtype());
     kept->keys = empty({p.batch, p.heads, dims.S, dims.D}, q.dtype());
-    if (!o.causal) kept->flows = empty({p.batch * p.heads, normal_flows_size(dims)}, q.dtype());
+    if (!o.causal)
+      kept->flows = empty({p.batch * p.heads, normal_flows_size(dims, scores_first(o.order, dims))}, q.dtype());
   }
   dispatch_floating(q.dtype(), "flow_attention", [&]<class T>() {
-    const Settings<T> cfg = settings_of<T>(o);
+    const Settings<T> cfg = settings_of<T>(o, dims);
     const HeadRows<T> out_heads(out);
     for_each_head<T>(p, q, k, v, [&](std::int64_t head, Rows<const T> Qh, Rows<const T> Kh, Rows<const T> Vh,
                                      Dims hn, const std::vector<std::int64_t>* real) {
@@ -1175,7 +1225,7 @@ Tensor forward_all(const Problem& p, const Tensor& q, const Tensor& k, const Ten
       if (o.causal) {
         causal_forward(Qh, Kh, Vh, out_heads(head), hn, cfg, q_features, k_features);
       } else {
-        Buffer<T> flows_scratch(kept != nullptr ? 0 : normal_flows_size(hn));
+        Buffer<T> flows_scratch(kept != nullptr ? 0 : normal_flows_size(hn, cfg.scores_first));
         T* const flows = kept != nullptr ? kept->flows.data<T>() + head * kept->flows.size(1) : flows_scratch.data();
         normal_forward(Qh, Kh, Vh, out_heads(head), hn, cfg, q_features, k_features, flows);
       }
@@ -1198,7 +1248,7 @@ TensorList backward_all(const Problem& p, const KeptFeatures& features, const Te
          dk = new_heads(p, dims.S, dims.D, dtype, side_by_side[1], masked),
          dv = new_heads(p, dims.S, dims.M, dtype, side_by_side[2], masked);
   dispatch_floating(dtype, "flow_attention", [&]<class T>() {
-    const Settings<T> cfg = settings_of<T>(o);
+    const Settings<T> cfg = settings_of<T>(o, dims);
     const HeadRows<const T> grad_heads(grad_out), out_heads(out);
     const HeadRows<T> dq_heads(dq), dk_heads(dk), dv_heads(dv);
     // for_each_head compacts the kept key features like keys: rows D apart either way.
@@ -1282,7 +1332,7 @@ Tensor CausalFlowAttentionState::step(const Tensor& q, const Tensor& k, const Te
   Tensor out = empty(v_shape, dtype_);
   const std::int64_t D = dim_, M = value_dim_;
   dispatch_floating(dtype_, "CausalFlowAttentionState::step", [&]<class T>() {
-    const Settings<T> cfg = settings_of<T>(options_);
+    const Settings<T> cfg = settings_of<T>(options_, Dims{1, 1, D, M});
     const T count = static_cast<T>(position_ + 1);
     Buffer<T> qi(D), ki(D), weighted(M);
     for (std::int64_t h = 0; h < batch_ * heads_; ++h) {
@@ -1370,8 +1420,12 @@ FlowAttentionInspection flow_attention_inspect(const Tensor& queries, const Tens
   const Tensor q = with_contiguous_rows(queries), k = with_contiguous_rows(keys), v = with_contiguous_rows(values),
                g = with_contiguous_rows(grad_out);
   KernelRecorder rec;
+  // The kernel's own quantities in the order it would run: KV unless the
+  // options ask for the scores first (Cheaper shows KV, the general case).
+  FlowAttentionOptions shown = options;
+  if (shown.order == FlowAttentionOptions::Order::Cheaper) shown.order = FlowAttentionOptions::Order::KeysValuesFirst;
   dispatch_floating(q.dtype(), op, [&]<class T>() {
-    const Settings<T> cfg = settings_of<T>(options);
+    const Settings<T> cfg = settings_of<T>(shown, p.dims);
     const std::int64_t index = batch * p.heads + head;
     Dims dims = p.dims;
     const Rows<const T> Qh = HeadRows<const T>(q)(index), G = HeadRows<const T>(g)(index);
@@ -1397,7 +1451,7 @@ FlowAttentionInspection flow_attention_inspect(const Tensor& queries, const Tens
       causal_backward<T>(q_features.data(), k_features.data(), Vh, Rows<const T>{out.data(), dims.M}, G, dQ_rows,
                          dK_rows, dV_rows, dims, cfg, &rec);
     } else {
-      std::vector<T> flows(static_cast<std::size_t>(normal_flows_size(dims)));
+      std::vector<T> flows(static_cast<std::size_t>(normal_flows_size(dims, cfg.scores_first)));
       normal_forward(Qh, Kh, Vh, out_rows, dims, cfg, q_features.data(), k_features.data(), flows.data());
       normal_backward<T>(q_features.data(), k_features.data(), flows.data(), Vh, Rows<const T>{out.data(), dims.M},
                          G, dQ_rows, dK_rows, dV_rows, dims, cfg, &rec);

@@ -17,8 +17,17 @@ struct FlowAttentionOptions {
   double eps = 1e-6;       // added inside every flow dot product
   double clamp_min = -1.0; // bounds of the conserved source flow
   double clamp_max = 1.0;
+  // The order of normal attention's two products out ∝ q kᵀ W (W = C ⊙ V).
+  // KeysValuesFirst forms KV = kᵀW (D×M): (L+S)·D·M multiply-adds each way,
+  // linear in the length. ScoresFirst forms the L×S scores q kᵀ: L·S·(D+M),
+  // fewer when sequences are shorter than heads are wide (16 patches of a
+  // 32-wide head). Cheaper picks the one with fewer. The results agree to
+  // rounding. Causal attention always streams KV.
+  enum class Order { Cheaper, KeysValuesFirst, ScoresFirst };
+  Order order = Order::Cheaper;
 
   FlowAttentionOptions& set_causal(bool value) { causal = value; return *this; }
+  FlowAttentionOptions& set_order(Order value) { order = value; return *this; }
   FlowAttentionOptions& set_eps(double value) { eps = value; return *this; }
   FlowAttentionOptions& set_clamp(double min, double max) {
     clamp_min = min;
@@ -89,7 +98,9 @@ struct FlowAttentionInspection {
   // The quantity named `symbol`; throws naming it when absent.
   const Tensor& at(std::string_view symbol) const;
 };
-// grad_out is ∂ℓ/∂out [B, H, L, M]; (batch, head) chooses the head.
+// grad_out is ∂ℓ/∂out [B, H, L, M]; (batch, head) chooses the head. The
+// normal kernel shows KV and dKV unless options.order is ScoresFirst, which
+// shows P and dP in their place.
 FlowAttentionInspection flow_attention_inspect(const Tensor& queries, const Tensor& keys, const Tensor& values,
                                                const Tensor& grad_out, const FlowAttentionOptions& options = {},
                                                const Tensor& key_padding_mask = Tensor(), std::int64_t batch = 0,

@@ -58,11 +58,17 @@ void require_fused_matches_composed(const TensorList& inputs, const FlowAttentio
 
 }  // namespace
 
-TEST_CASE("fused normal Flow-Attention equals the composed one, float64") {
+using Order = FlowAttentionOptions::Order;
+
+TEST_CASE("fused normal Flow-Attention equals the composed one, float64, in either product order") {
+  // Cheaper puts the scores first for the third shape (L·S·(D+M) = 42 < (L+S)·D·M = 84) and KV first for the others.
   const Shapes s = GENERATE(Shapes{1, 1, 5, 5, 3, 3}, Shapes{2, 3, 7, 4, 5, 2}, Shapes{1, 2, 1, 6, 4, 3},
                             Shapes{2, 1, 3, 1, 2, 4});
+  const Order order = GENERATE(Order::Cheaper, Order::KeysValuesFirst, Order::ScoresFirst);
+  INFO("order " << static_cast<int>(order));
   Generator gen(s.L * 100 + s.S);
-  require_fused_matches_composed(random_inputs(s, gen), {}, Tensor(), 1e-11, 1e-12);
+  require_fused_matches_composed(random_inputs(s, gen), FlowAttentionOptions{}.set_order(order), Tensor(), 1e-11,
+                                 1e-12);
 }
 
 TEST_CASE("fused causal Flow-Attention equals the composed one, float64, across chunks") {
@@ -77,13 +83,14 @@ TEST_CASE("fused causal Flow-Attention equals the composed one, float64, across 
 TEST_CASE("fused Flow-Attention: gradcheck, including saturated sigmoids and an active clamp") {
   const bool causal = GENERATE(false, true);
   const double scale = GENERATE(1.0, 6.0);
+  const Order order = GENERATE(Order::KeysValuesFirst, Order::ScoresFirst);  // causal streams KV either way
   Generator gen(7);
   const Shapes s = causal ? Shapes{2, 1, 6, 6, 3, 2} : Shapes{2, 1, 5, 4, 3, 2};
   TensorList inputs = random_inputs(s, gen, kFloat64, scale);
-  FlowAttentionOptions options = FlowAttentionOptions{}.set_causal(causal);
+  FlowAttentionOptions options = FlowAttentionOptions{}.set_causal(causal).set_order(order);
   // Tight clamp bounds so that some conserved source flows are clamped.
   options.set_clamp(-1.0, causal ? 0.4 : 2.5);
-  INFO("causal " << causal << " scale " << scale);
+  INFO("causal " << causal << " scale " << scale << " order " << static_cast<int>(order));
   require_gradients_match(
       [&](const TensorList& in) { return flow_attention(in[0], in[1], in[2], options); }, inputs,
       GradcheckOptions{.step = 1e-6, .atol = 1e-7, .rtol = 1e-5});
@@ -119,7 +126,10 @@ TEST_CASE("Flow-Attention matches golden values from PyTorch") {
   std::map<std::string, Tensor>& t = golden.tensors;
   const double tolerance = precision == "f64" ? 1e-10 : 1e-5;
   INFO(file << " " << precision);
-  const FlowAttentionOptions options = FlowAttentionOptions{}.set_causal(golden.metadata.at("causal") == "1");
+  const Order order = GENERATE(Order::KeysValuesFirst, Order::ScoresFirst);
+  INFO("order " << static_cast<int>(order));
+  const FlowAttentionOptions options =
+      FlowAttentionOptions{}.set_causal(golden.metadata.at("causal") == "1").set_order(order);
   const Tensor mask = t.count("mask") ? t.at("mask") : Tensor();
   Tensor q = t.at("q").detach().requires_grad_(), k = t.at("k").detach().requires_grad_(),
          v = t.at("v").detach().requires_grad_();
@@ -176,8 +186,10 @@ TEST_CASE("a key padding mask gives each batch element the result of its real ke
       }
     }
   }
-  // The composed form agrees, mask included (float masks work too).
-  require_fused_matches_composed(in, {}, mask.to(kFloat32), 1e-11, 1e-13);
+  // The composed form agrees, mask included (float masks work too), in
+  // both product orders (the scores of the compact keys, or KV).
+  for (const Order order : {Order::KeysValuesFirst, Order::ScoresFirst})
+    require_fused_matches_composed(in, FlowAttentionOptions{}.set_order(order), mask.to(kFloat32), 1e-11, 1e-13);
 }
 
 TEST_CASE("Flow-Attention reads heads split by a view and lays results out like them") {
@@ -291,12 +303,25 @@ TEST_CASE("causal Flow-Attention at L = 65,536 runs in memory linear in L") {
 }
 
 TEST_CASE("Flow-Attention keeps σ(Q) and σ(K) for its backward, in place of Q and K, and the normal flows") {
-  for (const bool causal : {false, true}) {
-    INFO("causal " << causal);
+  struct Case {
+    bool causal;
+    Shapes s;
+    Order order;
+    bool scores_first;  // the product the normal kernel keeps: P (L×S) or KV (D×M)
+  };
+  // Cheaper takes KV at L = S = 6, D = 4, M = 5 (36·9 > 12·20) and the
+  // scores at L = 3, S = 4, D = M = 8 (12·16 < 7·64).
+  for (const Case c : {Case{false, {2, 3, 6, 6, 4, 5}, Order::Cheaper, false},
+                       Case{false, {2, 3, 6, 6, 4, 5}, Order::ScoresFirst, true},
+                       Case{false, {2, 3, 3, 4, 8, 8}, Order::Cheaper, true},
+                       Case{false, {2, 3, 3, 4, 8, 8}, Order::KeysValuesFirst, false},
+                       Case{true, {2, 3, 6, 6, 4, 5}, Order::Cheaper, false}}) {
+    const bool causal = c.causal;
+    const Shapes s = c.s;
+    INFO("causal " << causal << " L " << s.L << " order " << static_cast<int>(c.order));
     Generator gen(5);
-    const Shapes s{2, 3, 6, 6, 4, 5};
     const TensorList in = random_inputs(s, gen, kFloat32);
-    const auto options = FlowAttentionOptions{}.set_causal(causal);
+    const auto options = FlowAttentionOptions{}.set_causal(causal).set_order(c.order);
     TensorList expected = value_and_grads(
         in, [&](const TensorList& x) { return flow_attention_trace(x[0], x[1], x[2], options).out; }, 3);
 
@@ -309,10 +334,12 @@ TEST_CASE("Flow-Attention keeps σ(Q) and σ(K) for its backward, in place of Q 
     leaves.clear();
     // Q and K are freed once the caller lets them go; the features, as
     // large, took their place, so the output is the one allocation left,
-    // with, for normal attention, each head's flows and KV: 3(L+S) + 4D + D·M.
+    // with, for normal attention, each head's flows and KV or P:
+    // 3(L+S) + 4D + D·M or L·S.
     REQUIRE(q_memory.expired());
     REQUIRE(k_memory.expired());
-    const std::int64_t kept_flows = causal ? 0 : s.B * s.H * (3 * (s.L + s.S) + 4 * s.D + s.D * s.M);
+    const std::int64_t product = c.scores_first ? s.L * s.S : s.D * s.M;
+    const std::int64_t kept_flows = causal ? 0 : s.B * s.H * (3 * (s.L + s.S) + 4 * s.D + product);
     REQUIRE(memory_stats().current_bytes == before + (out.numel() + kept_flows) * sizeof(float));
     Generator grad_gen(3);
     out.backward(randn(out.shape(), grad_gen, out.dtype()));
@@ -519,6 +546,25 @@ TEST_CASE("flow_attention_inspect: the kernel's own intermediates and gradients 
     INFO(masked.quantities[i].symbol);
     REQUIRE(masked.quantities[i].symbol == unpadded.quantities[i].symbol);
     require_close(masked.quantities[i].value, unpadded.quantities[i].value, 0, 0);
+  }
+
+  // With the scores first the kernel holds P = q kᵀ and dP = dR (C ⊙ V)ᵀ in
+  // place of KV and dKV; every other quantity is the same to rounding.
+  const FlowAttentionInspection scores =
+      flow_attention_inspect(Q, K, V, G, FlowAttentionOptions{}.set_order(Order::ScoresFirst));
+  const FlowAttentionInspection kv = flow_attention_inspect(Q, K, V, G);
+  REQUIRE(scores.quantities.size() == kv.quantities.size());
+  require_close(scores.at("P"), matmul(scores.at("q"), scores.at("k").transpose(0, 1)), 1e-12, 1e-14);
+  require_close(scores.at("dP"),
+                matmul(scores.at("dR"), (scores.at("C").unsqueeze(1) * V.select(0, 0).select(0, 0)).transpose(0, 1)),
+                1e-12, 1e-14);
+  for (const FlowAttentionQuantity& quantity : kv.quantities) {
+    INFO(quantity.symbol);
+    if (quantity.symbol == "KV" || quantity.symbol == "dKV") {
+      REQUIRE_THROWS_WITH(scores.at(quantity.symbol), Catch::Contains("the kernel does not hold it"));
+      continue;
+    }
+    require_close(scores.at(quantity.symbol), quantity.value, 1e-12, 1e-14);
   }
 
   REQUIRE_THROWS_WITH(flow_attention_inspect(Q, K, V, G, {}, Tensor(), 1, 0),
