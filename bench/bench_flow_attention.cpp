@@ -1,9 +1,10 @@
 // Flow-Attention benchmark: forward and forward+backward time and peak
 // memory of the fused normal and causal kernels, next to softmax attention
 // built from the primitive ops (the quadratic baseline), for B=1, H=8,
-// D=M=64 and L in {1024, 4096, 16384}.
+// D=M=64 and L in {1024, 4096, 16384} unless told otherwise.
 //
 //   bench_flow_attention [--threads N] [--lengths 1024,4096,16384] [--repeats 3]
+//                        [--shape B,H,D]   (batch, heads, head width D = M)
 //
 // Each configuration runs in its own process (this program re-executes
 // itself with --single), so the peak RSS it reports belongs to that
@@ -30,8 +31,9 @@
 
 namespace {
 
-constexpr std::int64_t kHeads = 8, kDim = 64;
-constexpr std::int64_t kChunk = kDim;  // the causal kernel's chunk, max(D, M) (for the FLOP count)
+struct HeadShape {
+  std::int64_t batch = 1, heads = 8, dim = 64;  // dim is D = M
+};
 
 struct Result {
   double seconds = NAN;
@@ -60,13 +62,19 @@ double median_seconds(int repeats, F&& run) {
   return times[times.size() / 2];
 }
 
-// GEMM floating-point operations of one head, per the kernels' structure.
-double kernel_gflop(const std::string& kernel, bool backward, double L) {
-  const double D = kDim, M = kDim, c = std::min<double>(kChunk, L);
+// GEMM floating-point operations of all heads, per the kernels' structure.
+double kernel_gflop(const std::string& kernel, bool backward, double L, const HeadShape& shape) {
+  const double D = static_cast<double>(shape.dim), M = D;
+  // The causal chunk (causal_chunk in ops/flow_attention.cpp): max(D, M)
+  // rows within [16, 128], or the whole sequence up to twice that.
+  const double balance = std::clamp(std::max(D, M), 16.0, 128.0), c = L <= 2 * balance ? L : balance;
   double flops;
   if (kernel == "normal") {
-    // forward: KV = kᵀW, q KV; backward: KV again, dq, dKV, dk, dW
-    flops = backward ? 2 * L * D * M * 7 : 2 * L * D * M * 2;
+    // The forward's two products (out ∝ q kᵀ W) take 2·L·D·M multiply-adds
+    // with KV first, L·L·(D + M) with the scores first, whichever is fewer
+    // (the default FlowAttentionOptions::Cheaper); the backward's four, twice that.
+    const double forward_multiply_adds = std::min(2 * L * D * M, L * L * (D + M));
+    flops = 2 * forward_multiply_adds * (backward ? 3 : 1);
   } else if (kernel == "causal") {
     // forward, per chunk: q kᵀ, (·) W, q H, H += kᵀW
     const double forward = 2 * L * (2 * D * M + c * (D + M));
@@ -76,11 +84,11 @@ double kernel_gflop(const std::string& kernel, bool backward, double L) {
   } else {  // softmax: Q Kᵀ and P V, and 4 GEMMs in backward
     flops = backward ? 2 * L * L * D * 6 : 2 * L * L * D * 2;
   }
-  return flops * kHeads / 1e9;
+  return flops * static_cast<double>(shape.batch * shape.heads) / 1e9;
 }
 
 fg::Tensor softmax_attention(const fg::Tensor& q, const fg::Tensor& k, const fg::Tensor& v, bool causal) {
-  fg::Tensor scores = fg::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(kDim)));
+  fg::Tensor scores = fg::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(q.size(3))));
   if (causal) {
     const std::int64_t L = q.size(2);
     std::vector<float> mask(static_cast<std::size_t>(L * L), 0.0f);
@@ -91,10 +99,11 @@ fg::Tensor softmax_attention(const fg::Tensor& q, const fg::Tensor& k, const fg:
   return fg::matmul(fg::softmax(scores, -1), v);
 }
 
-Result run_single(const std::string& kernel, bool backward, std::int64_t L, int repeats) {
+Result run_single(const std::string& kernel, bool backward, std::int64_t L, int repeats, const HeadShape& shape) {
   fg::Generator gen(0);
-  fg::Tensor q = fg::randn({1, kHeads, L, kDim}, gen), k = fg::randn({1, kHeads, L, kDim}, gen),
-             v = fg::randn({1, kHeads, L, kDim}, gen), grad = fg::randn({1, kHeads, L, kDim}, gen);
+  const fg::Shape heads{shape.batch, shape.heads, L, shape.dim};
+  fg::Tensor q = fg::randn(heads, gen), k = fg::randn(heads, gen), v = fg::randn(heads, gen),
+             grad = fg::randn(heads, gen);
   if (backward) {
     q.requires_grad_();
     k.requires_grad_();
@@ -115,7 +124,7 @@ Result run_single(const std::string& kernel, bool backward, std::int64_t L, int 
     }
   });
   result.peak_rss_mb = peak_rss_mb();
-  result.gflop = kernel_gflop(kernel, backward, static_cast<double>(L));
+  result.gflop = kernel_gflop(kernel, backward, static_cast<double>(L), shape);
   // One more run with profiling: the time spent inside its GEMM calls, summed
   // over threads, divided by the threads: what the run would take if all
   // but its GEMMs were free (the floor the kernel is measured against).
@@ -134,10 +143,11 @@ Result run_single(const std::string& kernel, bool backward, std::int64_t L, int 
 
 // Runs one configuration in a child process and parses its one-line answer.
 Result run_in_child(const std::string& self, const std::string& kernel, bool backward, std::int64_t L,
-                    int repeats, int threads) {
+                    int repeats, int threads, const HeadShape& shape) {
   std::ostringstream command;
   command << self << " --single " << kernel << ' ' << (backward ? "fwdbwd" : "fwd") << ' ' << L << ' '
-          << repeats << " --threads " << threads;
+          << repeats << " --threads " << threads << " --shape " << shape.batch << ',' << shape.heads << ','
+          << shape.dim;
   FILE* pipe = popen(command.str().c_str(), "r");
   Result result;
   if (pipe == nullptr) {
@@ -159,16 +169,23 @@ Result run_in_child(const std::string& self, const std::string& kernel, bool bac
 int main(int argc, char** argv) {
   int threads = 2, repeats = 3;
   std::vector<std::int64_t> lengths = {1024, 4096, 16384};
+  HeadShape shape;
   std::vector<std::string> args(argv + 1, argv + argc);
   try {
     for (std::size_t i = 0; i < args.size(); ++i) {
       if (args[i] == "--threads" && i + 1 < args.size()) threads = std::stoi(args[++i]);
       if (args[i] == "--repeats" && i + 1 < args.size()) repeats = std::stoi(args[++i]);
       if (args[i] == "--lengths" && i + 1 < args.size()) lengths = bench::parse_int_list(args[++i]);
+      if (args[i] == "--shape" && i + 1 < args.size()) {
+        const std::vector<std::int64_t> sizes = bench::parse_int_list(args[++i]);
+        if (sizes.size() != 3 || *std::min_element(sizes.begin(), sizes.end()) < 1)
+          throw std::invalid_argument("--shape expects three positive sizes B,H,D, got " + args[i]);
+        shape = {sizes[0], sizes[1], sizes[2]};
+      }
     }
     fg::set_num_threads(threads);
     if (!args.empty() && args[0] == "--single" && args.size() >= 5) {
-      Result r = run_single(args[1], args[2] == "fwdbwd", std::stoll(args[3]), std::stoi(args[4]));
+      Result r = run_single(args[1], args[2] == "fwdbwd", std::stoll(args[3]), std::stoi(args[4]), shape);
       std::printf("%.6f %.1f %.4f %.6f\n", r.seconds, r.peak_rss_mb, r.gflop, r.gemm_seconds);
       return 0;
     }
@@ -184,7 +201,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   const std::string self = self_path;
-  std::cout << "Flow-Attention, B=1 H=" << kHeads << " D=M=" << kDim << ", float32, " << threads
+  std::cout << "Flow-Attention, B=" << shape.batch << " H=" << shape.heads << " D=M=" << shape.dim << ", float32, "
+            << threads
             << " thread(s); median of " << repeats << "; one process per row\n\n";
   std::cout << std::left << std::setw(9) << "kernel" << std::setw(8) << "pass" << std::right << std::setw(8)
             << "L" << std::setw(12) << "seconds" << std::setw(14) << "peak RSS MB" << std::setw(10)
@@ -195,13 +213,13 @@ int main(int argc, char** argv) {
         std::cout << std::left << std::setw(9) << kernel << std::setw(8) << (backward ? "fwd+bwd" : "fwd")
                   << std::right << std::setw(8) << L;
         // Causal softmax attention needs ~4 L×L float tensors per head in backward.
-        const double softmax_gb = 4.0 * kHeads * static_cast<double>(L) * L * 4 / 1e9;
+        const double softmax_gb = 4.0 * static_cast<double>(shape.batch * shape.heads * L) * L * 4 / 1e9;
         if (kernel == "softmax" && softmax_gb > 12.0) {
           std::cout << "   skipped: needs about " << std::fixed << std::setprecision(0) << softmax_gb
                     << " GB\n";
           continue;
         }
-        Result r = run_in_child(self, kernel, backward, L, repeats, threads);
+        Result r = run_in_child(self, kernel, backward, L, repeats, threads, shape);
         if (!r.note.empty()) {
           std::cout << "   " << r.note << "\n";
           continue;
