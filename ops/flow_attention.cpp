@@ -1332,7 +1332,7 @@ Tensor CausalFlowAttentionState::step(const Tensor& q, const Tensor& k, const Te
   Tensor out = empty(v_shape, dtype_);
   const std::int64_t D = dim_, M = value_dim_;
   dispatch_floating(dtype_, "CausalFlowAttentionState::step", [&]<class T>() {
-    const Settings<T> cfg = settings_of<T>(options_, Dims{1, 1, D, M});
+    const Settings<T> cfg = settings_of<T>(FlowAttentionOptions(options_).set_causal(true), Dims{1, 1, D, M});
     const T count = static_cast<T>(position_ + 1);
     Buffer<T> qi(D), ki(D), weighted(M);
     for (std::int64_t h = 0; h < batch_ * heads_; ++h) {
