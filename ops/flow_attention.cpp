@@ -10,7 +10,8 @@
 // Layout: every head is processed on its own, on row-major matrices (Q:
 // N×D, K: S×D, V: S×M). The backward gets V, the output and the features
 // σ(Q), σ(K) the forward computed (in place of Q and K). The normal
-// backward also gets the forward's flows and KV (O(N + S + D·M) values);
+// backward also gets the forward's flows and KV (O(N + S + D·M) values, or
+// N·S in place of D·M for the scores P where those go first);
 // the causal one rebuilds its flows from the features, as its prefix sums
 // would take O(N·D) values each.
 #include "flow_attention.h"
@@ -456,7 +457,8 @@ void normal_forward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<T> o
 // the forward kept: the features q, k, the flows and KV or P, and the output `out`
 // (for R_i = out_i / s_i: see §N4 below). Besides four GEMMs and two GEMVs
 // it makes three passes over the rows of q and of k: two for §N2–§N1's
-// vector sums, one that adds every term of dq (dk) and applies §N0.
+// vector sums, one that adds every term of dq (dk) and applies §N0 (and,
+// with the scores first, one over dP to scale it by C).
 template <class T>
 FLOWGRAD_PER_CPU
 void normal_backward(const T* q, const T* k, const T* kept_flows, Rows<const T> V, Rows<const T> out,
@@ -484,7 +486,7 @@ void normal_backward(const T* q, const T* k, const T* kept_flows, Rows<const T> 
     else rec->add("KV", "§N4", f.product, {D, M});
   }
 
-  // §N4 backward: out_i = s_i R_i, R = q KV, s_i = A_i I_i. R is not
+  // §N4 backward: out_i = s_i R_i, R = q KV (or P W), s_i = A_i I_i. R is not
   // recomputed: R_i = out_i / s_i, as s_i >= 1/(2 D (1+ε)(S+ε)) is never near
   // 0 (docs/flow-attention-gradients.md, section 7, fact 11).
   Buffer<T> dR(N * M), dA(N), dI(N);
@@ -610,6 +612,7 @@ void normal_backward(const T* q, const T* k, const T* kept_flows, Rows<const T> 
   // dk_j:  dQ = dq ⊙ q(1−q),  dK = dk ⊙ k(1−k), with
   //   dq_i = dR_i KVᵀ + dĨ_i (k_outgoing+ε) + I_i dq_incoming + du_i (k_sum+ε) + dq_sum
   //   dk_j = C_j (V dKVᵀ)_j + O_j dk_outgoing + dÔ_j (q_incoming+ε) + dy_j (q_sum+ε) + dk_sum
+  // (with the scores first, (dP k)_i and C_j (Zᵀq)_j are the §N4 terms)
   // No row written overlaps a vector read (all are the kernel's own
   // buffers). Told so, GCC vectorises the loops; it would otherwise check
   // the eleven pairs at run time, past its limit of ten, and leave them scalar.

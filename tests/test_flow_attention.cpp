@@ -61,7 +61,8 @@ void require_fused_matches_composed(const TensorList& inputs, const FlowAttentio
 using Order = FlowAttentionOptions::Order;
 
 TEST_CASE("fused normal Flow-Attention equals the composed one, float64, in either product order") {
-  // Cheaper puts the scores first for the third shape (L·S·(D+M) = 42 < (L+S)·D·M = 84) and KV first for the others.
+  // Cheaper puts the scores first for the last two shapes (L·S·(D+M) = 42 < (L+S)·D·M = 84, 18 < 32) and KV
+  // first for the others.
   const Shapes s = GENERATE(Shapes{1, 1, 5, 5, 3, 3}, Shapes{2, 3, 7, 4, 5, 2}, Shapes{1, 2, 1, 6, 4, 3},
                             Shapes{2, 1, 3, 1, 2, 4});
   const Order order = GENERATE(Order::Cheaper, Order::KeysValuesFirst, Order::ScoresFirst);
@@ -190,6 +191,41 @@ TEST_CASE("a key padding mask gives each batch element the result of its real ke
   // both product orders (the scores of the compact keys, or KV).
   for (const Order order : {Order::KeysValuesFirst, Order::ScoresFirst})
     require_fused_matches_composed(in, FlowAttentionOptions{}.set_order(order), mask.to(kFloat32), 1e-11, 1e-13);
+}
+
+TEST_CASE("many heads of growing size share each thread's scratch block, at 1 and 2 threads, in both orders") {
+  // 48 heads: one run of heads per thread at 1 thread, chunks of 3 at 2.
+  // Batch element b has b % 9 + 1 real keys, so heads grow within a run
+  // and their buffers outgrow the block it keeps, which must then grow.
+  Generator gen(31);
+  const Shapes s{12, 4, 5, 9, 3, 2};
+  const TensorList in = random_inputs(s, gen);
+  std::vector<std::int64_t> flags(s.B * s.S, 0);
+  for (std::int64_t b = 0; b < s.B; ++b)
+    for (std::int64_t j = 0; j <= b % 9; ++j) flags[b * s.S + (j * 4 + b) % s.S] = 1;
+  const Tensor mask = from_vector(flags, {s.B, s.S});
+  struct ThreadsRestored {
+    int original = get_num_threads();
+    ~ThreadsRestored() { set_num_threads(original); }
+  } restore;
+  for (const Order order : {Order::KeysValuesFirst, Order::ScoresFirst}) {
+    INFO("order " << static_cast<int>(order));
+    const auto options = FlowAttentionOptions{}.set_order(order);
+    TensorList one_thread;
+    for (const int threads : {1, 2}) {
+      INFO("threads " << threads);
+      set_num_threads(threads);
+      require_fused_matches_composed(in, options, mask, 1e-11, 1e-13);
+      const TensorList fused = value_and_grads(
+          in, [&](const TensorList& x) { return flow_attention(x[0], x[1], x[2], options, mask); }, 1);
+      if (threads == 1) {
+        one_thread = fused;
+        continue;
+      }
+      // Each head is computed whole by one task: the thread count changes no bit.
+      require_results_close(fused, one_thread, 0, 0);
+    }
+  }
 }
 
 TEST_CASE("Flow-Attention reads heads split by a view and lays results out like them") {
@@ -539,13 +575,17 @@ TEST_CASE("flow_attention_inspect: the kernel's own intermediates and gradients 
   const Tensor mask = tensor({1, 0, 1, 1, 0}, {1, 5});
   const Tensor real = from_vector<std::int64_t>({0, 2, 3});
   const FlowAttentionInspection masked = flow_attention_inspect(Q, K, V, G, {}, mask);
-  const FlowAttentionInspection unpadded =
-      flow_attention_inspect(Q, index_select(K, 2, real), index_select(V, 2, real), G);
-  REQUIRE(masked.quantities.size() == unpadded.quantities.size());
-  for (std::size_t i = 0; i < masked.quantities.size(); ++i) {
-    INFO(masked.quantities[i].symbol);
-    REQUIRE(masked.quantities[i].symbol == unpadded.quantities[i].symbol);
-    require_close(masked.quantities[i].value, unpadded.quantities[i].value, 0, 0);
+  for (const Order order : {Order::KeysValuesFirst, Order::ScoresFirst}) {
+    const auto options = FlowAttentionOptions{}.set_order(order);
+    const FlowAttentionInspection masked_in_order = flow_attention_inspect(Q, K, V, G, options, mask);
+    const FlowAttentionInspection unpadded =
+        flow_attention_inspect(Q, index_select(K, 2, real), index_select(V, 2, real), G, options);
+    REQUIRE(masked_in_order.quantities.size() == unpadded.quantities.size());
+    for (std::size_t i = 0; i < unpadded.quantities.size(); ++i) {
+      INFO(unpadded.quantities[i].symbol << " order " << static_cast<int>(order));
+      REQUIRE(masked_in_order.quantities[i].symbol == unpadded.quantities[i].symbol);
+      require_close(masked_in_order.quantities[i].value, unpadded.quantities[i].value, 0, 0);
+    }
   }
 
   // With the scores first the kernel holds P = q kᵀ and dP = dR (C ⊙ V)ᵀ in
