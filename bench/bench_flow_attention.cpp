@@ -202,8 +202,7 @@ int main(int argc, char** argv) {
   }
   const std::string self = self_path;
   std::cout << "Flow-Attention, B=" << shape.batch << " H=" << shape.heads << " D=M=" << shape.dim << ", float32, "
-            << threads
-            << " thread(s); median of " << repeats << "; one process per row\n\n";
+            << threads << " thread(s); median of " << repeats << "; one process per row\n\n";
   std::cout << std::left << std::setw(9) << "kernel" << std::setw(8) << "pass" << std::right << std::setw(8)
             << "L" << std::setw(12) << "seconds" << std::setw(14) << "peak RSS MB" << std::setw(10)
             << "GFLOP/s" << std::setw(12) << "GEMMs s" << std::setw(8) << "ratio" << "\n";

@@ -339,11 +339,13 @@ void weighted_values(Rows<const T> V, const T* competition, std::int64_t rows, s
   }
 }
 
-// Whether §N4 forms the N×S scores q kᵀ first (N·S·(D+M) multiply-adds per
-// pass, forward and backward) rather than KV = kᵀW ((N+S)·D·M).
-bool scores_first(FlowAttentionOptions::Order order, Dims dims) {
+// Whether normal attention's §N4 forms the N×S scores q kᵀ first (N·S·(D+M)
+// multiply-adds per pass, forward and backward) rather than KV = kᵀW
+// ((N+S)·D·M). Causal attention streams KV.
+bool scores_first(const FlowAttentionOptions& o, Dims dims) {
   using Order = FlowAttentionOptions::Order;
-  if (order != Order::Cheaper) return order == Order::ScoresFirst;
+  if (o.causal) return false;
+  if (o.order != Order::Cheaper) return o.order == Order::ScoresFirst;
   return dims.N * dims.S * (dims.D + dims.M) < (dims.N + dims.S) * dims.D * dims.M;
 }
 
@@ -1185,7 +1187,7 @@ void for_each_head(const Problem& p, const Tensor& q, const Tensor& k, const Ten
 template <class T>
 Settings<T> settings_of(const FlowAttentionOptions& o, Dims dims) {
   return {static_cast<T>(o.eps), static_cast<T>(o.clamp_min), static_cast<T>(o.clamp_max),
-          !o.causal && scores_first(o.order, dims)};
+          scores_first(o, dims)};
 }
 
 // What the forward keeps for the backward besides V and its output: every
@@ -1209,7 +1211,7 @@ Tensor forward_all(const Problem& p, const Tensor& q, const Tensor& k, const Ten
     kept->queries = empty({p.batch, p.heads, dims.N, dims.D}, q.dtype());
     kept->keys = empty({p.batch, p.heads, dims.S, dims.D}, q.dtype());
     if (!o.causal)
-      kept->flows = empty({p.batch * p.heads, normal_flows_size(dims, scores_first(o.order, dims))}, q.dtype());
+      kept->flows = empty({p.batch * p.heads, normal_flows_size(dims, scores_first(o, dims))}, q.dtype());
   }
   dispatch_floating(q.dtype(), "flow_attention", [&]<class T>() {
     const Settings<T> cfg = settings_of<T>(o, dims);
