@@ -182,6 +182,22 @@ T sigmoid(T x) {
   return T(1) / (T(1) + std::exp(-x));
 }
 
+// e^x and σ(x) for the flows' exponentials (§N3's softmax and A, §C3's e and
+// A). Float goes through exp_vectorisable, so that a loop of them
+// vectorises: a libm call per element cost more than the rest of those
+// loops. Unfused, so a value has the same bits in a vector loop and alone
+// (the causal step). Double goes through std::exp.
+template <class T>
+[[gnu::always_inline]] inline T flow_exp(T x) {
+  if constexpr (std::is_same_v<T, float>) return exp_vectorisable</*kFused=*/false>(x);
+  else return std::exp(x);
+}
+
+template <class T>
+[[gnu::always_inline]] inline T flow_sigmoid(T x) {
+  return T(1) / (T(1) + flow_exp(-x));
+}
+
 // C (m×n) = op(A) op(B) + beta·C on row-major matrices, where op(A) is m×k
 // and op(B) is k×n; A and B are contiguous, C's rows are ldc apart.
 template <class T>
@@ -414,18 +430,16 @@ FLOWGRAD_PER_CPU void normal_flows(Rows<const T> Q, Rows<const T> K, T* q, T* k,
   dots_eps(k, S, D, f.q_incoming, cfg.eps, f.conserved_source_raw);
   // §N3: A_i = σ(Ĩ_i · N/S),  C = S · softmax(Õ)
   const T n_over_s = static_cast<T>(static_cast<double>(N) / static_cast<double>(S));
-  for (std::int64_t i = 0; i < N; ++i) f.sink_allocation[i] = sigmoid(f.conserved_sink[i] * n_over_s);
+  for (std::int64_t i = 0; i < N; ++i) f.sink_allocation[i] = flow_sigmoid(f.conserved_sink[i] * n_over_s);
   T max_source = -std::numeric_limits<T>::infinity();
   for (std::int64_t j = 0; j < S; ++j) {
     // §N2 clamp: Õ_j = clamp(Ô_j, lo, hi), held in C's buffer until the softmax
     f.source_competition[j] = std::clamp(f.conserved_source_raw[j], cfg.clamp_min, cfg.clamp_max);
     max_source = std::max(max_source, f.source_competition[j]);
   }
-  T total = 0;
-  for (std::int64_t j = 0; j < S; ++j) {
-    f.source_competition[j] = std::exp(f.source_competition[j] - max_source);
-    total += f.source_competition[j];
-  }
+  for (std::int64_t j = 0; j < S; ++j) f.source_competition[j] = flow_exp(f.source_competition[j] - max_source);
+  T total = 0;  // in its own loop: the exponentials' loop vectorises, an ordered sum does not
+  for (std::int64_t j = 0; j < S; ++j) total += f.source_competition[j];
   for (std::int64_t j = 0; j < S; ++j) f.source_competition[j] = f.source_competition[j] / total * static_cast<T>(S);
 }
 
@@ -704,7 +718,6 @@ struct CausalFlows {
       feature_map(K, dims.N, D, k_out);
     }
     Buffer<T> k_run(D, Zeroed{}), q_run(D, Zeroed{}), k_outgoing_run(D, Zeroed{}), q_incoming_run(D, Zeroed{});
-    T exp_run = 0;
     for (std::int64_t i = 0; i < dims.N; ++i) {
       const T count = static_cast<T>(i + 1);  // n_i
       const T* qi = q + i * D;
@@ -727,13 +740,19 @@ struct CausalFlows {
       axpy(sink_incoming[i], qi, q_incoming_run.data(), D);
       conserved_sink[i] = dot_eps(qi, k_outgoing_run.data(), D, cfg.eps) / count;
       conserved_source_raw[i] = dot_eps(ki, q_incoming_run.data(), D, cfg.eps) / count;
-      // §C3: A_i = σ(Ĩ_i),  C_i = n_i e_i / E_i with e = exp(Õ), E = pre(e), after
-      // the §C2 clamp Õ_i = clamp(Ô_i, lo, hi)
-      sink_allocation[i] = sigmoid(conserved_sink[i]);
-      exp_source[i] = std::exp(std::clamp(conserved_source_raw[i], cfg.clamp_min, cfg.clamp_max));
+    }
+    // §C3: A_i = σ(Ĩ_i),  C_i = n_i e_i / E_i with e = exp(Õ), E = pre(e), after
+    // the §C2 clamp Õ_i = clamp(Ô_i, lo, hi); the exponentials in loops of
+    // their own, which vectorise
+    const std::int64_t N = dims.N;
+    for (std::int64_t i = 0; i < N; ++i) sink_allocation[i] = flow_sigmoid(conserved_sink[i]);
+    for (std::int64_t i = 0; i < N; ++i)
+      exp_source[i] = flow_exp(std::clamp(conserved_source_raw[i], cfg.clamp_min, cfg.clamp_max));
+    T exp_run = 0;
+    for (std::int64_t i = 0; i < N; ++i) {
       exp_run += exp_source[i];
       exp_source_cumsum[i] = exp_run;
-      source_competition[i] = exp_source[i] / exp_run * count;
+      source_competition[i] = exp_source[i] / exp_run * static_cast<T>(i + 1);
     }
   }
 
@@ -1357,8 +1376,8 @@ Tensor CausalFlowAttentionState::step(const Tensor& q, const Tensor& k, const Te
       axpy(sink_incoming, qi.data(), q_incoming, D);
       const T conserved_sink = dot_eps(qi.data(), k_outgoing, D, cfg.eps) / count;
       const T conserved_source_raw = dot_eps(ki.data(), q_incoming, D, cfg.eps) / count;
-      const T sink_allocation = sigmoid(conserved_sink);  // §C3
-      const T exp_source = std::exp(std::clamp(conserved_source_raw, cfg.clamp_min, cfg.clamp_max));
+      const T sink_allocation = flow_sigmoid(conserved_sink);  // §C3
+      const T exp_source = flow_exp(std::clamp(conserved_source_raw, cfg.clamp_min, cfg.clamp_max));
       exp_sum += exp_source;
       const T source_competition = exp_source / exp_sum * count;
       const T* vi = vd.data<T>() + h * M;  // §C4: H += k ⊗ C v;  out = A (I/n) q H
