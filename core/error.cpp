@@ -4,9 +4,19 @@
 
 namespace flowgrad::detail {
 
-void append_number(std::string& message, long long value) { message += std::to_string(value); }
+// snprintf rather than std::to_string, whose inlined copy GCC 12 warns
+// about (-Wrestrict, a false positive) with -fno-math-errno.
+void append_number(std::string& message, long long value) {
+  char text[24];  // 20 digits and a sign
+  std::snprintf(text, sizeof text, "%lld", value);
+  message += text;
+}
 
-void append_number(std::string& message, unsigned long long value) { message += std::to_string(value); }
+void append_number(std::string& message, unsigned long long value) {
+  char text[24];
+  std::snprintf(text, sizeof text, "%llu", value);
+  message += text;
+}
 
 void append_number(std::string& message, double value) {
   char text[32];  // "%g" needs at most 13 characters (-1.23457e+308)

@@ -235,7 +235,7 @@ void SGD::update(const Group& group, const Tensor& param, const Tensor& grad, St
     const T momentum = static_cast<T>(options.momentum);
     const T keep = static_cast<T>(1.0 - options.dampening);
     const bool nesterov = options.nesterov;
-    parallel_for(param.numel(), kParallelGrain, [&](std::int64_t begin, std::int64_t end) {
+    parallel_for(param.numel(), kParallelGrain, [=](std::int64_t begin, std::int64_t end) {  // as Adam's
       for (std::int64_t i = begin; i < end; ++i) {
         T d = decay != T(0) ? g[i] + p[i] * decay : g[i];
         if (buffer) {
@@ -312,7 +312,9 @@ void Adam::update(const Group& group, const Tensor& param, const Tensor& grad, S
     const T eps = static_cast<T>(options.eps);
     const T neg_step_size = static_cast<T>(-step_size);
     const T bc2_sqrt = static_cast<T>(bias_correction2_sqrt);
-    parallel_for(param.numel(), kParallelGrain, [&](std::int64_t begin, std::int64_t end) {
+    // By value: captured by reference, the constants were reloaded after
+    // every store (which might have changed them), and the loop stayed scalar.
+    parallel_for(param.numel(), kParallelGrain, [=](std::int64_t begin, std::int64_t end) {
       for (std::int64_t i = begin; i < end; ++i) {
         T gi = g[i];
         if (decoupled) {
