@@ -18,6 +18,51 @@ namespace {
 // Rows summed together for dweight/dbias before the blocks' sums are added.
 constexpr std::int64_t kRowsPerBlock = 64;
 
+// The per-row work, strides in elements. Each caller inlines it twice: with
+// unit strides for contiguous rows (the usual case: loops that vectorise)
+// and with the tensors' strides. Same arithmetic, same bits.
+
+// y = x̂ ⊙ w + b with x̂ = (x − μ)·rstd; μ and rstd to *mean, *rstd.
+template <class T>
+[[gnu::always_inline]] inline void layer_norm_row(const T* x, std::int64_t sx, const T* w, std::int64_t sw,
+                                                  const T* b, std::int64_t sb, std::int64_t channels, double eps,
+                                                  T* y, T* mean, T* rstd) {
+  // Two passes (mean, then squared deviations): stable for large means.
+  const double sum = lane_sum<double>(channels, [&](std::int64_t c) { return double(x[c * sx]); });
+  const double mu = sum / static_cast<double>(channels);
+  const double squares = lane_sum<double>(channels, [&](std::int64_t c) {
+    const double d = x[c * sx] - mu;
+    return d * d;
+  });
+  const T m = static_cast<T>(mu);
+  const T r = static_cast<T>(1.0 / std::sqrt(squares / static_cast<double>(channels) + eps));
+  *mean = m;
+  *rstd = r;
+  for (std::int64_t c = 0; c < channels; ++c) {
+    T v = (x[c * sx] - m) * r;
+    if (w) v *= w[c * sw];
+    if (b) v += b[c * sb];
+    y[c] = v;
+  }
+}
+
+// dx = rstd · (g − mean(g) − x̂ · mean(g ⊙ x̂)), g = dy ⊙ w (dx contiguous).
+template <class T>
+[[gnu::always_inline]] inline void layer_norm_dx_row(const T* x, std::int64_t sx, const T* dy, std::int64_t sdy,
+                                                     const T* w, std::int64_t sw, T m, T r, std::int64_t channels,
+                                                     T* dx) {
+  auto g_at = [&](std::int64_t c) -> T { return w ? dy[c * sdy] * w[c * sw] : dy[c * sdy]; };
+  const double g_sum = lane_sum<double>(channels, [&](std::int64_t c) { return double(g_at(c)); });
+  const double g_xhat_sum = lane_sum<double>(
+      channels, [&](std::int64_t c) { return static_cast<double>(g_at(c)) * ((x[c * sx] - m) * r); });
+  const T g_mean = static_cast<T>(g_sum / channels);
+  const T g_xhat_mean = static_cast<T>(g_xhat_sum / channels);
+  for (std::int64_t c = 0; c < channels; ++c) {
+    const T xhat = (x[c * sx] - m) * r;
+    dx[c] = r * (g_at(c) - g_mean - xhat * g_xhat_mean);
+  }
+}
+
 // layer_norm, per row of C elements (x̂ = (x − μ)·rstd, g = dy ⊙ w):
 //   dx     = rstd · (g − mean(g) − x̂ · mean(g ⊙ x̂))
 //   dweight = Σ_rows dy ⊙ x̂
@@ -52,6 +97,7 @@ class LayerNormBackward final : public Node {
       const T* prs = rs.data<T>();
       const std::int64_t sx = x.strides()[last];
       const std::int64_t sdy = dy.strides()[last];
+      const bool unit_strides = sx == 1 && sdy == 1 && (pw == nullptr || sw == 1);
       if (need_dx) {
         T* pdx = dx.data<T>();
         kernels::parallel_rows<3>(
@@ -60,18 +106,10 @@ class LayerNormBackward final : public Node {
               const T* x_row = px + base[0];
               const T* dy_row = pdy + base[1];
               T* dx_row = pdx + base[2];  // contiguous: unit stride along the row
-              const T m = pmu[row], r = prs[row];
-              auto g_at = [&](std::int64_t c) -> T { return pw ? dy_row[c * sdy] * pw[c * sw] : dy_row[c * sdy]; };
-              const double g_sum = lane_sum<double>(channels, [&](std::int64_t c) { return double(g_at(c)); });
-              const double g_xhat_sum = lane_sum<double>(
-                  channels, [&](std::int64_t c) { return static_cast<double>(g_at(c)) * ((x_row[c * sx] - m) * r); });
-              const T g_mean = static_cast<T>(g_sum / channels);
-              const T g_xhat_mean = static_cast<T>(g_xhat_sum / channels);
-              for (std::int64_t c = 0; c < channels; ++c) {
-                const T g = pw ? dy_row[c * sdy] * pw[c * sw] : dy_row[c * sdy];
-                const T xhat = (x_row[c * sx] - m) * r;
-                dx_row[c] = r * (g - g_mean - xhat * g_xhat_mean);
-              }
+              if (unit_strides)
+                layer_norm_dx_row<T>(x_row, 1, dy_row, 1, pw, 1, pmu[row], prs[row], channels, dx_row);
+              else
+                layer_norm_dx_row(x_row, sx, dy_row, sdy, pw, sw, pmu[row], prs[row], channels, dx_row);
             });
       }
       if (!need_dw && !need_db) return;
@@ -158,28 +196,16 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
     T* py = y.data<T>();
     T* pmean = mean.data<T>();
     T* prstd = rstd.data<T>();
+    const bool unit_strides = sx == 1 && (pw == nullptr || sw == 1) && (pb == nullptr || sb == 1);
     kernels::parallel_rows<2>(
         x.shape(), last, {&x.strides(), &y.strides()},
         [&](std::int64_t row, const std::array<std::int64_t, 2>& base) {
           const T* x_row = px + base[0];
           T* y_row = py + base[1];
-          // Two passes (mean, then squared deviations): stable for large means.
-          const double sum = lane_sum<double>(channels, [&](std::int64_t c) { return double(x_row[c * sx]); });
-          const double mu = sum / static_cast<double>(channels);
-          const double squares = lane_sum<double>(channels, [&](std::int64_t c) {
-            const double d = x_row[c * sx] - mu;
-            return d * d;
-          });
-          const T m = static_cast<T>(mu);
-          const T r = static_cast<T>(1.0 / std::sqrt(squares / static_cast<double>(channels) + eps));
-          pmean[row] = m;
-          prstd[row] = r;
-          for (std::int64_t c = 0; c < channels; ++c) {
-            T v = (x_row[c * sx] - m) * r;
-            if (pw) v *= pw[c * sw];
-            if (pb) v += pb[c * sb];
-            y_row[c] = v;
-          }
+          if (unit_strides)
+            layer_norm_row<T>(x_row, 1, pw, 1, pb, 1, channels, eps, y_row, pmean + row, prstd + row);
+          else
+            layer_norm_row(x_row, sx, pw, sw, pb, sb, channels, eps, y_row, pmean + row, prstd + row);
         });
   });
   if (auto node = autograd::make_node<LayerNormBackward>({x, weight, bias})) {
