@@ -173,7 +173,7 @@ template <class T>
 
 // y += alpha · x
 template <class T>
-void axpy(T alpha, const T* x, T* y, std::int64_t n) {
+[[gnu::always_inline]] inline void axpy(T alpha, const T* x, T* y, std::int64_t n) {
   for (std::int64_t d = 0; d < n; ++d) y[d] += alpha * x[d];
 }
 
@@ -321,14 +321,15 @@ void feature_map(Rows<const T> x, std::int64_t count, std::int64_t width, T* out
 // order: the causal stream's running sums, the same additions in its forward
 // and in the backward's rebuild, so the same sums to the bit.
 template <class T>
-void add_rows(const T* x, std::int64_t count, std::int64_t width, T* column_sum) {
+[[gnu::always_inline]] inline void add_rows(const T* x, std::int64_t count, std::int64_t width, T* column_sum) {
   for (std::int64_t i = 0; i < count; ++i)
     for (std::int64_t d = 0; d < width; ++d) column_sum[d] += x[i * width + d];
 }
 
 // Back through the feature map: dX = dx ⊙ x(1 − x), x = σ(X) (count × width).
 template <class T>
-void feature_map_backward(const T* dx, const T* x, std::int64_t count, std::int64_t width, Rows<T> dX) {
+[[gnu::always_inline]] inline void feature_map_backward(const T* dx, const T* x, std::int64_t count,
+                                                        std::int64_t width, Rows<T> dX) {
   for (std::int64_t i = 0; i < count; ++i) {
     prefetch_row_ahead(dX, i, count, width);
     for (std::int64_t d = 0; d < width; ++d) {
@@ -344,11 +345,13 @@ void feature_map_backward(const T* dx, const T* x, std::int64_t count, std::int6
 //
 // The normal kernels below and the flows they build are FLOWGRAD_PER_CPU:
 // their own loops, everything but the GEMMs, run the CPU's widest vectors.
-// The causal ones are not: cloned, their streaming pass got slower.
+// So do the causal stream and backward. The helpers they call are inlined
+// (always_inline): a call would run the helper's baseline copy.
 
 // §N4 / §C4: W_j = C_j v_j, the weighted values (rows × M, contiguous).
 template <class T>
-void weighted_values(Rows<const T> V, const T* competition, std::int64_t rows, std::int64_t M, T* W) {
+[[gnu::always_inline]] inline void weighted_values(Rows<const T> V, const T* competition, std::int64_t rows,
+                                                   std::int64_t M, T* W) {
   for (std::int64_t j = 0; j < rows; ++j) {
     prefetch_row_ahead(V, j, rows, M);
     for (std::int64_t m = 0; m < M; ++m) W[j * M + m] = competition[j] * V.row(j)[m];
@@ -731,7 +734,7 @@ struct CausalFlows {
         checkpoints(checkpoint_every > 0 ? (dims.N + checkpoint_every - 1) / checkpoint_every * 4 * dims.D : 0) {}
 
   // The streaming pass; Q.data is null when q, k already hold the features.
-  void stream(Rows<const T> Q, Rows<const T> K, T* q_out, T* k_out, Settings<T> cfg) {
+  FLOWGRAD_PER_CPU void stream(Rows<const T> Q, Rows<const T> K, T* q_out, T* k_out, Settings<T> cfg) {
     const std::int64_t D = dims.D;
     // §C0: q = σ(Q), k = σ(K), every row in one call before the stream: a
     // call per row left each row's strided load of Q and K waiting on memory.
@@ -850,8 +853,9 @@ void causal_forward(Rows<const T> Q, Rows<const T> K, Rows<const T> V, Rows<T> o
 // forward's features q, k and output `out` (for R_i = out_i / s_i: see §C4
 // below).
 template <class T>
-void causal_backward(const T* q_features, const T* k_features, Rows<const T> V, Rows<const T> out, Rows<const T> G,
-                     Rows<T> dQ, Rows<T> dK, Rows<T> dV, Dims dims, Settings<T> cfg, KernelRecorder* rec = nullptr) {
+FLOWGRAD_PER_CPU void causal_backward(const T* q_features, const T* k_features, Rows<const T> V, Rows<const T> out,
+                                      Rows<const T> G, Rows<T> dQ, Rows<T> dK, Rows<T> dV, Dims dims, Settings<T> cfg,
+                                      KernelRecorder* rec = nullptr) {
   const std::int64_t N = dims.N, D = dims.D, M = dims.M;
   const std::int64_t chunk = causal_chunk(N, D, M);
   CausalFlows<T> f(q_features, k_features, dims, cfg, /*checkpoint_every_rows=*/chunk);
