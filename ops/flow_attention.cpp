@@ -20,6 +20,7 @@
 #include <array>
 #include <cassert>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 #include <utility>
@@ -29,6 +30,7 @@
 #include "../autograd/node.h"
 #include "../core/blas.h"
 #include "../core/parallel.h"
+#include "../core/profile.h"
 #include "vector_math.h"
 
 namespace flowgrad {
@@ -198,11 +200,67 @@ template <class T>
   return T(1) / (T(1) + flow_exp(-x));
 }
 
-// C (m×n) = op(A) op(B) + beta·C on row-major matrices, where op(A) is m×k
-// and op(B) is k×n; A and B are contiguous, C's rows are ldc apart.
+// Products of at most this many multiply-adds run in small_gemm: below it
+// OpenBLAS's cost per call (argument checks, a buffer taken under a lock,
+// packing) outweighs the arithmetic, as for heads of 16 rows of 32.
+constexpr std::int64_t kSmallGemmMultiplyAdds = 16384;
+
+// C (m×n) = op(A) op(B) + beta·C for small products, with blocks of C in
+// registers: op(B) is read as k rows of whole vectors (packed first, zero-
+// padded, when it is transposed or n is not a multiple of them), then kRows
+// rows × one vector of columns of C at a time sum their k products in
+// order, the kRows sums hiding each other's latency. beta = 0 never reads C.
+// The vectors are GCC's vector extension (64 bytes: one AVX-512 register,
+// two AVX2 or four SSE ones in the other clones).
 template <class T>
-void gemm(bool transpose_a, bool transpose_b, std::int64_t m, std::int64_t n, std::int64_t k,
-          const T* a, const T* b, T beta, T* c, std::int64_t ldc = 0) {
+FLOWGRAD_PER_CPU void small_gemm(bool transpose_a, bool transpose_b, std::int64_t m, std::int64_t n, std::int64_t k,
+                                 const T* a, std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c,
+                                 std::int64_t ldc) {
+  using Vector [[gnu::vector_size(64)]] = T;
+  constexpr std::int64_t kLanes = sizeof(Vector) / sizeof(T), kRows = 4;
+  // op(B)'s rows as whole vectors: B itself when it is not transposed and n
+  // is a multiple of the lanes, else packed
+  const bool pack = transpose_b || n % kLanes != 0;
+  const std::int64_t padded = (n + kLanes - 1) / kLanes * kLanes;
+  Buffer<T> packed(pack ? k * padded : 0);
+  for (std::int64_t p = 0; pack && p < k; ++p) {
+    T* row = packed.row(p, padded);
+    for (std::int64_t j = 0; j < n; ++j) row[j] = transpose_b ? b[j * ldb + p] : b[p * ldb + j];
+    std::fill(row + n, row + padded, T(0));
+  }
+  const T* b_rows = pack ? packed.data() : b;
+  const std::int64_t b_stride = pack ? padded : ldb;
+  // A's elements are row_step apart down a column of op(A), column_step along a row.
+  const std::int64_t row_step = transpose_a ? 1 : lda, column_step = transpose_a ? lda : 1;
+  auto block = [&]<std::int64_t kBlockRows>(std::int64_t i, std::int64_t j0) {
+    Vector sums[kBlockRows] = {};
+    for (std::int64_t p = 0; p < k; ++p) {
+      Vector b_lanes;
+      std::memcpy(&b_lanes, b_rows + p * b_stride + j0, sizeof b_lanes);
+      const T* a_column = a + i * row_step + p * column_step;
+      for (std::int64_t r = 0; r < kBlockRows; ++r) sums[r] += a_column[r * row_step] * b_lanes;
+    }
+    const std::int64_t columns = std::min(kLanes, n - j0);
+    for (std::int64_t r = 0; r < kBlockRows; ++r) {
+      T* c_row = c + (i + r) * ldc + j0;
+      for (std::int64_t jj = 0; jj < columns; ++jj)
+        c_row[jj] = beta == T(0) ? sums[r][jj] : sums[r][jj] + beta * c_row[jj];
+    }
+  };
+  for (std::int64_t j0 = 0; j0 < n; j0 += kLanes) {
+    std::int64_t i = 0;
+    for (; i + kRows <= m; i += kRows) block.template operator()<kRows>(i, j0);
+    for (; i < m; ++i) block.template operator()<1>(i, j0);
+  }
+}
+
+// C (m×n) = op(A) op(B) + beta·C on row-major matrices, where op(A) is m×k
+// and op(B) is k×n, with rows lda, ldb and ldc apart (0: contiguous).
+template <class T>
+void gemm(bool transpose_a, bool transpose_b, std::int64_t m, std::int64_t n, std::int64_t k, const T* a,
+          std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc) {
+  if (lda == 0) lda = transpose_a ? m : k;
+  if (ldb == 0) ldb = transpose_b ? k : n;
   if (ldc == 0) ldc = n;
   if (m == 0 || n == 0) return;
   if (k == 0) {  // beta = 0 never reads C, as in BLAS
@@ -210,8 +268,22 @@ void gemm(bool transpose_a, bool transpose_b, std::int64_t m, std::int64_t n, st
       for (std::int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == T(0) ? T(0) : c[i * ldc + j] * beta;
     return;
   }
-  blas::gemm<T>(transpose_a, transpose_b, m, n, k, T(1), a, transpose_a ? m : k, b,
-                transpose_b ? k : n, beta, c, ldc);
+  if (m * n * k > kSmallGemmMultiplyAdds) {
+    blas::gemm<T>(transpose_a, transpose_b, m, n, k, T(1), a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  // Timed while profiling as OpenBLAS's calls are (blas::kGemmRegion): the
+  // benchmarks' GEMM floor counts every product.
+  const std::int64_t start = profile::enabled() ? profile::now_ns() : 0;
+  small_gemm(transpose_a, transpose_b, m, n, k, a, lda, b, ldb, beta, c, ldc);
+  if (start != 0) profile::record(blas::kGemmRegion, static_cast<double>(profile::now_ns() - start) * 1e-9);
+}
+
+// The same with A and B contiguous.
+template <class T>
+void gemm(bool transpose_a, bool transpose_b, std::int64_t m, std::int64_t n, std::int64_t k, const T* a, const T* b,
+          T beta, T* c, std::int64_t ldc = 0) {
+  gemm(transpose_a, transpose_b, m, n, k, a, 0, b, 0, beta, c, ldc);
 }
 
 // Keeps block[a][b] where keep(a, b), zeroes the rest (a c×c row-major block).
@@ -554,7 +626,7 @@ void normal_backward(const T* q, const T* k, const T* kept_flows, Rows<const T> 
     // R = P W, P = q kᵀ, W = diag(C) V: with Z = dR Vᵀ (N×S), dP = Z diag(C),
     // dq = dP k, dk = dPᵀ q = diag(C) Zᵀq, dW = Pᵀ dR.
     T* const dP = d_product.data();
-    blas::gemm<T>(false, true, N, S, M, T(1), dR.data(), M, V.data, V.stride, T(0), dP, S);  // Z
+    gemm<T>(false, true, N, S, M, dR.data(), M, V.data, V.stride, T(0), dP, S);  // Z
     gemm<T>(true, false, S, D, N, dP, q, T(0), dk.data());  // Zᵀq
     for (std::int64_t i = 0; i < N; ++i)
       for (std::int64_t j = 0; j < S; ++j) dP[i * S + j] *= f.source_competition[j];
@@ -566,7 +638,7 @@ void normal_backward(const T* q, const T* k, const T* kept_flows, Rows<const T> 
     gemm<T>(false, true, N, D, M, dR.data(), f.product, T(0), dq.data());
     gemm<T>(true, false, D, M, N, q, dR.data(), T(0), dKV);
     gemm<T>(false, false, S, M, D, k, dKV, T(0), dW.data());
-    blas::gemm<T>(false, true, S, D, M, T(1), V.data, V.stride, dKV, M, T(0), dk.data(), D);  // V dKVᵀ
+    gemm<T>(false, true, S, D, M, V.data, V.stride, dKV, M, T(0), dk.data(), D);  // V dKVᵀ
   }
   Buffer<T> dC(S);
   for (std::int64_t j = 0; j < S; ++j) {  // W_j = C_j v_j

@@ -72,6 +72,27 @@ TEST_CASE("fused normal Flow-Attention equals the composed one, float64, in eith
                                  1e-12);
 }
 
+TEST_CASE("fused Flow-Attention equals the composed one on both sides of the small-product threshold") {
+  // The kernels' products of at most 16,384 multiply-adds run in their own
+  // loops, larger ones in OpenBLAS. Fashion-MNIST's heads (16 × 32, both
+  // orders: whole vectors of B and transposed ones packed, rows in blocks of
+  // four), ragged sizes (packed and padded columns, a tail row), and heads
+  // whose products exceed the threshold (40 × 48 keys of 24 → 20: KV first).
+  const DType dtype = GENERATE(kFloat64, kFloat32);
+  const Shapes s = GENERATE(Shapes{2, 2, 16, 16, 32, 32}, Shapes{1, 2, 9, 10, 8, 16}, Shapes{1, 1, 13, 11, 7, 9},
+                            Shapes{1, 2, 40, 48, 24, 20});
+  const Order order = GENERATE(Order::KeysValuesFirst, Order::ScoresFirst);
+  const bool causal = GENERATE(false, true);
+  if (causal && (s.L != s.S || order == Order::ScoresFirst)) return;
+  INFO("dtype " << dtype_name(dtype) << " L " << s.L << " S " << s.S << " order " << static_cast<int>(order)
+                << " causal " << causal);
+  Generator gen(s.L * 100 + s.S);
+  const bool single = dtype == kFloat32;
+  require_fused_matches_composed(random_inputs(s, gen, dtype),
+                                 FlowAttentionOptions{}.set_order(order).set_causal(causal), Tensor(),
+                                 single ? 2e-4 : 1e-11, single ? 1e-5 : 1e-12);
+}
+
 TEST_CASE("fused causal Flow-Attention equals the composed one, float64, across chunks") {
   // Chunks of 16 rows for D, M <= 16; up to 32 rows are one chunk, 33 are 16 + 16 + 1.
   const Shapes s = GENERATE(Shapes{1, 1, 1, 1, 3, 3}, Shapes{2, 2, 9, 9, 4, 3}, Shapes{1, 1, 32, 32, 4, 4},
