@@ -202,8 +202,16 @@ template <class T>
 
 // Products of at most this many multiply-adds run in small_gemm: below it
 // OpenBLAS's cost per call (argument checks, a buffer taken under a lock,
-// packing) outweighs the arithmetic, as for heads of 16 rows of 32.
-constexpr std::int64_t kSmallGemmMultiplyAdds = 16384;
+// packing) outweighs the arithmetic, as for heads of 16 rows of 32. Their
+// op(B), padded to whole vectors, must also fit small_gemm's stack buffer.
+constexpr std::int64_t kSmallGemmMultiplyAdds = 16384, kSmallGemmPacked = 4096;
+
+// n rounded up to whole 64-byte vectors of T (small_gemm's rows of op(B)).
+template <class T>
+constexpr std::int64_t padded_to_vectors(std::int64_t n) {
+  constexpr std::int64_t lanes = 64 / sizeof(T);
+  return (n + lanes - 1) / lanes * lanes;
+}
 
 // C (m×n) = op(A) op(B) + beta·C for small products, with blocks of C in
 // registers: op(B) is read as k rows of whole vectors (packed first, zero-
@@ -219,29 +227,31 @@ FLOWGRAD_PER_CPU void small_gemm(bool transpose_a, bool transpose_b, std::int64_
   using Vector [[gnu::vector_size(64)]] = T;
   constexpr std::int64_t kLanes = sizeof(Vector) / sizeof(T), kRows = 4;
   // op(B)'s rows as whole vectors: B itself when it is not transposed and n
-  // is a multiple of the lanes, else packed
+  // is a multiple of the lanes, else packed on the stack (a Buffer would
+  // hold the head's scratch block until the head ends)
   const bool pack = transpose_b || n % kLanes != 0;
-  const std::int64_t padded = (n + kLanes - 1) / kLanes * kLanes;
-  Buffer<T> packed(pack ? k * padded : 0);
+  const std::int64_t padded = padded_to_vectors<T>(n);
+  assert(!pack || k * padded <= kSmallGemmPacked);
+  alignas(64) T packed[kSmallGemmPacked];  // uninitialised: costs nothing unpacked
   for (std::int64_t p = 0; pack && p < k; ++p) {
-    T* row = packed.row(p, padded);
+    T* row = packed + p * padded;
     for (std::int64_t j = 0; j < n; ++j) row[j] = transpose_b ? b[j * ldb + p] : b[p * ldb + j];
     std::fill(row + n, row + padded, T(0));
   }
-  const T* b_rows = pack ? packed.data() : b;
+  const T* b_rows = pack ? packed : b;
   const std::int64_t b_stride = pack ? padded : ldb;
   // A's elements are row_step apart down a column of op(A), column_step along a row.
   const std::int64_t row_step = transpose_a ? 1 : lda, column_step = transpose_a ? lda : 1;
-  auto block = [&]<std::int64_t kBlockRows>(std::int64_t i, std::int64_t j0) {
-    Vector sums[kBlockRows] = {};
+  auto tile = [&]<std::int64_t kTileRows>(std::int64_t i, std::int64_t j0) {
+    Vector sums[kTileRows] = {};
     for (std::int64_t p = 0; p < k; ++p) {
       Vector b_lanes;
       std::memcpy(&b_lanes, b_rows + p * b_stride + j0, sizeof b_lanes);
       const T* a_column = a + i * row_step + p * column_step;
-      for (std::int64_t r = 0; r < kBlockRows; ++r) sums[r] += a_column[r * row_step] * b_lanes;
+      for (std::int64_t r = 0; r < kTileRows; ++r) sums[r] += a_column[r * row_step] * b_lanes;
     }
     const std::int64_t columns = std::min(kLanes, n - j0);
-    for (std::int64_t r = 0; r < kBlockRows; ++r) {
+    for (std::int64_t r = 0; r < kTileRows; ++r) {
       T* c_row = c + (i + r) * ldc + j0;
       for (std::int64_t jj = 0; jj < columns; ++jj)
         c_row[jj] = beta == T(0) ? sums[r][jj] : sums[r][jj] + beta * c_row[jj];
@@ -249,8 +259,8 @@ FLOWGRAD_PER_CPU void small_gemm(bool transpose_a, bool transpose_b, std::int64_
   };
   for (std::int64_t j0 = 0; j0 < n; j0 += kLanes) {
     std::int64_t i = 0;
-    for (; i + kRows <= m; i += kRows) block.template operator()<kRows>(i, j0);
-    for (; i < m; ++i) block.template operator()<1>(i, j0);
+    for (; i + kRows <= m; i += kRows) tile.template operator()<kRows>(i, j0);
+    for (; i < m; ++i) tile.template operator()<1>(i, j0);
   }
 }
 
@@ -268,7 +278,7 @@ void gemm(bool transpose_a, bool transpose_b, std::int64_t m, std::int64_t n, st
       for (std::int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == T(0) ? T(0) : c[i * ldc + j] * beta;
     return;
   }
-  if (m * n * k > kSmallGemmMultiplyAdds) {
+  if (m * n * k > kSmallGemmMultiplyAdds || k * padded_to_vectors<T>(n) > kSmallGemmPacked) {
     blas::gemm<T>(transpose_a, transpose_b, m, n, k, T(1), a, lda, b, ldb, beta, c, ldc);
     return;
   }
@@ -770,7 +780,8 @@ void normal_backward(const T* q, const T* k, const T* kept_flows, Rows<const T> 
 // Causal Flow-Attention (N = S)
 // ---------------------------------------------------------------------------
 
-// §C0–§C3 for one head in one streaming pass with running D-vectors. The
+// §C0–§C3 for one head: a streaming pass with running D-vectors, then
+// §C3's per-row exponentials. The
 // backward needs the four prefix sums cumsum(k), cumsum(q), cumsum(O k),
 // cumsum(I q) at every row; rather than N×D of each (read back from memory),
 // a nonzero checkpoint_every keeps them just before rows 0, c, 2c, ... and
@@ -840,7 +851,7 @@ struct CausalFlows {
     }
     // §C3: A_i = σ(Ĩ_i),  C_i = n_i e_i / E_i with e = exp(Õ), E = pre(e), after
     // the §C2 clamp Õ_i = clamp(Ô_i, lo, hi); the exponentials in loops of
-    // their own, which vectorise
+    // their own, which vectorise in float
     const std::int64_t N = dims.N;
     for (std::int64_t i = 0; i < N; ++i) sink_allocation[i] = flow_sigmoid(conserved_sink[i]);
     for (std::int64_t i = 0; i < N; ++i)

@@ -76,11 +76,12 @@ TEST_CASE("fused Flow-Attention equals the composed one on both sides of the sma
   // The kernels' products of at most 16,384 multiply-adds run in their own
   // loops, larger ones in OpenBLAS. Fashion-MNIST's heads (16 × 32, both
   // orders: whole vectors of B and transposed ones packed, rows in blocks of
-  // four), ragged sizes (packed and padded columns, a tail row), and heads
-  // whose products exceed the threshold (40 × 48 keys of 24 → 20: KV first).
+  // four), ragged sizes (packed and padded columns, a tail row), heads
+  // whose products exceed the threshold (40 × 48 keys of 24 → 20: KV first),
+  // and heads of more than one block of 256 rows in the forward's KV order.
   const DType dtype = GENERATE(kFloat64, kFloat32);
   const Shapes s = GENERATE(Shapes{2, 2, 16, 16, 32, 32}, Shapes{1, 2, 9, 10, 8, 16}, Shapes{1, 1, 13, 11, 7, 9},
-                            Shapes{1, 2, 40, 48, 24, 20});
+                            Shapes{1, 2, 40, 48, 24, 20}, Shapes{1, 1, 300, 600, 8, 5});
   const Order order = GENERATE(Order::KeysValuesFirst, Order::ScoresFirst);
   const bool causal = GENERATE(false, true);
   if (causal && (s.L != s.S || order == Order::ScoresFirst)) return;
