@@ -781,11 +781,11 @@ void normal_backward(const T* q, const T* k, const T* kept_flows, Rows<const T> 
 // ---------------------------------------------------------------------------
 
 // §C0–§C3 for one head: a streaming pass with running D-vectors, then
-// §C3's per-row exponentials. The
-// backward needs the four prefix sums cumsum(k), cumsum(q), cumsum(O k),
-// cumsum(I q) at every row; rather than N×D of each (read back from memory),
-// a nonzero checkpoint_every keeps them just before rows 0, c, 2c, ... and
-// prefix_sums() rebuilds one chunk of c rows, in cache, when it is needed.
+// §C3's per-row exponentials. The backward needs the four prefix sums
+// cumsum(k), cumsum(q), cumsum(O k), cumsum(I q) at every row; rather
+// than N×D of each (read back from memory), a nonzero checkpoint_every
+// keeps them just before rows 0, c, 2c, ... and prefix_sums() rebuilds one
+// chunk of c rows, in cache, when it is needed.
 template <class T>
 struct CausalFlows {
   Dims dims;
