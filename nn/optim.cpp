@@ -235,7 +235,8 @@ void SGD::update(const Group& group, const Tensor& param, const Tensor& grad, St
     const T momentum = static_cast<T>(options.momentum);
     const T keep = static_cast<T>(1.0 - options.dampening);
     const bool nesterov = options.nesterov;
-    parallel_for(param.numel(), kParallelGrain, [=](std::int64_t begin, std::int64_t end) {  // by value: see Adam::update
+    // By value, as in Adam::update: the loop vectorises.
+    parallel_for(param.numel(), kParallelGrain, [=](std::int64_t begin, std::int64_t end) {
       for (std::int64_t i = begin; i < end; ++i) {
         T d = decay != T(0) ? g[i] + p[i] * decay : g[i];
         if (buffer) {

@@ -179,11 +179,6 @@ template <class T>
   for (std::int64_t d = 0; d < n; ++d) y[d] += alpha * x[d];
 }
 
-template <class T>
-T sigmoid(T x) {
-  return T(1) / (T(1) + std::exp(-x));
-}
-
 // e^x and σ(x) for the flows' exponentials (§N3's softmax and A, §C3's e and
 // A). Float goes through exp_vectorisable, so that a loop of them
 // vectorises: a libm call per element cost more than the rest of those
@@ -378,7 +373,7 @@ template <class T, bool kFused>
     T* row = out + i * width;
     for (std::int64_t d = 0; d < width; ++d) {
       if constexpr (std::is_same_v<T, float>) row[d] = sigmoid_vectorisable<kFused>(x[i * stride + d]);
-      else row[d] = sigmoid(x[i * stride + d]);
+      else row[d] = flow_sigmoid(x[i * stride + d]);
     }
     if (column_sum != nullptr)
       for (std::int64_t d = 0; d < width; ++d) column_sum[d] += row[d];
@@ -818,15 +813,15 @@ struct CausalFlows {
 
   // The streaming pass; Q.data is null when q, k already hold the features.
   FLOWGRAD_PER_CPU void stream(Rows<const T> Q, Rows<const T> K, T* q_out, T* k_out, Settings<T> cfg) {
-    const std::int64_t D = dims.D;
+    const std::int64_t N = dims.N, D = dims.D;
     // §C0: q = σ(Q), k = σ(K), every row in one call before the stream: a
     // call per row left each row's strided load of Q and K waiting on memory.
     if (Q.data != nullptr) {
-      feature_map(Q, dims.N, D, q_out);
-      feature_map(K, dims.N, D, k_out);
+      feature_map(Q, N, D, q_out);
+      feature_map(K, N, D, k_out);
     }
     Buffer<T> k_run(D, Zeroed{}), q_run(D, Zeroed{}), k_outgoing_run(D, Zeroed{}), q_incoming_run(D, Zeroed{});
-    for (std::int64_t i = 0; i < dims.N; ++i) {
+    for (std::int64_t i = 0; i < N; ++i) {
       const T count = static_cast<T>(i + 1);  // n_i
       const T* qi = q + i * D;
       const T* ki = k + i * D;
@@ -852,7 +847,6 @@ struct CausalFlows {
     // §C3: A_i = σ(Ĩ_i),  C_i = n_i e_i / E_i with e = exp(Õ), E = pre(e), after
     // the §C2 clamp Õ_i = clamp(Ô_i, lo, hi); the exponentials in loops of
     // their own, which vectorise in float
-    const std::int64_t N = dims.N;
     for (std::int64_t i = 0; i < N; ++i) sink_allocation[i] = flow_sigmoid(conserved_sink[i]);
     for (std::int64_t i = 0; i < N; ++i)
       exp_source[i] = flow_exp(std::clamp(conserved_source_raw[i], cfg.clamp_min, cfg.clamp_max));
